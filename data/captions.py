@@ -1,0 +1,72 @@
+"""Caption files next to images, and the caption operations of training (shuffle, dropout, tag counts)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from data.errors import DatasetError
+
+
+def caption_path(image: Path, extensions: list[str]) -> Path | None:
+    """The first existing `<stem><ext>` next to `image`, or None; extensions may omit the dot."""
+    for ext in extensions:
+        dotted = ext if ext.startswith(".") else "." + ext
+        # with_name, not with_suffix: `img.v2.png` must find `img.v2.txt`.
+        candidate = image.with_name(image.stem + dotted)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_caption(image: Path, extensions: list[str]) -> str | None:
+    """The caption of `image`: first non-empty line of its caption file, stripped; None if absent or empty."""
+    path = caption_path(Path(image), extensions)
+    if path is None:
+        return None
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise DatasetError(f"{path} cannot be read ({error.strerror}): check its permissions") from None
+    try:
+        # utf-8-sig drops the byte-order mark that Windows Notepad writes.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DatasetError(
+            f"{path} is not UTF-8 text (bad byte at position {error.start}): open it in an editor and save "
+            f"it with UTF-8 encoding"
+        ) from None
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return None
+
+
+def split_tags(caption: str) -> list[str]:
+    """Comma-separated tags, stripped, empty ones dropped."""
+    return [tag.strip() for tag in caption.split(",") if tag.strip()]
+
+
+def shuffle_tags(caption: str, keep_tokens: int, rng: random.Random) -> str:
+    """Shuffle the comma-separated tags after the first `keep_tokens`, which stay in place; join with ", "."""
+    tags = split_tags(caption)
+    keep = max(keep_tokens, 0)
+    head, tail = tags[:keep], tags[keep:]
+    rng.shuffle(tail)
+    return ", ".join(head + tail)
+
+
+def drop_caption(caption: str, rate: float, rng: random.Random) -> str:
+    """The empty caption with probability `rate` (kohya's caption dropout), else `caption` unchanged."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"caption dropout rate {rate} must be between 0 and 1")
+    # Always draw, so the random stream does not depend on the rate.
+    return "" if rng.random() < rate else caption
+
+
+def tag_frequency(captions: Iterable[str]) -> dict[str, int]:
+    """How often each comma-separated tag occurs over `captions`, most frequent first."""
+    counts = Counter(tag for caption in captions for tag in split_tags(caption))
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))

@@ -1,0 +1,65 @@
+"""Loading pictures as upright RGB, and resizing them to a training size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from data.errors import DatasetError
+
+_WHITE = (255, 255, 255, 255)
+_HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def _high_bit_to_l(image: Image.Image) -> Image.Image:
+    """16-bit / float greyscale to 8-bit; a plain convert would clip everything above 255 to white."""
+    array = np.asarray(image, dtype=np.float64)
+    peak = array.max() if array.size else 0.0
+    scale = 255.0 / 65535.0 if peak > 255 else (255.0 if image.mode == "F" and peak <= 1.0 else 1.0)
+    return Image.fromarray(np.clip(array * scale, 0, 255).round().astype(np.uint8))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode to RGB; transparent pixels become white, as most viewers show them."""
+    if image.mode in _HIGH_BIT_MODES:
+        image = _high_bit_to_l(image)
+    if _has_alpha(image):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE)
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Open an image upright (EXIF orientation applied) as RGB; DatasetError naming the file if unreadable."""
+    path = Path(path)
+    try:
+        with Image.open(path) as opened:
+            # load() inside the try: truncated files only fail when pixels are decoded.
+            opened.load()
+            upright = ImageOps.exif_transpose(opened)
+            return to_rgb(upright)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        reason = "not a known image format" if isinstance(error, UnidentifiedImageError) else str(error)
+        raise DatasetError(
+            f"{path} cannot be read as an image ({reason}): re-save it as PNG or JPEG, or move it out of "
+            f"the dataset folder"
+        ) from None
+
+
+def resize_center_crop(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Scale (LANCZOS) so the image covers width × height, then cut the centre to exactly that size."""
+    w, h = image.size
+    if (w, h) == (width, height):
+        return image.copy()
+    scale = max(width / w, height / h)
+    new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
+    resized = image.resize((new_w, new_h), Image.Resampling.LANCZOS)
+    left, top = (new_w - width) // 2, (new_h - height) // 2
+    return resized.crop((left, top, left + width, top + height))

@@ -1,0 +1,1 @@
+"""LoraSmith's bundled inference engine: prompts, text encoding, LoRA application, samplers, grids."""

@@ -1,0 +1,155 @@
+"""A1111 infotext: the generation parameters as text, stored in a PNG's `parameters` chunk ("PNG Info")."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from inference.samplers import SAMPLER_LABELS
+from inference.txt2img import GenerationParams
+
+# A1111's fixed key order; extra keys that appear here take this position, all others follow in order given.
+FIXED_KEYS = (
+    "Steps", "Sampler", "Schedule type", "CFG scale", "Image CFG scale", "Seed", "Face restoration", "Size",
+    "Model hash", "Model", "FP8 weight", "Cache FP16 weight for LoRA", "VAE hash", "VAE", "Variation seed",
+    "Variation seed strength", "Seed resize from", "Denoising strength", "Conditional mask weight", "Clip skip",
+    "ENSD", "Token merging ratio", "Token merging ratio hr", "Init image hash", "RNG", "Tiling",
+)  # fmt: skip
+
+NEGATIVE_PREFIX = "Negative prompt:"
+# One `key: value` pair of the parameter line; a value is a JSON string or runs to the next comma.
+_PARAM_RE = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
+# What A1111 assumes when a key is absent, so parsed dicts of old and new images look alike.
+_PARSE_DEFAULTS = {"Clip skip": "1", "Schedule type": "Automatic", "RNG": "GPU"}
+
+
+def format_number(value: float) -> str:
+    """Whole floats without a fraction (7.0 → "7"), as A1111's UI numbers appear; others as Python writes them."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def quote(value: Any) -> str:
+    """A value as A1111 writes it: JSON-quoted if it holds a comma, colon or newline, else raw."""
+    text = format_number(value) if isinstance(value, float) else str(value)
+    if any(mark in text for mark in ",:\n"):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def infotext_fields(params: GenerationParams, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parameter line's key → value pairs in A1111 order; None values are left out."""
+    fields: dict[str, Any] = {
+        "Steps": params.steps,
+        "Sampler": SAMPLER_LABELS.get(params.sampler, params.sampler),
+        # Euler has no default schedule of its own, so A1111 records "Automatic" (meaning Uniform).
+        "Schedule type": "Automatic",
+        "CFG scale": params.cfg_scale,
+        "Seed": params.seed,
+        "Size": f"{params.width}x{params.height}",
+        "Model": params.model_name,
+        "Clip skip": params.clip_skip if params.clip_skip > 1 else None,
+        "RNG": None if params.rng == "GPU" else params.rng,
+    }
+    fields.update(extra or {})
+    order = [key for key in FIXED_KEYS if key in fields] + [key for key in fields if key not in FIXED_KEYS]
+    return {key: fields[key] for key in order if fields[key] is not None}
+
+
+def format_infotext(params: GenerationParams, extra: dict[str, Any] | None = None) -> str:
+    """A1111's infotext: prompt, `Negative prompt: …` (if any), then one line of `key: value` pairs."""
+    pairs = [
+        key if key == value else f"{key}: {quote(value)}"
+        for key, value in infotext_fields(params, extra).items()
+    ]
+    negative = f"\n{NEGATIVE_PREFIX} {params.negative_prompt}" if params.negative_prompt else ""
+    return f"{params.prompt}{negative}\n{', '.join(pairs)}".strip()
+
+
+def _decode(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def parse_infotext(text: str) -> dict[str, str]:
+    """Split an infotext into "Prompt", "Negative prompt" and its parameters (string values), as A1111 does."""
+    lines = text.strip().split("\n")
+    # The last line holds the parameters only if it looks like them; otherwise it is still prompt text.
+    param_line = lines[-1] if len(_PARAM_RE.findall(lines[-1])) >= 3 else ""
+    if param_line:
+        lines = lines[:-1]
+    prompt: list[str] = []
+    negative: list[str] = []
+    for line in lines:
+        line = line.strip()
+        if line.startswith(NEGATIVE_PREFIX) and not negative:
+            negative.append(line[len(NEGATIVE_PREFIX) :].strip())
+        elif negative:
+            negative.append(line)
+        else:
+            prompt.append(line)
+    result = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
+    for key, raw in _PARAM_RE.findall(param_line):
+        value = _decode(raw.strip())
+        result[key] = value
+        size = _SIZE_RE.match(value)
+        if size:
+            result[f"{key}-1"], result[f"{key}-2"] = size.groups()
+    return {**_PARSE_DEFAULTS, **result}
+
+
+def params_from_infotext(info: dict[str, str]) -> GenerationParams:
+    """Rebuild GenerationParams from `parse_infotext`'s dict (the inverse of `format_infotext`)."""
+    samplers = {label: name for name, label in SAMPLER_LABELS.items()}
+    return GenerationParams(
+        prompt=info["Prompt"],
+        negative_prompt=info.get("Negative prompt", ""),
+        seed=int(info["Seed"]),
+        steps=int(info["Steps"]),
+        cfg_scale=float(info["CFG scale"]),
+        width=int(info["Size-1"]),
+        height=int(info["Size-2"]),
+        clip_skip=int(info.get("Clip skip", "1")),
+        sampler=samplers.get(info["Sampler"], info["Sampler"]),
+        model_name=info.get("Model"),
+        rng=info.get("RNG", "GPU"),
+    )
+
+
+def save_png(image: Image.Image, path: str | Path, infotext: str) -> Path:
+    """Write `image` as PNG with `infotext` in its `parameters` chunk, atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = PngInfo()
+    info.add_text("parameters", infotext)  # Pillow picks tEXt for Latin-1 text, iTXt otherwise
+    # Same folder so the rename stays on one filesystem; a reader never sees a half-written PNG.
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(temp, "xb") as handle:
+            image.save(handle, format="PNG", pnginfo=info)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_infotext(path: str | Path) -> str | None:
+    """The `parameters` text of a PNG written by A1111 or by us, or None if it has none."""
+    with Image.open(path) as image:
+        return image.info.get("parameters")

@@ -1,0 +1,82 @@
+"""A LoRA strength sweep: every prompt and seed (rows) at every LoRA weight (columns), saved as PNGs and a grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from PIL import Image
+from tqdm.auto import tqdm
+
+from inference.components import BaseModel
+from inference.grid import make_grid
+from inference.infotext import format_infotext, format_number, save_png
+from inference.lora import applied_lora, load_lora_file, lora_file_hash
+from inference.txt2img import GenerationParams, generate
+
+
+@dataclass
+class LoraGridResult:
+    """Where the sweep was written: `image_paths[row][column]` matches the grid's cells."""
+
+    grid_path: Path
+    image_paths: list[list[Path]]
+
+
+def lora_tag(name: str, weight: float) -> str:
+    """The extra-network tag A1111 shows for a LoRA at `weight`, e.g. `<lora:style:0.5>`."""
+    return f"<lora:{name}:{format_number(float(weight))}>"
+
+
+def _row_labels(prompts: list[str], seeds: list[int]) -> list[str]:
+    if len(seeds) == 1:
+        return list(prompts)
+    return [f"{prompt}\nseed {seed}" for prompt in prompts for seed in seeds]
+
+
+def render_lora_grid(
+    model: BaseModel,
+    lora_path: str | Path,
+    prompts: list[str],
+    weights: list[float],
+    negative_prompt: str,
+    seeds: list[int],
+    steps: int,
+    cfg_scale: float,
+    width: int,
+    height: int,
+    clip_skip: int,
+    out_dir: str | Path,
+    model_name: str,
+) -> LoraGridResult:
+    """Render prompts x seeds (rows) at each LoRA weight (columns); write each PNG and `grid.png` to out_dir."""
+    if not prompts or not weights or not seeds:
+        raise ValueError("a LoRA grid needs at least one prompt, one weight and one seed")
+    lora = load_lora_file(lora_path)
+    # A1111 removes ':' and ',' from names in "Lora hashes" because they would break its parser.
+    hash_entry = f"{lora.name.replace(':', '').replace(',', '')}: {lora_file_hash(lora_path)[:12]}"
+    out_dir = Path(out_dir)
+    rows = [(prompt, seed) for prompt in prompts for seed in seeds]
+    cells: list[list[Image.Image | None]] = [[None] * len(weights) for _ in rows]
+    paths: list[list[Path | None]] = [[None] * len(weights) for _ in rows]
+    infotexts: list[str] = []
+    with tqdm(total=len(rows) * len(weights), desc=f"LoRA grid {lora.name}", unit="image") as progress:
+        # Weights outermost: each weight patches the model once for all its cells.
+        for col, weight in enumerate(weights):
+            with applied_lora(model, lora, weight, weight):
+                for row, (prompt, seed) in enumerate(rows):
+                    params = GenerationParams(
+                        f"{prompt} {lora_tag(lora.name, weight)}", negative_prompt, seed, steps, cfg_scale,
+                        width, height, clip_skip, "euler", model_name,
+                    )  # fmt: skip
+                    # The tag is already applied through applied_lora; the text encoder sees the plain prompt.
+                    image = generate(model, replace(params, prompt=prompt))
+                    infotext = format_infotext(params, {"Lora hashes": hash_entry})
+                    name = f"{row:03d}-{col:02d}-seed{seed}-w{format_number(float(weight))}.png"
+                    paths[row][col] = save_png(image, out_dir / name, infotext)
+                    cells[row][col] = image
+                    infotexts.append(infotext)
+                    progress.update()
+    grid = make_grid(cells, _row_labels(prompts, seeds), [f"lora {format_number(float(w))}" for w in weights])
+    grid_path = save_png(grid, out_dir / "grid.png", infotexts[0])
+    return LoraGridResult(grid_path, paths)

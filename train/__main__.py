@@ -1,0 +1,59 @@
+"""`python -m train +experiment=char_lora [key=value ...]`: train a LoRA as the Hydra config says.
+
+User mistakes (bad folders, bad values) print one `error:` line and exit with status 2; set
+HYDRA_FULL_ERROR=1 to see the traceback as well.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+# bitsandbytes (imported by peft) warns about an optional CPU kernel package on every start.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+from data.errors import LoraSmithError  # noqa: E402
+
+
+def _full_errors() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR", "0") not in ("0", "", "false")
+
+
+def run(cfg: DictConfig) -> float:
+    """Validate, train, print the summary; return the final average loss (the metric a sweep minimises)."""
+    from train.config import load_config
+    from train.run import train
+
+    typed = load_config(cfg)
+    result = train(typed, Path(typed.output_dir))
+    print(
+        f"\nTrained {result.steps} steps in {result.seconds:.1f} s (final average loss {result.final_loss:.4f})"
+    )
+    print(f"  LoRA:       {result.lora_path}")
+    for path in result.epoch_files:
+        print(f"  epoch file: {path}")
+    if result.grid_path:
+        print(f"  grid:       {result.grid_path}")
+    print(f"  run folder: {result.run_dir}")
+    return result.final_loss
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point."""
+    try:
+        return run(cfg)
+    except LoraSmithError as error:
+        if _full_errors():
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

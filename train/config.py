@@ -1,0 +1,203 @@
+"""Typed training configuration: Hydra composes YAML, `load_config` validates it once into these dataclasses.
+
+Every field has the meaning kohya sd-scripts users know; the comment names the kohya flag where one exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from train.errors import ConfigError
+
+MODEL_KINDS = ("tiny", "sd15_arch", "pretrained")
+NETWORK_MODULES = ("lora",)
+OPTIMIZERS = ("AdamW",)
+SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+LOGGERS = ("wandb", "tensorboard", "none")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+SAVE_PRECISION = ("float", "fp16", "bf16")
+DATASET_SOURCES = ("folders", "toy")
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "tiny"  # tiny | sd15_arch | pretrained
+    path: str | None = None  # diffusers folder or hub id (kohya --pretrained_model_name_or_path)
+    revision: str | None = None
+    variant: str | None = None  # e.g. fp16
+    init_seed: int = 0  # weights of the models built in code (tiny, sd15_arch)
+    clip_skip: int = 1  # kohya --clip_skip; 2 for NovelAI-family anime models
+
+
+@dataclass
+class DatasetConfig:
+    source: str = (
+        "folders"  # folders: train_dir/reg_dir as given; toy: generate a toy set into the run folder
+    )
+    train_dir: str | None = None  # parent of `N_token class` folders (kohya --train_data_dir)
+    reg_dir: str | None = None  # parent of `N_class` folders (kohya --reg_data_dir)
+    resolution: int = 512  # square side in pixels (kohya --resolution)
+    caption_extensions: list[str] = field(default_factory=lambda: [".txt", ".caption"])  # first found wins
+    shuffle_caption: bool = False  # kohya --shuffle_caption
+    keep_tokens: int = 0  # kohya --keep_tokens: first N comma-separated tags stay in place
+    caption_dropout_rate: float = (
+        0.0  # kohya --caption_dropout_rate: whole caption → "" with this probability
+    )
+    flip_aug: bool = False  # kohya --flip_aug: random horizontal flip
+    prior_loss_weight: float = 1.0  # kohya --prior_loss_weight: loss weight of regularization images
+    num_workers: int = 0  # DataLoader workers
+    toy_images: int = 12  # source=toy: pictures of the concept to generate
+    toy_repeats: int = 10  # source=toy: repeats of the generated concept folder
+
+
+@dataclass
+class NetworkConfig:
+    module: str = "lora"
+    dim: int = 8  # kohya --network_dim (rank)
+    alpha: float = 4.0  # kohya --network_alpha; scale = alpha / dim
+    dropout: float = 0.0  # kohya --network_dropout
+    train_unet: bool = True  # False = kohya --network_train_text_encoder_only
+    train_text_encoder: bool = True  # False = kohya --network_train_unet_only
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "AdamW"
+    lr: float = 1e-4  # kohya --learning_rate: used where unet_lr / text_encoder_lr are null
+    unet_lr: float | None = None  # kohya --unet_lr
+    text_encoder_lr: float | None = None  # kohya --text_encoder_lr
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "constant_with_warmup"
+    warmup_steps: float = 0  # steps, or a fraction of all steps when < 1 (kohya --lr_warmup_steps)
+    num_cycles: int = 1  # cosine_with_restarts
+    power: float = 1.0  # polynomial
+
+
+@dataclass
+class TrainingConfig:
+    max_train_epochs: int | None = 10  # kohya --max_train_epochs (wins over max_train_steps)
+    max_train_steps: int | None = None  # kohya --max_train_steps
+    batch_size: int = 1  # kohya --train_batch_size
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    gradient_checkpointing: bool = False
+    noise_offset: float = 0.0  # kohya --noise_offset (~0.1 for darker darks / brighter brights)
+    save_every_n_epochs: int | None = 1  # kohya --save_every_n_epochs; the last epoch is the final file
+    save_precision: str = "float"  # float | fp16 | bf16 (kohya --save_precision)
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "wandb"  # wandb | tensorboard | none
+    project: str = "lorasmith"
+    wandb_mode: str = "offline"  # offline by default; `online` needs an account
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = True
+    prompts: list[str] = field(default_factory=list)
+    negative_prompt: str = ""
+    weights: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
+    seeds: list[int] = field(default_factory=lambda: [1])
+    steps: int = 20
+    cfg_scale: float = 7.0
+    sampler: str = "euler"
+    width: int | None = None  # null: dataset.resolution
+    height: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    name: str = "lora"  # run name; also the LoRA file name (kohya --output_name)
+    seed: int = 42
+    output_dir: str = "."  # set by Hydra to the run folder
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+def _check_positive(key: str, value: float | int | None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value <= 0:
+        raise ConfigError(f"{key}={value!r} must be a positive number")
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check values that types alone cannot; raise ConfigError naming the key and the valid choices."""
+    _check_choice("model.kind", cfg.model.kind, MODEL_KINDS)
+    if cfg.model.kind == "pretrained" and not cfg.model.path:
+        raise ConfigError("model.kind=pretrained needs model.path=<diffusers folder or hub id>")
+    if cfg.model.clip_skip < 1:
+        raise ConfigError(f"model.clip_skip={cfg.model.clip_skip} must be >= 1 (1 = last layer)")
+    _check_choice("dataset.source", cfg.dataset.source, DATASET_SOURCES)
+    if cfg.dataset.source == "folders" and not cfg.dataset.train_dir:
+        raise ConfigError("dataset.train_dir is not set: give the folder that holds `N_token class` folders")
+    _check_positive("dataset.resolution", cfg.dataset.resolution)
+    if cfg.dataset.resolution % 8:
+        raise ConfigError(f"dataset.resolution={cfg.dataset.resolution} must be a multiple of 8")
+    _check_choice("network.module", cfg.network.module, NETWORK_MODULES)
+    _check_positive("network.dim", cfg.network.dim)
+    if not (cfg.network.train_unet or cfg.network.train_text_encoder):
+        raise ConfigError(
+            "network.train_unet and network.train_text_encoder are both false: nothing to train"
+        )
+    _check_choice("optimizer.name", cfg.optimizer.name, OPTIMIZERS)
+    _check_choice("scheduler.name", cfg.scheduler.name, SCHEDULERS)
+    if cfg.scheduler.name == "constant" and cfg.scheduler.warmup_steps:
+        raise ConfigError("scheduler.name=constant takes no warmup; use constant_with_warmup")
+    t = cfg.training
+    if t.max_train_epochs is None and t.max_train_steps is None:
+        raise ConfigError("set training.max_train_epochs or training.max_train_steps")
+    _check_positive("training.max_train_epochs", t.max_train_epochs, allow_none=True)
+    _check_positive("training.max_train_steps", t.max_train_steps, allow_none=True)
+    _check_positive("training.batch_size", t.batch_size)
+    _check_positive("training.gradient_accumulation_steps", t.gradient_accumulation_steps)
+    _check_choice("training.mixed_precision", t.mixed_precision, MIXED_PRECISION)
+    _check_choice("training.save_precision", t.save_precision, SAVE_PRECISION)
+    _check_choice("logger.kind", cfg.logger.kind, LOGGERS)
+    _check_choice("eval.sampler", cfg.eval.sampler, ("euler",))
+    return cfg
+
+
+def _describe(error: OmegaConfBaseException) -> str:
+    """One line: the key, what is wrong, and for unknown keys the keys that exist there."""
+    message = str(error).strip().splitlines()[0]
+    key = getattr(error, "full_key", None) or "?"
+    owner = getattr(error, "object_type", None)
+    if owner is not None and "not in" in message and hasattr(owner, "__dataclass_fields__"):
+        message += f"; valid keys: {', '.join(owner.__dataclass_fields__)}"
+    return f"config key {key}: {message}"
+
+
+def load_config(cfg: DictConfig) -> TrainConfig:
+    """Merge Hydra's composed config into the typed schema: unknown keys and wrong types become ConfigError."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
+        typed = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        raise ConfigError(_describe(error)) from error
+    assert isinstance(typed, TrainConfig)
+    return validate(typed)

@@ -1,0 +1,14 @@
+"""Errors of the training stage; all derive from the project-wide LoraSmithError."""
+
+from data.errors import DatasetError, LoraSmithError
+
+
+class ConfigError(LoraSmithError):
+    """An invalid configuration value."""
+
+
+class ModelLoadError(LoraSmithError):
+    """A base model that cannot be found or read."""
+
+
+__all__ = ["ConfigError", "DatasetError", "LoraSmithError", "ModelLoadError"]

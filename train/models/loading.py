@@ -1,0 +1,76 @@
+"""Load a base model from a diffusers folder or a hub id, or build one in code (tiny, sd15_arch)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from train.config import ModelConfig
+from train.errors import ModelLoadError
+from train.models.bundle import ModelBundle, sd_noise_scheduler
+from train.models.tiny import build_sd15_arch, build_tiny
+
+SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
+
+
+def load_base_model(cfg: ModelConfig) -> ModelBundle:
+    """The base model named by `cfg`: built in code for tiny/sd15_arch, else loaded from `cfg.path`."""
+    if cfg.kind == "tiny":
+        return build_tiny(cfg.init_seed)
+    if cfg.kind == "sd15_arch":
+        return build_sd15_arch(cfg.init_seed)
+    return load_pretrained(cfg.path or "", revision=cfg.revision, variant=cfg.variant)
+
+
+def _check_local_folder(folder: Path) -> None:
+    missing = [name for name in SUBFOLDERS if not (folder / name).is_dir()]
+    if missing:
+        raise ModelLoadError(
+            f"{folder} is not a diffusers model folder: missing {', '.join(m + '/' for m in missing)}. "
+            "Give the folder that holds unet/, vae/, text_encoder/ and tokenizer/ (e.g. a snapshot of "
+            "runwayml/stable-diffusion-v1-5), or a hub id."
+        )
+
+
+def load_pretrained(path: str, revision: str | None = None, variant: str | None = None) -> ModelBundle:
+    """Load the SD components from a diffusers-layout folder or a hub id (the hub cache when offline)."""
+    local = Path(path).expanduser()
+    if local.suffix.lower() in SINGLE_FILE_SUFFIXES:
+        raise ModelLoadError(
+            f"{path} is a single-file checkpoint; model.path takes a diffusers folder or a hub id. "
+            "Convert it first with diffusers' StableDiffusionPipeline.from_single_file(...).save_pretrained(DIR)."
+        )
+    if local.exists():
+        _check_local_folder(local)
+        source = str(local)
+    else:
+        source = path
+    kwargs = {"revision": revision}
+    try:
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", variant=variant, **kwargs)
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", variant=variant, **kwargs)
+        text_encoder = CLIPTextModel.from_pretrained(
+            source, subfolder="text_encoder", variant=variant, **kwargs
+        )
+        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs)
+    except OSError as error:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+        hint = " (HF_HUB_OFFLINE is set, so only the local hub cache is searched)" if offline else ""
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(
+            f"cannot load base model {path!r}{hint}: {first_line}. Give a diffusers folder or a hub id."
+        ) from error
+    scheduler = _training_scheduler(source, revision)
+    return ModelBundle(unet, vae, text_encoder, tokenizer, scheduler, source=path)
+
+
+def _training_scheduler(source: str, revision: str | None) -> DDPMScheduler:
+    """DDPM with the model's own betas when it ships a scheduler config, SD 1.x's otherwise."""
+    try:
+        return DDPMScheduler.from_pretrained(source, subfolder="scheduler", revision=revision)
+    except (OSError, ValueError):
+        return sd_noise_scheduler()

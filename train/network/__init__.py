@@ -1,0 +1,1 @@
+"""Trainable networks (LoRA) injected into the base model, and their kohya/A1111 file format."""

@@ -1,0 +1,97 @@
+"""LoRA adapters on the UNet and text encoder, injected through peft, read out in kohya's layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from torch import nn
+
+from train.config import NetworkConfig
+from train.models.bundle import ModelBundle
+from train.network.targets import Target, text_encoder_targets, unet_targets
+
+ADAPTER = "lorasmith"
+
+
+@dataclass
+class AdaptedLayer:
+    """A peft LoRA layer and the kohya name it is saved under."""
+
+    target: Target
+    layer: nn.Module
+    owner: nn.Module  # the model (UNet or text encoder) the layer lives in
+
+    @property
+    def down(self) -> nn.Module:
+        return self.layer.lora_A[ADAPTER]
+
+    @property
+    def up(self) -> nn.Module:
+        return self.layer.lora_B[ADAPTER]
+
+
+def _inject(model: nn.Module, targets: list[Target], cfg: NetworkConfig) -> list[AdaptedLayer]:
+    if not targets:
+        return []
+    config = LoraConfig(
+        r=cfg.dim,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=[t.path for t in targets],
+        init_lora_weights=True,  # kohya's init: Kaiming-uniform down, zero up
+    )
+    inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+    modules = dict(model.named_modules())
+    return [AdaptedLayer(t, modules[t.path], model) for t in targets]
+
+
+class LoRANetwork:
+    """The trainable LoRA of one run: scale = alpha / dim, up-weights start at zero."""
+
+    def __init__(self, bundle: ModelBundle, cfg: NetworkConfig):
+        self.cfg = cfg
+        self.unet_layers = _inject(bundle.unet, unet_targets(bundle.unet), cfg) if cfg.train_unet else []
+        te_targets = text_encoder_targets(bundle.text_encoder) if cfg.train_text_encoder else []
+        self.text_encoder_layers = _inject(bundle.text_encoder, te_targets, cfg)
+        for layer in self.layers:
+            for param in (*layer.down.parameters(), *layer.up.parameters()):
+                param.requires_grad_(True)
+
+    @property
+    def layers(self) -> list[AdaptedLayer]:
+        return self.text_encoder_layers + self.unet_layers
+
+    @staticmethod
+    def _params(layers: list[AdaptedLayer]) -> list[nn.Parameter]:
+        return [p for layer in layers for p in (*layer.down.parameters(), *layer.up.parameters())]
+
+    def param_groups(self, unet_lr: float, text_encoder_lr: float) -> list[dict]:
+        """Optimizer groups; a group whose learning rate is 0 is left out (frozen), as in kohya."""
+        groups = []
+        if self.text_encoder_layers and text_encoder_lr:
+            groups.append(
+                {"params": self._params(self.text_encoder_layers), "lr": text_encoder_lr, "name": "te"}
+            )
+        if self.unet_layers and unet_lr:
+            groups.append({"params": self._params(self.unet_layers), "lr": unet_lr, "name": "unet"})
+        return groups
+
+    def state_dict(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """Weights in kohya's key layout: `<name>.lora_down.weight`, `.lora_up.weight`, `.alpha`."""
+        tensors: dict[str, torch.Tensor] = {}
+        for layer in self.layers:
+            name = layer.target.kohya_name
+            tensors[f"{name}.lora_down.weight"] = layer.down.weight.detach().to("cpu", dtype).contiguous()
+            tensors[f"{name}.lora_up.weight"] = layer.up.weight.detach().to("cpu", dtype).contiguous()
+            tensors[f"{name}.alpha"] = torch.tensor(float(self.cfg.alpha), dtype=dtype)
+        return tensors
+
+    def remove(self) -> None:
+        """Put the original layers back: the base model is as loaded, the LoRA lives on in saved files."""
+        for adapted in self.layers:
+            parent_path, _, child = adapted.target.path.rpartition(".")
+            parent = adapted.owner.get_submodule(parent_path) if parent_path else adapted.owner
+            setattr(parent, child, adapted.layer.get_base_layer())
+        self.unet_layers, self.text_encoder_layers = [], []

@@ -1,0 +1,116 @@
+"""Write LoRA files as A1111/ComfyUI/diffusers expect them: kohya keys, `ss_*` string metadata, atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save
+
+from train.config import TrainConfig
+
+SAVE_DTYPES = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """The same file with its JSON header in sorted key order.
+
+    safetensors writes the metadata in hash-map order, which changes from process to process; sorting it
+    makes equal contents give equal bytes. Tensor offsets are relative to the data section, so they hold.
+    """
+    (size,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8 : 8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the data section starts 8-byte aligned
+    return struct.pack("<Q", len(text)) + text + blob[8 + size :]
+
+
+def save_lora(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Write `tensors` to `path` through a temporary file and a rename, so a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = canonical_safetensors(save(tensors, metadata=metadata))
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(blob)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return "None" if value is None else str(value)
+
+
+def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
+    """kohya's `ss_*` header for this run. `facts` holds what only the run knows (steps, epoch, dataset).
+
+    Time stamps and session ids are left out on purpose: the same config and seed give a byte-identical
+    file. When a run happened is recorded in the run folder instead.
+    """
+    opt, net, t = cfg.optimizer, cfg.network, cfg.training
+    meta: dict[str, Any] = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": net.dim,
+        "ss_network_alpha": net.alpha,
+        "ss_network_dropout": net.dropout,
+        "ss_network_args": {},
+        "ss_base_model_version": facts.get("base_model_version", "sd_v1"),
+        "ss_v2": False,
+        "ss_sd_model_name": facts.get("model_name", cfg.model.path or cfg.model.kind),
+        "ss_output_name": cfg.name,
+        "ss_seed": cfg.seed,
+        "ss_learning_rate": opt.lr,
+        "ss_unet_lr": opt.unet_lr if opt.unet_lr is not None else opt.lr,
+        "ss_text_encoder_lr": opt.text_encoder_lr if opt.text_encoder_lr is not None else opt.lr,
+        "ss_optimizer": facts.get("optimizer", opt.name),
+        "ss_lr_scheduler": cfg.scheduler.name,
+        "ss_lr_warmup_steps": facts.get("warmup_steps", 0),
+        "ss_max_grad_norm": t.max_grad_norm,
+        "ss_mixed_precision": t.mixed_precision,
+        "ss_gradient_checkpointing": t.gradient_checkpointing,
+        "ss_gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "ss_noise_offset": t.noise_offset if t.noise_offset else None,
+        "ss_clip_skip": cfg.model.clip_skip if cfg.model.clip_skip > 1 else None,
+        "ss_resolution": f"({cfg.dataset.resolution}, {cfg.dataset.resolution})",
+        "ss_batch_size_per_device": t.batch_size,
+        "ss_total_batch_size": t.batch_size * t.gradient_accumulation_steps * facts.get("num_processes", 1),
+        "ss_shuffle_caption": cfg.dataset.shuffle_caption,
+        "ss_keep_tokens": cfg.dataset.keep_tokens,
+        "ss_flip_aug": cfg.dataset.flip_aug,
+        "ss_caption_dropout_rate": cfg.dataset.caption_dropout_rate,
+        "ss_prior_loss_weight": cfg.dataset.prior_loss_weight,
+        "ss_steps": facts["steps"],
+        "ss_epoch": facts["epoch"],
+        "ss_num_epochs": facts["num_epochs"],
+        "ss_max_train_steps": facts["max_train_steps"],
+        "ss_num_batches_per_epoch": facts["num_batches_per_epoch"],
+    }
+    dataset = facts.get("dataset", {})
+    for key in ("num_train_images", "num_reg_images", "dataset_dirs", "reg_dataset_dirs", "tag_frequency"):
+        if key in dataset:
+            meta[f"ss_{key}"] = dataset[key]
+    meta["modelspec.sai_model_spec"] = "1.0.0"
+    meta["modelspec.architecture"] = "stable-diffusion-v1/lora"
+    meta["modelspec.implementation"] = "diffusers"
+    meta["modelspec.title"] = cfg.name
+    meta["modelspec.resolution"] = f"{cfg.dataset.resolution}x{cfg.dataset.resolution}"
+    meta["modelspec.prediction_type"] = "epsilon"
+    meta["lorasmith_config"] = facts.get("config_yaml", "")
+    return {key: _text(value) for key, value in meta.items()}
+
+
+def epoch_file_name(name: str, epoch: int) -> str:
+    """kohya's per-epoch name: `NAME-000001.safetensors`."""
+    return f"{name}-{epoch:06d}.safetensors"

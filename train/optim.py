@@ -1,0 +1,45 @@
+"""Optimizer and learning-rate schedule from the config, with kohya's names and conventions."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from diffusers.optimization import get_scheduler
+
+from train.config import OptimizerConfig, SchedulerConfig
+
+
+def build_optimizer(groups: list[dict], cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """The optimizer named by `cfg.name` over LoRA parameter groups (each carries its own lr)."""
+    if cfg.name == "AdamW":
+        return torch.optim.AdamW(
+            groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+    raise ValueError(f"unknown optimizer {cfg.name}")  # validated earlier; kept for direct callers
+
+
+def describe_optimizer(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig) -> str:
+    """kohya's `ss_optimizer` form: `module.Class(key=value,...)`."""
+    cls = type(optimizer)
+    args = f"weight_decay={cfg.weight_decay},betas={tuple(cfg.betas)},eps={cfg.eps}"
+    return f"{cls.__module__}.{cls.__name__}({args})"
+
+
+def warmup_steps(cfg: SchedulerConfig, total_steps: int) -> int:
+    """Warmup in steps; a value below 1 is a fraction of all steps (kohya's `--lr_warmup_steps 0.1`)."""
+    if 0 < cfg.warmup_steps < 1:
+        return math.ceil(cfg.warmup_steps * total_steps)
+    return int(cfg.warmup_steps)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, total_steps: int):
+    """The learning-rate schedule over `total_steps` optimizer steps."""
+    return get_scheduler(
+        cfg.name,
+        optimizer,
+        num_warmup_steps=warmup_steps(cfg, total_steps),
+        num_training_steps=total_steps,
+        num_cycles=cfg.num_cycles,
+        power=cfg.power,
+    )

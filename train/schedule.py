@@ -1,0 +1,30 @@
+"""How many steps and epochs a run takes, kohya's way."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from train.config import TrainingConfig
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """Optimizer steps per epoch, epochs to run and the step budget."""
+
+    batches_per_epoch: int
+    steps_per_epoch: int
+    num_epochs: int
+    max_train_steps: int
+
+
+def plan_steps(cfg: TrainingConfig, batches_per_epoch: int, num_processes: int = 1) -> StepPlan:
+    """Epochs win over steps when both are set (kohya: --max_train_epochs overrides --max_train_steps)."""
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation_steps)
+    if cfg.max_train_epochs:
+        num_epochs = cfg.max_train_epochs
+        max_steps = num_epochs * steps_per_epoch
+    else:
+        max_steps = int(cfg.max_train_steps or 0)
+        num_epochs = math.ceil(max_steps / steps_per_epoch)
+    return StepPlan(batches_per_epoch, steps_per_epoch, num_epochs, max_steps)

@@ -1,0 +1,63 @@
+"""One training step of latent diffusion, as plain functions over plain tensors."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from torch import nn
+
+from train.models.bundle import ModelBundle
+
+
+def encode_text(text_encoder: nn.Module, input_ids: torch.Tensor, clip_skip: int = 1) -> torch.Tensor:
+    """Token ids (B, 77) → hidden states (B, 77, D); clip_skip=2 takes the penultimate layer, normalised."""
+    if clip_skip <= 1:
+        return text_encoder(input_ids)[0]
+    hidden = text_encoder(input_ids, output_hidden_states=True).hidden_states[-clip_skip]
+    return text_encoder.final_layer_norm(hidden)
+
+
+@torch.no_grad()
+def encode_images(bundle: ModelBundle, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Pixels (B, 3, H, W) in [-1, 1] → scaled latents (B, 4, H/8, W/8), sampled from the VAE posterior."""
+    pixel_values = pixel_values.to(bundle.vae.device, bundle.vae.dtype)
+    return bundle.vae.encode(pixel_values).latent_dist.sample() * bundle.latent_scale
+
+
+def apply_noise_offset(noise: torch.Tensor, offset: float) -> torch.Tensor:
+    """Add a per-channel constant so the model can learn overall brightness (kohya --noise_offset)."""
+    if not offset:
+        return noise
+    shift = torch.randn(noise.shape[0], noise.shape[1], 1, 1, device=noise.device, dtype=noise.dtype)
+    return noise + offset * shift
+
+
+def diffusion_target(scheduler: DDPMScheduler, latents, noise, timesteps) -> torch.Tensor:
+    """What the UNet should predict: the noise (epsilon models) or the velocity (v-prediction models)."""
+    if scheduler.config.prediction_type == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    return noise
+
+
+def diffusion_loss(
+    bundle: ModelBundle,
+    batch: dict,
+    clip_skip: int = 1,
+    noise_offset: float = 0.0,
+    prior_loss_weight: float = 1.0,
+) -> torch.Tensor:
+    """Mean-squared denoising loss of one batch; regularization images weigh `prior_loss_weight`."""
+    latents = encode_images(bundle, batch["pixel_values"])
+    noise = apply_noise_offset(torch.randn_like(latents), noise_offset)
+    scheduler = bundle.noise_scheduler
+    timesteps = torch.randint(
+        0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device
+    )
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    states = encode_text(bundle.text_encoder, batch["input_ids"].to(latents.device), clip_skip)
+    prediction = bundle.unet(noisy, timesteps, states).sample
+    target = diffusion_target(scheduler, latents, noise, timesteps)
+    per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    weights = torch.where(batch["is_reg"].to(per_sample.device), prior_loss_weight, 1.0)
+    return (per_sample * weights).mean()

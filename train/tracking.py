@@ -1,0 +1,46 @@
+"""Metrics go to `metrics.jsonl` in the run folder and to the chosen tracker (wandb offline, tensorboard)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+
+from train.config import LoggerConfig
+
+
+def tracker_name(cfg: LoggerConfig) -> str | None:
+    """accelerate's `log_with` value for the configured logger (None = no tracker)."""
+    return None if cfg.kind == "none" else cfg.kind
+
+
+def start_trackers(
+    accelerator: Accelerator, cfg: LoggerConfig, run_dir: Path, run_name: str, config: dict
+) -> None:
+    """Open the tracker run; wandb stays offline unless `logger.wandb_mode=online`."""
+    if cfg.kind == "none":
+        return
+    init_kwargs: dict[str, dict[str, Any]] = {}
+    if cfg.kind == "wandb":
+        os.environ.setdefault("WANDB_SILENT", "true")
+        init_kwargs["wandb"] = {"mode": cfg.wandb_mode, "dir": str(run_dir), "name": run_name}
+    accelerator.init_trackers(cfg.project, config=config, init_kwargs=init_kwargs)
+
+
+class MetricsLog:
+    """Appends one JSON object per logged step to `metrics.jsonl` and forwards it to the trackers."""
+
+    def __init__(self, accelerator: Accelerator, path: Path):
+        self.accelerator = accelerator
+        self.path = path
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        """Record `values` at optimizer step `step` (main process only)."""
+        if not self.accelerator.is_main_process:
+            return
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": step, **values}) + "\n")
+        self.accelerator.log(values, step=step)
