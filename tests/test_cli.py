@@ -97,3 +97,14 @@ def test_accelerate_launch_with_wandb_offline(tmp_path):
     assert (tmp_path / "run" / "char_lora.safetensors").is_file()
     offline_runs = list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(offline_runs) == 1 and offline_runs[0].stat().st_size > 0
+
+
+def test_max_train_steps_and_tensorboard(tmp_path):
+    overrides = [o for o in QUICK if not o.startswith(("logger=", "training.max_train_epochs"))]
+    overrides += ["logger=tensorboard", "training.max_train_epochs=null", "training.max_train_steps=3"]
+    overrides += ["eval.enabled=false"]
+    result = run_train(tmp_path / "run", *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with safe_open(str(tmp_path / "run" / "char_lora.safetensors"), framework="pt") as f:
+        assert f.metadata()["ss_steps"] == "3"
+    assert list((tmp_path / "run").rglob("events.out.tfevents.*"))

@@ -27,7 +27,23 @@ def start_trackers(
     if cfg.kind == "wandb":
         os.environ.setdefault("WANDB_SILENT", "true")
         init_kwargs["wandb"] = {"mode": cfg.wandb_mode, "dir": str(run_dir), "name": run_name}
+    if cfg.kind == "tensorboard":
+        config = flat_scalars(config)
     accelerator.init_trackers(cfg.project, config=config, init_kwargs=init_kwargs)
+
+
+def flat_scalars(config: dict, prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": [1]}}` → `{"a/b": "[1]"}`: tensorboard's hparams take only flat scalar values."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_scalars(value, name + "/"))
+        elif isinstance(value, (int, float, str, bool)):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
 
 
 class MetricsLog:
