@@ -81,15 +81,8 @@ def test_other_seed_gives_other_lora(quick_run, tmp_path):
 
 
 def test_accelerate_launch_with_wandb_offline(tmp_path):
-    launcher = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        "1",
-        "--num_machines",
-        "1",
-    ]
+    accelerate = str(Path(sys.executable).with_name("accelerate"))  # the console script users run
+    launcher = [accelerate, "launch", "--num_processes", "1", "--num_machines", "1"]
     launcher += ["--mixed_precision", "no", "--dynamo_backend", "no", "--cpu"]
     overrides = [o for o in QUICK if not o.startswith("logger=")] + ["eval.enabled=false", "logger=wandb"]
     result = run_train(tmp_path / "run", *overrides, launcher=launcher)
