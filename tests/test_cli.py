@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,9 +18,12 @@ QUICK = [
     "logger=none",
     "dataset.toy_images=4",
     "dataset.toy_repeats=2",
+    "dataset.toy_reg_images=4",
     "training.max_train_epochs=2",
     "training.batch_size=2",
+    "training.save_every_n_epochs=1",
     "eval.steps=3",
+    "eval.seeds=[1]",
 ]
 
 
@@ -46,16 +50,20 @@ def test_train_writes_lora_grid_and_run_folder(quick_run):
         assert line in result.stdout
     assert str(final) in result.stdout
     grid = Image.open(run_dir / "eval" / "grid.png")
-    assert grid.width > grid.height  # 3 weight columns, 3 prompt rows plus labels
+    assert grid.height > grid.width  # 8 prompt rows, 3 weight columns
+    assert len(list((run_dir / "eval").glob("*-w*.png"))) == 8 * 3
+    scores = json.loads((run_dir / "scores.json").read_text())["weight"]
+    assert set(scores) == {"0.0", "0.5", "1.0"}
+    assert all(0.0 <= v["concept_score"] <= 1.0 and 0.0 <= v["base_fidelity"] <= 1.0 for v in scores.values())
     metrics = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert (
-        len([m for m in metrics if "loss/current" in m]) == 8
-    )  # 2 epochs x (4 images x 2 repeats / batch 2)
+        len([m for m in metrics if "loss/current" in m]) == 16
+    )  # 2 epochs x (4 images x 2 repeats + 8 reg samples) / batch 2
     config = (run_dir / "config.yaml").read_text()
     assert "char_lora" in config and "dim: 8" in config
     with safe_open(str(final), framework="pt") as f:
         meta = f.metadata()
-    assert meta["ss_steps"] == "8" and meta["ss_epoch"] == "2" and meta["ss_seed"] == "42"
+    assert meta["ss_steps"] == "16" and meta["ss_epoch"] == "2" and meta["ss_seed"] == "42"
     assert meta["ss_network_dim"] == "8" and meta["ss_network_alpha"] == "8.0"
 
 

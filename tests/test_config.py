@@ -14,7 +14,7 @@ SCHEDULERS = ["constant", "constant_with_warmup", "linear", "cosine", "cosine_wi
 
 def test_char_lora_experiment_overrides_only_what_it_changes(compose_config):
     cfg = compose_config("+experiment=char_lora")
-    assert cfg.name == "char_lora" and cfg.model.kind == "tiny" and cfg.dataset.source == "toy"
+    assert cfg.name == "char_lora" and cfg.model.kind == "toy" and cfg.dataset.source == "toy"
     assert cfg.network.dim == 8 and cfg.network.alpha == 8.0
     assert cfg.optimizer.unet_lr == 1e-3 and cfg.optimizer.text_encoder_lr == 5e-4
     assert cfg.optimizer.weight_decay == 0.01  # untouched group default

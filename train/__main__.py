@@ -39,6 +39,11 @@ def run(cfg: DictConfig) -> float:
         print(f"  epoch file: {path}")
     if result.grid_path:
         print(f"  grid:       {result.grid_path}")
+    if result.scores_path:
+        print(f"  scores:     {result.scores_path}")
+        for weight, values in (result.scores or {}).items():
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in values.items() if v is not None)
+            print(f"    LoRA weight {weight}: {shown}")
     print(f"  run folder: {result.run_dir}")
     return result.final_loss
 

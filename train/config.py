@@ -13,7 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from train.errors import ConfigError
 
-MODEL_KINDS = ("tiny", "sd15_arch", "pretrained")
+MODEL_KINDS = ("toy", "tiny", "sd15_arch", "pretrained")
 NETWORK_MODULES = ("lora",)
 OPTIMIZERS = ("AdamW",)
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
@@ -21,11 +21,13 @@ LOGGERS = ("wandb", "tensorboard", "none")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SAVE_PRECISION = ("float", "fp16", "bf16")
 DATASET_SOURCES = ("folders", "toy")
+TOY_CONCEPTS = ("character", "style")
+SCORERS = ("toy",)
 
 
 @dataclass
 class ModelConfig:
-    kind: str = "tiny"  # tiny | sd15_arch | pretrained
+    kind: str = "tiny"  # toy (models/toy) | tiny | sd15_arch | pretrained
     path: str | None = None  # diffusers folder or hub id (kohya --pretrained_model_name_or_path)
     revision: str | None = None
     variant: str | None = None  # e.g. fp16
@@ -50,8 +52,10 @@ class DatasetConfig:
     flip_aug: bool = False  # kohya --flip_aug: random horizontal flip
     prior_loss_weight: float = 1.0  # kohya --prior_loss_weight: loss weight of regularization images
     num_workers: int = 0  # DataLoader workers
-    toy_images: int = 12  # source=toy: pictures of the concept to generate
+    toy_concept: str = "character"  # source=toy: character (`sls star`) | style (`chk style`)
+    toy_images: int = 20  # source=toy: pictures of the concept to generate
     toy_repeats: int = 10  # source=toy: repeats of the generated concept folder
+    toy_reg_images: int = 0  # source=toy: class pictures for the regularization folder
 
 
 @dataclass
@@ -116,6 +120,7 @@ class EvalConfig:
     sampler: str = "euler"
     width: int | None = None  # null: dataset.resolution
     height: int | None = None
+    scorer: str | None = None  # toy: score concept presence and base fidelity of the rendered images
 
 
 @dataclass
@@ -153,6 +158,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.model.clip_skip < 1:
         raise ConfigError(f"model.clip_skip={cfg.model.clip_skip} must be >= 1 (1 = last layer)")
     _check_choice("dataset.source", cfg.dataset.source, DATASET_SOURCES)
+    _check_choice("dataset.toy_concept", cfg.dataset.toy_concept, TOY_CONCEPTS)
     if cfg.dataset.source == "folders" and not cfg.dataset.train_dir:
         raise ConfigError("dataset.train_dir is not set: give the folder that holds `N_token class` folders")
     _check_positive("dataset.resolution", cfg.dataset.resolution)
@@ -179,6 +185,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_choice("training.save_precision", t.save_precision, SAVE_PRECISION)
     _check_choice("logger.kind", cfg.logger.kind, LOGGERS)
     _check_choice("eval.sampler", cfg.eval.sampler, ("euler",))
+    if cfg.eval.scorer is not None:
+        _check_choice("eval.scorer", cfg.eval.scorer, SCORERS)
     return cfg
 
 

@@ -1,16 +1,28 @@
-"""After training: render the eval grid (prompts × LoRA weights) through the bundled inference engine."""
+"""After training: render the eval grid (prompts × LoRA weights) and, for the toy world, score it."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from inference.lora_grid import render_lora_grid
+from PIL import Image
+
+from inference.lora_grid import LoraGridResult, render_lora_grid
 from train.config import TrainConfig
 from train.models.bundle import ModelBundle
 
 
-def render_eval_grid(bundle: ModelBundle, cfg: TrainConfig, lora_path: Path, out_dir: Path) -> Path:
-    """Render `cfg.eval.prompts` × `cfg.eval.weights` with the saved LoRA file; return the grid's path."""
+@dataclass
+class EvalOutcome:
+    """The grid and, when a scorer is configured, `scores[weight] = {"concept_score": …, "base_fidelity": …}`."""
+
+    grid_path: Path
+    scores: dict[str, dict[str, float | None]] | None = None
+
+
+def render_eval_grid(bundle: ModelBundle, cfg: TrainConfig, lora_path: Path, out_dir: Path) -> EvalOutcome:
+    """Render `cfg.eval.prompts` × `cfg.eval.weights` with the saved LoRA file, then score if asked."""
     bundle.freeze()
     e = cfg.eval
     size = cfg.dataset.resolution
@@ -29,4 +41,41 @@ def render_eval_grid(bundle: ModelBundle, cfg: TrainConfig, lora_path: Path, out
         out_dir=out_dir,
         model_name=Path(bundle.source).name or bundle.source,
     )
-    return result.grid_path
+    scores = (
+        score_grid(result, list(e.prompts), list(e.seeds), list(e.weights)) if e.scorer == "toy" else None
+    )
+    return EvalOutcome(result.grid_path, scores)
+
+
+def score_grid(
+    result: LoraGridResult, prompts: list[str], seeds: list[int], weights: list[float]
+) -> dict[str, dict[str, float | None]]:
+    """Per LoRA weight: concept presence on trigger prompts, base fidelity on the others (images only)."""
+    from data.toy.score import score_images
+
+    row_prompts = [prompt for prompt in prompts for _ in seeds]  # the grid's rows are prompt x seed
+    scores = {}
+    for col, weight in enumerate(weights):
+        images = [Image.open(result.image_paths[row][col]).convert("RGB") for row in range(len(row_prompts))]
+        measured = score_images(images, row_prompts)
+        scores[str(float(weight))] = {
+            "concept_score": measured["concept_score"],
+            "base_fidelity": measured["base_fidelity"],
+        }
+    return scores
+
+
+def write_scores(scores: dict, path: Path) -> Path:
+    """`scores.json`: `{"weight": {"1.0": {"concept_score": …, "base_fidelity": …}, …}}`."""
+    path.write_text(json.dumps({"weight": scores}, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def score_metrics(scores: dict[str, dict[str, float | None]]) -> dict[str, float]:
+    """Flat metric names for metrics.jsonl and the trackers: `eval/concept_score@1.0`, …"""
+    return {
+        f"eval/{name}@{weight}": value
+        for weight, values in scores.items()
+        for name, value in values.items()
+        if value is not None
+    }

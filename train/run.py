@@ -14,10 +14,10 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from data.toy.simple_concept import write_toy_concept_dataset
+from data.toy.dataset import write_concept_dataset
 from train.config import TrainConfig
 from train.dataset import DreamBoothDataset, collate
-from train.eval import render_eval_grid
+from train.eval import render_eval_grid, score_metrics, write_scores
 from train.models.bundle import ModelBundle
 from train.models.loading import load_base_model
 from train.network.lora import LoRANetwork
@@ -36,6 +36,8 @@ class RunResult:
     lora_path: Path
     epoch_files: list[Path] = field(default_factory=list)
     grid_path: Path | None = None
+    scores_path: Path | None = None
+    scores: dict | None = None
     final_loss: float = float("nan")
     steps: int = 0
     seconds: float = 0.0
@@ -45,12 +47,14 @@ def prepare_dataset_dirs(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
     """For `dataset.source=toy`, write the toy concept dataset into the run folder and point at it."""
     if cfg.dataset.source != "toy":
         return cfg
-    train_dir, reg_dir = write_toy_concept_dataset(
+    train_dir, reg_dir = write_concept_dataset(
         run_dir / "dataset",
+        concept=cfg.dataset.toy_concept,
         n_images=cfg.dataset.toy_images,
         repeats=cfg.dataset.toy_repeats,
         seed=cfg.seed,
         size=cfg.dataset.resolution,
+        reg_images=cfg.dataset.toy_reg_images,
     )
     dataset = dataclasses.replace(
         cfg.dataset, train_dir=str(train_dir), reg_dir=str(reg_dir) if reg_dir else None
@@ -211,7 +215,9 @@ class Trainer:
         if acc.is_main_process:
             self.save(final, step, epoch)
         final_loss = sum(losses[-50:]) / max(len(losses[-50:]), 1)
-        return RunResult(self.run_dir, final, epoch_files, None, final_loss, step, time.time() - start)
+        return RunResult(
+            self.run_dir, final, epoch_files, final_loss=final_loss, steps=step, seconds=time.time() - start
+        )
 
 
 def train(cfg: TrainConfig, run_dir: Path) -> RunResult:
@@ -225,7 +231,11 @@ def train(cfg: TrainConfig, run_dir: Path) -> RunResult:
         result = trainer.fit()
         if cfg.eval.enabled and cfg.eval.prompts and trainer.accelerator.is_main_process:
             trainer.network.remove()
-            result.grid_path = render_eval_grid(trainer.bundle, cfg, result.lora_path, run_dir / "eval")
+            outcome = render_eval_grid(trainer.bundle, cfg, result.lora_path, run_dir / "eval")
+            result.grid_path, result.scores = outcome.grid_path, outcome.scores
+            if outcome.scores is not None:
+                result.scores_path = write_scores(outcome.scores, run_dir / "scores.json")
+                trainer.metrics.log(score_metrics(outcome.scores), result.steps)
     finally:
         trainer.accelerator.end_training()
     return result

@@ -1,5 +1,1 @@
-"""The toy world: small procedural images with captions, for tests and training without downloads."""
-
-from data.toy.simple_concept import write_toy_concept_dataset
-
-__all__ = ["write_toy_concept_dataset"]
+"""The toy world: procedural pictures with captions, held-out concepts, and an analytic scorer."""

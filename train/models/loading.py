@@ -14,6 +14,7 @@ from train.models.bundle import ModelBundle, sd_noise_scheduler
 from train.models.tiny import build_sd15_arch, build_tiny
 
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
+TOY_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "toy"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
 
 
@@ -23,6 +24,8 @@ def load_base_model(cfg: ModelConfig) -> ModelBundle:
         return build_tiny(cfg.init_seed)
     if cfg.kind == "sd15_arch":
         return build_sd15_arch(cfg.init_seed)
+    if cfg.kind == "toy":  # the bundled model, through the same loader as any diffusers folder
+        return load_pretrained(str(TOY_MODEL_DIR))
     return load_pretrained(cfg.path or "", revision=cfg.revision, variant=cfg.variant)
 
 

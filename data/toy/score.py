@@ -1,0 +1,394 @@
+"""An analytic scorer for the toy world: it reads prompts, and judges generated pictures by their pixels alone.
+
+Generated pictures are blurry and their colours approximate, so every judgement here is robust: colours are
+named by their nearest reference in CIELAB, masks come from distances to the measured background, shapes
+from the geometry of the largest connected blob, and concept scores ramp smoothly from 0 to 1.
+
+- `base_fidelity(image, prompt)`: the weighted fraction of the attributes that the prompt states and the
+  picture shows. Weights: background 1, object colour 1, shape 1, size 0.25 (size is the weakest cue, and a
+  scene with one wrong main attribute must stay below 0.7).
+- `concept_score(image, "character")`: a coherent magenta blob with yellow ring pixels all around it.
+- `concept_score(image, "style")`: a 4 x 4 checkerboard, measured from the median colour of each cell.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from PIL import Image
+
+from data.toy import imaging, world
+from data.toy.imaging import classify_shape, largest_component, morph, shape_features, to_lab
+from data.toy.world import CHARACTER, MAGENTA, PALETTE, RING, SHAPES, STYLE
+
+SIDE = 64  # pictures are judged at 64 x 64: every pixel threshold below is in these units
+COLORS: dict[str, tuple[int, int, int]] = {**PALETTE, "magenta": MAGENTA}
+WEIGHTS = {"background": 1.0, "color": 1.0, "shape": 1.0, "size": 0.25}
+SHAPE_AREA = {"circle": np.pi, "square": 1.7**2, "triangle": 1.299, "star": 1.3225}  # area / half-extent^2
+SIZE_SPLIT = 17.2  # half-extent in pixels between small (12.8) and large (23.0), their geometric mean
+
+
+def _rgb(image: Image.Image | np.ndarray) -> np.ndarray:
+    return imaging.as_rgb(image, SIDE)
+
+
+def _ramp(x: float, lo: float, hi: float) -> float:
+    return float(np.clip((x - lo) / (hi - lo), 0.0, 1.0))
+
+
+_BG_NAMES = list(PALETTE)
+_BG_RGB = np.array(
+    [PALETTE[c] for c in _BG_NAMES] + [world.checker_color(PALETTE[c]) for c in _BG_NAMES], float
+)
+_BG_LAB = to_lab(_BG_RGB.astype(np.uint8))  # the six plain colours, then their six checker partners
+_COLOR_NAMES = list(COLORS)
+_COLOR_LAB = to_lab(np.array(list(COLORS.values()), dtype=np.uint8))
+BG_MATCH = 30.0  # Lab distance within which the border's colour(s) get a palette name
+COLOR_MATCH = 45.0  # Lab distance within which an object's median colour gets a name
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What a picture shows: background (None if unclear), object colour, shape and size, and the evidence."""
+
+    background: str | None
+    checker: bool  # the border holds the background colour and its checker partner
+    color: str | None
+    shape: str | None
+    size: str | None
+    background_rgb: np.ndarray = field(repr=False, compare=False)  # (k, 3): measured background colour(s)
+    mask: np.ndarray = field(repr=False, compare=False)  # the largest blob far from the background
+    features: dict[str, float] = field(default_factory=dict, compare=False)
+
+
+def _border(rgb: np.ndarray, width: int = 3) -> np.ndarray:
+    band = np.ones(rgb.shape[:2], bool)
+    band[width:-width, width:-width] = False
+    return rgb[band]
+
+
+def _border_colors(border: np.ndarray) -> tuple[np.ndarray, float]:
+    """One or two colours of the border (2-means, medians against objects touching it) and how well they fit."""
+    order = np.argsort(border @ np.array([0.299, 0.587, 0.114]))
+    centres = border[[order[len(order) // 10], order[-len(order) // 10]]]
+    for _ in range(5):
+        far = np.square(border - centres[1]).sum(1) < np.square(border - centres[0]).sum(1)
+        if far.all() or not far.any():
+            break
+        centres = np.array([border[~far].mean(0), border[far].mean(0)])
+    two = (
+        0.15 * len(border) <= far.sum() <= 0.85 * len(border) and np.linalg.norm(centres[1] - centres[0]) > 40
+    )
+    if two:
+        centres = np.array([np.median(border[~far], 0), np.median(border[far], 0)])
+    else:
+        centres = np.median(border, 0)[None]
+    fit = np.square(border[:, None] - centres[None]).sum(-1).min(1) < 40.0**2
+    return centres, float(fit.mean())
+
+
+def _background(rgb: np.ndarray) -> tuple[str | None, bool, np.ndarray]:
+    """The border's colour(s), and the palette colour that explains them, alone or with its checker partner."""
+    centres, fit = _border_colors(_border(rgb).astype(float))
+    lab = to_lab(np.clip(np.rint(centres), 0, 255).astype(np.uint8))
+    k = len(_BG_NAMES)
+    plain = np.linalg.norm(_BG_LAB[:k, None] - lab[None], axis=-1)  # (colour, centre)
+    if len(lab) == 1:
+        cost = plain[:, 0]
+    else:
+        partner = np.linalg.norm(_BG_LAB[k:, None] - lab[None], axis=-1)
+        cost = np.minimum(plain[:, 0] + partner[:, 1], plain[:, 1] + partner[:, 0]) / 2
+    best = int(cost.argmin())
+    name = _BG_NAMES[best] if cost[best] < BG_MATCH and fit >= 0.6 else None
+    return name, len(lab) == 2, centres
+
+
+def _segment_distance(rgb: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Distance of colours to the nearest mix of the background colour(s): blur only makes such mixes."""
+    a = ends[0]
+    ab = ends[-1] - a
+    t = np.clip((rgb - a) @ ab / max(float(ab @ ab), 1e-6), 0.0, 1.0)
+    return np.linalg.norm(rgb - a - t[..., None] * ab, axis=-1)
+
+
+def _object_mask(rgb: np.ndarray, background_rgb: np.ndarray) -> np.ndarray:
+    """The largest blob of pixels at least half-way from the background (or its mixes) to the object colour."""
+    pixels = rgb.astype(float)
+    dist = _segment_distance(pixels, background_rgb)
+    candidates = dist > 40.0
+    if not candidates.any():
+        return candidates
+    strong = dist >= 0.8 * np.percentile(dist[candidates], 90)
+    core = np.median(pixels[strong], axis=0)
+    # Half-way between background and object keeps a blurred blob at its true area.
+    threshold = 0.5 * float(_segment_distance(core[None], background_rgb)[0])
+    return largest_component(dist >= max(threshold, 20.0))
+
+
+def _object_color(rgb: np.ndarray, mask: np.ndarray) -> str | None:
+    """The colour name of the object's inner pixels; None when they disagree (noise) or match nothing."""
+    inner = morph(mask)
+    inner = inner if inner.sum() >= 8 else mask
+    lab = to_lab(rgb[inner])
+    median = np.median(lab, axis=0)
+    if np.median(np.linalg.norm(lab - median, axis=1)) > 20.0:
+        return None
+    dist = np.linalg.norm(_COLOR_LAB - median, axis=1)
+    return _COLOR_NAMES[int(dist.argmin())] if dist.min() < COLOR_MATCH else None
+
+
+def analyse(image: Image.Image | np.ndarray) -> Analysis:
+    """Background colour, object mask, object colour, shape and size of a picture."""
+    return _analyse(_rgb(image))
+
+
+def _analyse(rgb: np.ndarray) -> Analysis:
+    background, checker, background_rgb = _background(rgb)
+    mask = _object_mask(rgb, background_rgb)
+    area = int(mask.sum())
+    total = int(mask.size)
+    if area < 12 or area > 0.5 * total:  # nothing, or no single object: noise, or a picture of one colour
+        return Analysis(background, checker, None, None, None, background_rgb, mask)
+    features = shape_features(mask)
+    shape = classify_shape(features)
+    half = float(np.sqrt(area / SHAPE_AREA[shape]))
+    size = "small" if half < SIZE_SPLIT else "large"
+    color = _object_color(rgb, mask)
+    return Analysis(background, checker, color, shape, size, background_rgb, mask, features)
+
+
+_PALETTE_RGB = np.array(list(PALETTE.values()), float)
+_GRID_Y, _GRID_X = np.mgrid[:SIDE, :SIDE]
+
+
+def _magenta_blob(pixels: np.ndarray, background_rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """The largest blob of pixels nearer magenta than any palette or background colour, and all such pixels."""
+    to_magenta = np.square(pixels - np.array(MAGENTA, np.float32)).sum(-1)
+    magenta = to_magenta < 100.0**2
+    if magenta.any():
+        others = np.concatenate([background_rgb, _PALETTE_RGB]).astype(np.float32)
+        nearest_other = np.square(pixels[magenta][:, None] - others).sum(-1).min(-1)
+        magenta[magenta] = to_magenta[magenta] < nearest_other
+    return largest_component(magenta), int(magenta.sum())
+
+
+def _ring_coverage(pixels: np.ndarray, background_rgb: np.ndarray, blob: np.ndarray) -> float:
+    """Fraction of 16 angular sectors around the blob with yellow (or yellow blurred into background) pixels."""
+    ys, xs = np.nonzero(blob)
+    cy, cx = ys.mean(), xs.mean()
+    radius = float(np.hypot(ys - cy, xs - cx).max()) + 0.5
+    r = np.hypot(_GRID_Y - cy, _GRID_X - cx)
+    annulus = (r > 0.9 * radius) & (r < 1.7 * radius)
+    near = pixels[annulus]
+    yellow = np.zeros(len(near), bool)
+    for background in background_rgb:
+        # A thin blurred ring is a mix of yellow and background: find pixels on that mixing line.
+        toward = np.array(RING, np.float32) - background
+        alpha = (near - background) @ toward / max(float(toward @ toward), 1.0)
+        off_line = np.linalg.norm(near - background - alpha[:, None] * toward, axis=-1)
+        yellow |= (alpha >= 0.3) & (off_line < 0.12 * np.linalg.norm(toward) + 25.0)
+    angle = np.arctan2(_GRID_Y[annulus][yellow] - cy, _GRID_X[annulus][yellow] - cx)
+    return np.unique(((angle + np.pi) / (2 * np.pi) * 16).astype(int) % 16).size / 16
+
+
+def _character_score(rgb: np.ndarray, background_rgb: np.ndarray) -> float:
+    """A coherent magenta blob (largest component of the magenta pixels), ringed by yellow pixels."""
+    pixels = rgb.astype(np.float32)
+    blob, total = _magenta_blob(pixels, background_rgb)
+    area = int(blob.sum())
+    if area == 0:
+        return 0.0
+    # Scattered magenta pixels (noise) make no blob; a star of the small size has about 200 pixels.
+    body = _ramp(area, 25, 90) * _ramp(area / total, 0.5, 0.85)
+    inner = morph(blob) if morph(blob).sum() >= 8 else blob
+    drift = float(np.linalg.norm(np.median(to_lab(rgb[inner]), axis=0) - _COLOR_LAB[-1]))
+    body *= _ramp(45.0 - drift, 0.0, 25.0)  # a purple or pink star is only half the character
+    return body * (0.5 + 0.5 * _ramp(_ring_coverage(pixels, background_rgb, blob), 0.4, 0.8))
+
+
+def _style_score(rgb: np.ndarray, mask: np.ndarray) -> float:
+    """4 x 4 checkerboard: cell medians (object excluded) differ between parities much more than within."""
+    cells, side = 4, SIDE // 4
+    lab = to_lab(rgb)
+    keep = ~morph(morph(mask, grow=True), grow=True)  # the object's blurred halo is not background either
+    lab = lab.reshape(cells, side, cells, side, 3).transpose(0, 2, 1, 3, 4).reshape(cells * cells, -1, 3)
+    keep = keep.reshape(cells, side, cells, side).transpose(0, 2, 1, 3).reshape(cells * cells, -1)
+    valid = keep.sum(1)
+    ordered = np.sort(np.where(keep[..., None], lab, np.inf), axis=1)  # excluded pixels sort last
+    medians = ordered[np.arange(cells * cells), np.maximum(valid - 1, 0) // 2]
+    parity = (np.arange(cells * cells) // cells + np.arange(cells * cells) % cells) % 2
+    use = valid >= side * side // 8  # a cell hidden by the object says nothing
+    if min((use & (parity == p)).sum() for p in (0, 1)) < 2:
+        return 0.0
+    means = [medians[use & (parity == p)].mean(0) for p in (0, 1)]
+    contrast = float(np.linalg.norm(means[0] - means[1]))
+    spread = np.sqrt(np.mean([np.sum((medians[i] - means[parity[i]]) ** 2) for i in np.flatnonzero(use)]))
+    return _ramp(contrast, 8.0, 20.0) * _ramp(contrast / (float(spread) + 2.0), 1.5, 4.0)
+
+
+def concept_score(image: Image.Image | np.ndarray, concept: str) -> float:
+    """How clearly a picture shows `concept` ("character" or "style"), in [0, 1]."""
+    return _concept(_rgb(image), None, concept)
+
+
+def _concept(rgb: np.ndarray, analysis: Analysis | None, concept: str) -> float:
+    if concept == CHARACTER.name:
+        return _character_score(rgb, (analysis or _analyse(rgb)).background_rgb)
+    if concept == STYLE.name:
+        analysis = analysis or _analyse(rgb)
+        # Without one clear object, the mask holds no object to hide from the cells.
+        return _style_score(rgb, analysis.mask if analysis.shape else np.zeros_like(analysis.mask))
+    raise ValueError(f"unknown concept `{concept}`: use `{CHARACTER.name}` or `{STYLE.name}`")
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a prompt asks for: base attributes (None when not stated) and which trigger words it holds."""
+
+    color: str | None = None
+    shape: str | None = None
+    background: str | None = None
+    size: str | None = None
+    character: bool = False
+    style: bool = False
+
+    @property
+    def concepts(self) -> list[str]:
+        """The concepts whose trigger word the prompt holds."""
+        return [c.name for c, on in ((CHARACTER, self.character), (STYLE, self.style)) if on]
+
+
+_EXTRA_NETWORK = re.compile(r"<[^<>]*>")  # <lora:name:0.8>, <hypernet:...>
+_ATTENTION_WEIGHT = re.compile(r":\s*[-+]?\d*\.?\d+")  # (word:1.2) -> (word
+_SIZE_WORDS = {"small": "small", "tiny": "small", "little": "small", "large": "large", "big": "large"}
+_BACKGROUND_WORDS = {"background", "backdrop", "bg"}
+
+
+def parse_prompt(prompt: str) -> Expected:
+    """The attributes a tag or sentence prompt states, in any order; A1111 weights and <lora:…> are ignored."""
+    text = _ATTENTION_WEIGHT.sub(" ", _EXTRA_NETWORK.sub(" ", prompt.lower()))
+    words = re.findall(r"[a-z]+", text)
+    found: dict[str, str] = {}
+    for i, word in enumerate(words):
+        following = words[i + 1] if i + 1 < len(words) else ""
+        singular = word[:-1] if word.endswith("s") and word[:-1] in SHAPES else word
+        if word in COLORS:
+            found.setdefault("background" if following in _BACKGROUND_WORDS else "color", word)
+        elif singular in SHAPES:
+            found.setdefault("shape", singular)
+        elif word in _SIZE_WORDS:
+            found.setdefault("size", _SIZE_WORDS[word])
+    return Expected(**found, character=CHARACTER.trigger in words, style=STYLE.trigger in words)
+
+
+def _fidelity(analysis: Analysis, expected: Expected) -> float | None:
+    weights = {k: w for k, w in WEIGHTS.items() if getattr(expected, k) is not None}
+    if not weights:
+        return None
+    hits = sum(w for k, w in weights.items() if getattr(analysis, k) == getattr(expected, k))
+    return hits / sum(weights.values())
+
+
+def base_fidelity(image: Image.Image | np.ndarray, prompt: str | Expected) -> float:
+    """Weighted fraction of the prompt's background / colour / shape / size that the picture shows (1 if none)."""
+    expected = parse_prompt(prompt) if isinstance(prompt, str) else prompt
+    value = _fidelity(analyse(image), expected)
+    return 1.0 if value is None else value
+
+
+def score_images(images: list, prompts: list[str]) -> dict[str, float | None]:
+    """Mean concept score of trigger prompts (overall and per concept) and mean fidelity of the others."""
+    if len(images) != len(prompts):
+        raise ValueError(
+            f"score_images: {len(images)} images but {len(prompts)} prompts; give one prompt each"
+        )
+    concept: dict[str, list[float]] = {CHARACTER.name: [], STYLE.name: []}
+    fidelity: list[float] = []
+    for image, prompt in zip(images, prompts, strict=True):
+        expected = parse_prompt(prompt)
+        rgb = _rgb(image)
+        analysis = _analyse(rgb)
+        for name in expected.concepts:
+            concept[name].append(_concept(rgb, analysis, name))
+        value = None if expected.concepts else _fidelity(analysis, expected)
+        if value is not None:  # a prompt that states no attribute cannot be judged
+            fidelity.append(value)
+    every = concept[CHARACTER.name] + concept[STYLE.name]
+    result = {"concept_score": _mean(every), "base_fidelity": _mean(fidelity)}
+    result.update({f"concept_score/{name}": _mean(values) for name, values in concept.items()})
+    return result
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _differ(scene: world.Scene, attributes: tuple[str, ...], rng: np.random.Generator) -> world.Scene:
+    """`scene` with each of `attributes` changed to another valid value (colour never equal to background)."""
+    for attribute in attributes:
+        if attribute == "shape":
+            options = [s for s in SHAPES if s != scene.shape]
+        else:
+            options = [c for c in PALETTE if c not in (scene.color, scene.background)]
+        scene = replace(scene, **{attribute: str(rng.choice(options))})
+    return scene
+
+
+def _stats(values: dict[str, list[float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, series in sorted(values.items()):
+        array = np.array(series, dtype=float)
+        out |= {f"{key}/mean": float(array.mean()), f"{key}/min": float(array.min())}
+        out |= {f"{key}/max": float(array.max()), f"{key}/frac_ge_0.9": float((array >= 0.9).mean())}
+    return out
+
+
+def _judge(picture: Image.Image, expected: Expected | None = None) -> dict[str, float]:
+    rgb = _rgb(picture)
+    analysis = _analyse(rgb)
+    scores = {name: _concept(rgb, analysis, name) for name in (CHARACTER.name, STYLE.name)}
+    if expected is not None:
+        scores["fidelity"] = _fidelity(analysis, expected) or 0.0
+    return scores
+
+
+def validate(n: int = 200, seed: int = 0) -> dict[str, float]:
+    """The scorer's own checks: `<set>/<variant>/<score>/{mean,min,max,frac_ge_0.9}` and `images_per_second`."""
+    # Sets: the generator's character, style and base pictures (clean, 2x2-blurred, noisy, blurred with a
+    # colour cast), base pictures against prompts with one or two wrong attributes, plain and blurred noise.
+    values: dict[str, list[float]] = defaultdict(list)
+    batch: tuple[list[Image.Image], list[str]] = ([], [])
+    for index, concept in enumerate((CHARACTER.name, STYLE.name, None)):
+        rng = np.random.default_rng([seed, index])
+        for i in range(n):
+            scene = world.sample_scene(rng, concept)
+            image, prompt = world.render(scene), world.caption(scene, sentence=bool(i % 2))
+            batch[0].append(image)
+            batch[1].append(prompt)
+            expected = parse_prompt(prompt) if concept is None else None
+            blurred = imaging.box_blur2(image)
+            variants = {"clean": image, "blur": blurred, "noise": imaging.add_noise(image, rng)}
+            variants["shift"] = imaging.shift_colors(blurred, rng)
+            for variant, picture in variants.items():
+                for key, value in _judge(picture, expected).items():
+                    values[f"{concept or 'base'}/{variant}/{key}"].append(value)
+            if concept is None:
+                analysis = _analyse(_rgb(image))
+                for changed in (("color",), ("shape",), ("background",), ("color", "shape")):
+                    wrong = parse_prompt(world.caption(_differ(scene, changed, rng)))
+                    values[f"base/mismatch{len(changed)}/fidelity"].append(_fidelity(analysis, wrong) or 0.0)
+    rng = np.random.default_rng([seed, 3])
+    for blur in (False, True):
+        for _ in range(n):
+            expected = parse_prompt(world.caption(world.sample_scene(rng)))
+            for key, value in _judge(imaging.noise_image(rng, blur), expected).items():
+                values[f"{'blurred_noise' if blur else 'noise'}/{key}"].append(value)
+    start = time.perf_counter()
+    score_images(*batch)
+    result = _stats(values)
+    result["images_per_second"] = len(batch[0]) / (time.perf_counter() - start)
+    return result

@@ -1,0 +1,1 @@
+"""Building the bundled toy base model (`models/toy`) from scratch: `python scripts/build_toy.py`."""

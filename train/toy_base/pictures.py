@@ -1,0 +1,35 @@
+"""Picture pools for the toy build: drawn once from a seed, held in memory as tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from data.toy.world import Scene, random_broad_image, render, sample_scene
+
+
+def to_tensor(images: list) -> torch.Tensor:
+    """PIL pictures → float tensor (N, 3, H, W) in [-1, 1]."""
+    array = np.stack([np.asarray(image, dtype=np.uint8) for image in images])
+    return torch.from_numpy(array).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def vae_pool(count: int, seed: int, base_fraction: float = 0.5) -> torch.Tensor:
+    """Pictures for the VAE: mostly anything-goes, partly base world, so both reconstruct well."""
+    rng = np.random.default_rng([seed, 10])
+    images = []
+    for _ in tqdm(range(count), desc="drawing VAE pictures", leave=False):
+        if rng.random() < base_fraction:
+            images.append(render(sample_scene(rng)))
+        else:
+            images.append(random_broad_image(rng))
+    return to_tensor(images)
+
+
+def base_world_pool(count: int, seed: int) -> tuple[torch.Tensor, list[Scene]]:
+    """Base-world pictures and their scenes, for the text encoder and UNet."""
+    rng = np.random.default_rng([seed, 20])
+    scenes = [sample_scene(rng) for _ in range(count)]
+    images = [render(scene) for scene in tqdm(scenes, desc="drawing base-world pictures", leave=False)]
+    return to_tensor(images), scenes
