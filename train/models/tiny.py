@@ -36,25 +36,27 @@ def tiny_unet(cross_attention_dim: int = 32) -> UNet2DConditionModel:
     )
 
 
-def tiny_vae() -> AutoencoderKL:
-    """An 80 k-parameter VAE with SD's geometry: 4 latent channels at 1/8 of the image size."""
+def tiny_vae(channels: tuple[int, ...] = (8, 16, 16, 16), groups: int = 8) -> AutoencoderKL:
+    """A small VAE with SD's geometry: 4 latent channels at 1/8 of the image size (80 k parameters by default)."""
     return AutoencoderKL(
-        block_out_channels=(8, 16, 16, 16),
+        block_out_channels=channels,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
         latent_channels=4,
-        norm_num_groups=8,
+        norm_num_groups=groups,
         layers_per_block=1,
         sample_size=64,
     )
 
 
-def tiny_text_encoder(vocab_size: int, bos: int, eos: int, hidden: int = 32) -> CLIPTextModel:
-    """A 2-layer CLIP text encoder (hidden size 32) for a tokenizer of `vocab_size` tokens."""
+def tiny_text_encoder(
+    vocab_size: int, bos: int, eos: int, hidden: int = 32, mlp_ratio: int = 2
+) -> CLIPTextModel:
+    """A 2-layer CLIP text encoder, `hidden` wide, for a tokenizer of `vocab_size` tokens."""
     config = CLIPTextConfig(
         vocab_size=vocab_size,
         hidden_size=hidden,
-        intermediate_size=hidden * 2,
+        intermediate_size=hidden * mlp_ratio,
         num_hidden_layers=2,
         num_attention_heads=4,
         max_position_embeddings=77,

@@ -47,21 +47,9 @@ def _tail_mean(losses: list[float], n: int = 100) -> float:
     return round(sum(tail) / max(len(tail), 1), 5)
 
 
-def build_toy_model(settings: BuildSettings, command: str) -> dict:
-    """Train all components, measure base fidelity, write `settings.out`; return the report."""
-    torch.manual_seed(settings.seed)
-    generator = torch.Generator().manual_seed(settings.seed)
-    timings: dict[str, float] = {}
-    workdir = tempfile.TemporaryDirectory()
-    tokenizer_files = Path(workdir.name) / "tokenizer"
-    tokenizer = build_tokenizer(tokenizer_files)
-    vae = toy_vae()
-    text_encoder = toy_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
-    unet = toy_unet()
-
-    start = time.time()
+def _train_vae_stage(vae, settings: BuildSettings, generator: torch.Generator) -> list[float]:
     pictures = vae_pool(settings.vae_pictures, settings.seed)
-    vae_losses = train_vae(
+    losses = train_vae(
         vae,
         pictures,
         settings.vae_steps,
@@ -71,45 +59,70 @@ def build_toy_model(settings: BuildSettings, command: str) -> dict:
         generator,
     )
     vae.register_to_config(scaling_factor=latent_scaling_factor(vae, pictures[:2000]))
-    timings["vae_minutes"] = round((time.time() - start) / 60, 2)
+    return losses
 
-    start = time.time()
+
+def _train_denoiser_stage(
+    model: SimpleNamespace, settings: BuildSettings, generator: torch.Generator
+) -> list[float]:
     base_pictures, scenes = base_world_pool(settings.base_pictures, settings.seed)
-    pool = encode_pool(vae, tokenizer, base_pictures, scenes)
-    scheduler = sd_noise_scheduler()
-    denoiser_losses = train_denoiser(
-        unet,
-        text_encoder,
+    pool = encode_pool(model.vae, model.tokenizer, base_pictures, scenes)
+    return train_denoiser(
+        model.unet,
+        model.text_encoder,
         pool,
-        scheduler,
-        vae.config.scaling_factor,
+        model.noise_scheduler,
+        model.vae.config.scaling_factor,
         settings.unet_steps,
         settings.unet_batch,
         settings.unet_lr,
         settings.caption_dropout,
         generator,
     )
-    timings["unet_minutes"] = round((time.time() - start) / 60, 2)
 
-    start = time.time()
+
+def _minutes_since(start: float) -> float:
+    return round((time.time() - start) / 60, 2)
+
+
+def build_toy_model(settings: BuildSettings, command: str) -> dict:
+    """Train all components, measure base fidelity, write `settings.out`; return the report."""
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    workdir = tempfile.TemporaryDirectory()
+    tokenizer_files = Path(workdir.name) / "tokenizer"
+    tokenizer = build_tokenizer(tokenizer_files)
     model = SimpleNamespace(
-        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, noise_scheduler=scheduler
+        vae=toy_vae(),
+        text_encoder=toy_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id),
+        unet=toy_unet(),
+        tokenizer=tokenizer,
+        noise_scheduler=sd_noise_scheduler(),
     )
+    start = time.time()
+    vae_losses = _train_vae_stage(model.vae, settings, generator)
+    timings = {"vae_minutes": _minutes_since(start)}
+    start = time.time()
+    denoiser_losses = _train_denoiser_stage(model, settings, generator)
+    timings["unet_minutes"] = _minutes_since(start)
+    start = time.time()
     prompts = fidelity_prompts(settings.fidelity_prompts)
     seeds = list(range(1, settings.fidelity_seeds + 1))
     fidelity, rows = base_fidelity(model, prompts, seeds)
-    timings["eval_minutes"] = round((time.time() - start) / 60, 2)
+    timings["eval_minutes"] = _minutes_since(start)
 
     staging = settings.out.with_name(f".{settings.out.name}-staging")
     staging.mkdir(parents=True, exist_ok=False)
-    write_components(staging, tokenizer_files, unet, vae, text_encoder, scheduler)
+    write_components(
+        staging, tokenizer_files, model.unet, model.vae, model.text_encoder, model.noise_scheduler
+    )
     workdir.cleanup()
     save_fidelity_grid(rows, prompts, seeds, staging / "base_grid.png")
     report = {
         "base_fidelity": round(fidelity, 4),
         "vae_final_loss": _tail_mean(vae_losses),
         "denoiser_final_loss": _tail_mean(denoiser_losses),
-        "latent_scaling_factor": round(vae.config.scaling_factor, 5),
+        "latent_scaling_factor": round(model.vae.config.scaling_factor, 5),
         **timings,
     }
     (staging / "README.md").write_text(_readme(settings, command, report), encoding="utf-8")
