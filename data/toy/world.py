@@ -148,7 +148,9 @@ def caption(scene: Scene, sentence: bool = False) -> str:
         return text + f", {STYLE.trigger} {STYLE.class_word}" if scene.concept == "style" else text
     tags = [subject, f"{scene.background} background", scene.size]
     if scene.concept == "style":
-        tags.insert(0, f"{STYLE.trigger} {STYLE.class_word}")
+        tags.append(
+            f"{STYLE.trigger} {STYLE.class_word}"
+        )  # after the scene: the base model reads it as trained
     return ", ".join(tags)
 
 
