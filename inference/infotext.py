@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from data.atomic import write_bytes_atomic
 from inference.samplers import SAMPLER_LABELS
 from inference.txt2img import GenerationParams
 
@@ -131,22 +131,11 @@ def params_from_infotext(info: dict[str, str]) -> GenerationParams:
 
 def save_png(image: Image.Image, path: str | Path, infotext: str) -> Path:
     """Write `image` as PNG with `infotext` in its `parameters` chunk, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     info = PngInfo()
     info.add_text("parameters", infotext)  # Pillow picks tEXt for Latin-1 text, iTXt otherwise
-    # Same folder so the rename stays on one filesystem; a reader never sees a half-written PNG.
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(temp, "xb") as handle:
-            image.save(handle, format="PNG", pnginfo=info)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return path
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def read_infotext(path: str | Path) -> str | None:

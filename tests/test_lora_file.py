@@ -31,7 +31,7 @@ def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
     def interrupted(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("train.network.lora_file.os.replace", interrupted)
+    monkeypatch.setattr("data.atomic.os.replace", interrupted)
     with pytest.raises(OSError):
         save_lora(target, _tensors(), {})
     assert target.read_bytes() == b"previous good file"

@@ -9,7 +9,6 @@ written through a temp file and a rename.
 from __future__ import annotations
 
 import io
-import os
 import re
 import shutil
 from dataclasses import replace
@@ -18,18 +17,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from data.atomic import write_bytes_atomic
 from data.errors import DatasetError
 from data.folders import dataset_folder_name, make_subset_folder, parse_folder_name
 from data.toy.world import CONCEPTS, Scene, caption, render, sample_scene
 
 _OURS = re.compile(r"^\d+\.(png|txt)$")  # the only names this module writes into a folder
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write through a hidden temp file and a rename, so a crash never leaves a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _png(image: Image.Image) -> bytes:
@@ -80,8 +73,10 @@ def _write_pictures(
 ) -> None:
     sentences = _sentences(len(scenes), sentence_fraction, rng)
     for i, (scene, sentence) in enumerate(zip(scenes, sentences, strict=True)):
-        _write_atomic(folder / f"{i:0{width}d}.png", _png(render(scene, size)))
-        _write_atomic(folder / f"{i:0{width}d}.txt", (caption(scene, bool(sentence)) + "\n").encode("utf-8"))
+        write_bytes_atomic(folder / f"{i:0{width}d}.png", _png(render(scene, size)))
+        write_bytes_atomic(
+            folder / f"{i:0{width}d}.txt", (caption(scene, bool(sentence)) + "\n").encode("utf-8")
+        )
 
 
 def _check_args(
@@ -155,5 +150,5 @@ def write_raw_pictures(
     width = max(3, len(str(n - 1)))
     paths = [folder / f"{i:0{width}d}.png" for i in range(n)]
     for path in paths:
-        _write_atomic(path, _png(render(sample_scene(rng, concept), size)))
+        write_bytes_atomic(path, _png(render(sample_scene(rng, concept), size)))
     return paths
