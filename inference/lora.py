@@ -1,7 +1,8 @@
 """Kohya-format LoRA files, patched into a model's weights in place the way AUTOMATIC1111 applies them.
 
 A file holds, per layer, `<name>.lora_down.weight` (r, in[, k, k]), `<name>.lora_up.weight` (out, r[, 1, 1])
-and optionally `<name>.alpha`; the layer's weight gains multiplier * alpha / r * up @ down.
+and optionally `<name>.alpha`; the layer's weight gains multiplier * alpha / r * up @ down. LoCon files
+(kohya's conv_dim) are the same format with k = 3 on the UNet's resnet and resampler convolutions.
 """
 
 from __future__ import annotations

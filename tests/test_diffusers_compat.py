@@ -1,7 +1,9 @@
-"""Our LoRA file loads in diffusers' `load_lora_weights` and gives the same outputs as our own adapters."""
+"""Our LoRA and LoCon files load in diffusers' `load_lora_weights` and give the same outputs as our own
+adapters."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
@@ -42,10 +44,21 @@ def _pipeline():
     )
 
 
-def test_diffusers_load_lora_weights_matches_our_adapters(tmp_path):
-    cfg = TrainConfig(network=NetworkConfig(dim=4, alpha=2.0))  # scale 0.5 must survive the round trip
+# Scales that differ from 1 must survive the round trip; LoCon's 3x3 convs get their own rank and alpha.
+NETWORKS = {
+    "lora": NetworkConfig(dim=4, alpha=2.0),
+    "locon": NetworkConfig(dim=4, alpha=2.0, conv_dim=3, conv_alpha=1.5),
+}
+
+
+@pytest.mark.parametrize("network_cfg", NETWORKS.values(), ids=NETWORKS.keys())
+def test_diffusers_load_lora_weights_matches_our_adapters(tmp_path, network_cfg):
+    cfg = TrainConfig(network=network_cfg)
     bundle, network = _trained_like_network(cfg)
-    path = save_lora(tmp_path / "ours.safetensors", network.state_dict(), lora_metadata(cfg, FACTS))
+    tensors = network.state_dict()
+    path = save_lora(tmp_path / "ours.safetensors", tensors, lora_metadata(cfg, FACTS))
+    downs = [t for key, t in tensors.items() if key.endswith("lora_down.weight")]
+    assert any(t.shape[2:] == (3, 3) for t in downs) == (network_cfg.conv_dim > 0)
 
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn(2, 4, 8, 8, generator=generator)
@@ -71,6 +84,8 @@ def test_diffusers_load_lora_weights_matches_our_adapters(tmp_path):
         theirs_unet = pipe.unet(latents, timesteps, states).sample
         theirs_te = pipe.text_encoder(ids)[0]
 
+    diffusers_layers = [m for m in pipe.unet.modules() if hasattr(m, "lora_A")]
+    assert len(diffusers_layers) == len(network.unet_layers)  # no LoCon layer was dropped on load
     assert (theirs_unet - ours_unet).abs().max().item() <= 1e-4
     assert (theirs_te - ours_te).abs().max().item() <= 1e-4
     assert (theirs_unet - base_unet).abs().max().item() > 1e-3

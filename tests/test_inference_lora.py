@@ -14,7 +14,10 @@ from torch import nn
 from inference.lora import LoraFormatError, applied_lora, load_lora_file, lora_key_map
 from inference.lora_grid import render_lora_grid
 from inference.txt2img import txt2img
+from train.config import NetworkConfig, TrainConfig
 from train.models.tiny import build_tiny
+from train.network.lora import LoRANetwork
+from train.network.lora_file import lora_metadata, save_lora
 
 FAST = dict(steps=3, width=64, height=64, cfg_scale=5.0)
 
@@ -239,3 +242,36 @@ def test_render_lora_grid_writes_images_grid_and_infotext(model, tmp_path):
     assert grid.text["parameters"] == first.text["parameters"]
     assert grid.width > 2 * 64 and grid.height > 2 * 64
     assert sorted(p.name for p in (tmp_path / "grid").iterdir() if p.name.startswith(".")) == []
+
+
+def test_locon_file_patch_matches_the_trained_adapters_and_restores_bitwise(model, tmp_path):
+    """A file from our trainer with 3x3 conv layers (stride 2 in the downsampler) patches to the same UNet
+    and text-encoder outputs that the peft adapters it was saved from give."""
+    cfg = TrainConfig(network=NetworkConfig(dim=4, alpha=2.0, conv_dim=3, conv_alpha=1.5))
+    trained = build_tiny(seed=0)  # the same weights as `model`
+    trained.freeze()
+    network = LoRANetwork(trained, cfg.network)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for layer in network.layers:
+            layer.up.weight.copy_(torch.randn(layer.up.weight.shape, generator=generator) * 0.05)
+    facts = {"steps": 1, "epoch": 1, "num_epochs": 1, "max_train_steps": 1, "num_batches_per_epoch": 1}
+    path = save_lora(tmp_path / "locon.safetensors", network.state_dict(), lora_metadata(cfg, facts))
+    lora = load_lora_file(path)
+    assert lora.modules["lora_unet_down_blocks_0_downsamplers_0_conv"].down.shape[2:] == (3, 3)
+
+    latents = torch.randn(2, 4, 8, 8, generator=generator)
+    states = torch.randn(2, 77, 32, generator=generator)
+    timesteps = torch.tensor([10, 500])
+    ids = model.tokenizer(["sls star", "red circle"], padding="max_length", max_length=77,
+                          return_tensors="pt").input_ids  # fmt: skip
+    before = snapshot(model)
+    with torch.no_grad():
+        adapted = (trained.unet(latents, timesteps, states).sample, trained.text_encoder(ids)[0])
+        base = (model.unet(latents, timesteps, states).sample, model.text_encoder(ids)[0])
+        with applied_lora(model, lora, te_multiplier=1.0, unet_multiplier=1.0):
+            patched = (model.unet(latents, timesteps, states).sample, model.text_encoder(ids)[0])
+    for ours, theirs, original in zip(adapted, patched, base, strict=True):
+        assert (ours - theirs).abs().max().item() <= 1e-4
+        assert (ours - original).abs().max().item() > 1e-3
+    assert_same_weights(model, before)

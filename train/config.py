@@ -66,6 +66,13 @@ class NetworkConfig:
     dropout: float = 0.0  # kohya --network_dropout
     train_unet: bool = True  # False = kohya --network_train_text_encoder_only
     train_text_encoder: bool = True  # False = kohya --network_train_unet_only
+    conv_dim: int = 0  # kohya --network_args conv_dim: rank of the UNet's 3x3 convs (LoCon); 0 = off
+    conv_alpha: float | None = None  # kohya --network_args conv_alpha; null = 1.0 when conv_dim is set
+
+    @property
+    def resolved_conv_alpha(self) -> float:
+        """conv_alpha, or kohya's default of 1.0 when only conv_dim was given."""
+        return 1.0 if self.conv_alpha is None else self.conv_alpha
 
 
 @dataclass
@@ -150,6 +157,20 @@ def _check_positive(key: str, value: float | int | None, allow_none: bool = Fals
         raise ConfigError(f"{key}={value!r} must be a positive number")
 
 
+def _check_conv(net: NetworkConfig) -> None:
+    """conv_alpha only means something with conv_dim; kohya ignores it silently, we say so."""
+    if net.conv_dim < 0:
+        raise ConfigError(f"network.conv_dim={net.conv_dim} must be >= 0 (0 = no LoRA on 3x3 convs)")
+    if net.conv_alpha is None:
+        return
+    if not net.conv_dim:
+        raise ConfigError(
+            f"network.conv_alpha={net.conv_alpha} has no effect while network.conv_dim=0: set "
+            "network.conv_dim > 0 to train the 3x3 convs, or network=lora / network.conv_alpha=null"
+        )
+    _check_positive("network.conv_alpha", net.conv_alpha)
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check values that types alone cannot; raise ConfigError naming the key and the valid choices."""
     _check_choice("model.kind", cfg.model.kind, MODEL_KINDS)
@@ -166,6 +187,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"dataset.resolution={cfg.dataset.resolution} must be a multiple of 8")
     _check_choice("network.module", cfg.network.module, NETWORK_MODULES)
     _check_positive("network.dim", cfg.network.dim)
+    _check_conv(cfg.network)
     if not (cfg.network.train_unet or cfg.network.train_text_encoder):
         raise ConfigError(
             "network.train_unet and network.train_text_encoder are both false: nothing to train"

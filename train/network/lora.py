@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -31,28 +32,45 @@ class AdaptedLayer:
     def up(self) -> nn.Module:
         return self.layer.lora_B[ADAPTER]
 
+    @property
+    def alpha(self) -> float:
+        """The alpha peft trains this layer with (its scale is alpha / rank), as saved in `.alpha`."""
+        return float(self.layer.lora_alpha[ADAPTER])
 
-def _inject(model: nn.Module, targets: list[Target], cfg: NetworkConfig) -> list[AdaptedLayer]:
-    if not targets:
-        return []
-    config = LoraConfig(
+
+def _lora_config(targets: list[Target], cfg: NetworkConfig) -> LoraConfig:
+    """One peft config for all targets; 3x3 convs get conv_dim / conv_alpha through per-module patterns.
+
+    peft matches pattern keys as regular expressions against the end of a module path, so the full paths
+    are escaped: each pattern then names exactly one layer.
+    """
+    spatial = [re.escape(t.path) for t in targets if t.spatial]
+    return LoraConfig(
         r=cfg.dim,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         target_modules=[t.path for t in targets],
+        rank_pattern={key: cfg.conv_dim for key in spatial},
+        alpha_pattern={key: cfg.resolved_conv_alpha for key in spatial},
         init_lora_weights=True,  # kohya's init: Kaiming-uniform down, zero up
     )
-    inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+
+
+def _inject(model: nn.Module, targets: list[Target], cfg: NetworkConfig) -> list[AdaptedLayer]:
+    if not targets:
+        return []
+    inject_adapter_in_model(_lora_config(targets, cfg), model, adapter_name=ADAPTER)
     modules = dict(model.named_modules())
     return [AdaptedLayer(t, modules[t.path], model) for t in targets]
 
 
 class LoRANetwork:
-    """The trainable LoRA of one run: scale = alpha / dim, up-weights start at zero."""
+    """The trainable LoRA of one run: scale = alpha / dim (3x3 convs: conv_alpha / conv_dim), up-weights 0."""
 
     def __init__(self, bundle: ModelBundle, cfg: NetworkConfig):
         self.cfg = cfg
-        self.unet_layers = _inject(bundle.unet, unet_targets(bundle.unet), cfg) if cfg.train_unet else []
+        wanted = unet_targets(bundle.unet, conv=cfg.conv_dim > 0) if cfg.train_unet else []
+        self.unet_layers = _inject(bundle.unet, wanted, cfg)
         te_targets = text_encoder_targets(bundle.text_encoder) if cfg.train_text_encoder else []
         self.text_encoder_layers = _inject(bundle.text_encoder, te_targets, cfg)
         for layer in self.layers:
@@ -79,13 +97,16 @@ class LoRANetwork:
         return groups
 
     def state_dict(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-        """Weights in kohya's key layout: `<name>.lora_down.weight`, `.lora_up.weight`, `.alpha`."""
+        """Weights in kohya's key layout: `<name>.lora_down.weight`, `.lora_up.weight`, `.alpha`.
+
+        down: (r, in) for Linear, (r, in, k, k) for convs; up: (out, r) or (out, r, 1, 1).
+        """
         tensors: dict[str, torch.Tensor] = {}
         for layer in self.layers:
             name = layer.target.kohya_name
             tensors[f"{name}.lora_down.weight"] = layer.down.weight.detach().to("cpu", dtype).contiguous()
             tensors[f"{name}.lora_up.weight"] = layer.up.weight.detach().to("cpu", dtype).contiguous()
-            tensors[f"{name}.alpha"] = torch.tensor(float(self.cfg.alpha), dtype=dtype)
+            tensors[f"{name}.alpha"] = torch.tensor(layer.alpha, dtype=dtype)
         return tensors
 
     def remove(self) -> None:

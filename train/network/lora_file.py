@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save
 
 from data.atomic import write_bytes_atomic
-from train.config import TrainConfig
+from train.config import NetworkConfig, TrainConfig
 
 SAVE_DTYPES = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -40,6 +40,16 @@ def _text(value: Any) -> str:
     return "None" if value is None else str(value)
 
 
+def network_args(net: NetworkConfig) -> dict[str, str]:
+    """kohya's `--network_args` as `ss_network_args` records them: strings, only the ones in use.
+
+    conv_alpha is written even when left at its default, so the header alone tells the conv scale.
+    """
+    if not net.conv_dim:
+        return {}
+    return {"conv_dim": str(net.conv_dim), "conv_alpha": str(float(net.resolved_conv_alpha))}
+
+
 def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
     """kohya's `ss_*` header for this run. `facts` holds what only the run knows (steps, epoch, dataset).
 
@@ -52,7 +62,7 @@ def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
         "ss_network_dim": net.dim,
         "ss_network_alpha": net.alpha,
         "ss_network_dropout": net.dropout,
-        "ss_network_args": {},
+        "ss_network_args": network_args(net),
         "ss_base_model_version": facts.get("base_model_version", "sd_v1"),
         "ss_v2": False,
         "ss_sd_model_name": facts.get("model_name", cfg.model.path or cfg.model.kind),
