@@ -23,7 +23,7 @@ sitting looking viewer background simple white black red green blue yellow orang
 gray grey cyan magenta gold silver dark light bright small large big tiny medium circle square
 triangle star heart ring cross diamond shape shapes striped dotted pattern texture outdoors indoors
 sky day night sun tree flower cat dog car house water best quality masterpiece lowres bad worst
-blurry sls sks ohwx toy token class reg left right top bottom center middle corner two three
+blurry sls sks ohwx chk toy token class reg left right top bottom center middle corner two three
 """.split()
 
 
@@ -41,20 +41,39 @@ def _bytes_to_unicode() -> dict[int, str]:
     return {b: chr(c) for b, c in zip(printable, chars, strict=True)}
 
 
+def _apply_merges(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """What BPE makes of `pieces` with the merges so far: always the lowest-ranked adjacent pair first."""
+    while len(pieces) > 1:
+        pairs = [
+            (ranks.get(pair, len(ranks)), i) for i, pair in enumerate(zip(pieces, pieces[1:], strict=False))
+        ]
+        rank, i = min(pairs)
+        if rank == len(ranks):
+            break
+        pieces = pieces[:i] + [pieces[i] + pieces[i + 1]] + pieces[i + 2 :]
+    return pieces
+
+
 def _vocab_and_merges(words: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     symbols = list(_bytes_to_unicode().values())
     vocab: list[str] = symbols + [s + "</w>" for s in symbols]
     merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
     seen = set(vocab)
     byte_map = _bytes_to_unicode()
     for word in dict.fromkeys(words):
         pieces = [byte_map[b] for b in word.encode("utf-8")]
         pieces[-1] += "</w>"
+        # Earlier words' merges fire first (lower rank), so finish from where they leave this word:
+        # the new merges rank after all others and join what is left, left to right, into one token.
+        pieces = _apply_merges(pieces, ranks)
         current = pieces[0]
         for nxt in pieces[1:]:
             merged = current + nxt
-            if merged not in seen:
+            if (current, nxt) not in ranks:
+                ranks[(current, nxt)] = len(merges)
                 merges.append((current, nxt))
+            if merged not in seen:
                 vocab.append(merged)
                 seen.add(merged)
             current = merged
