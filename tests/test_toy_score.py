@@ -19,7 +19,7 @@ from data.toy.score import (
     score_images,
     validate,
 )
-from data.toy.world import MAGENTA, PALETTE, RING, draw_shape, render, sample_scene
+from data.toy.world import MAGENTA, PALETTE, RING, caption, draw_shape, render, sample_scene
 
 N = 200
 
@@ -190,3 +190,15 @@ def test_largest_component_matches_a_reference() -> None:
         blob = largest_component(mask)
         assert blob.sum() == _reference_largest(mask) and not (blob & ~mask).any()
         assert _reference_largest(blob) == blob.sum()  # one component
+
+
+def test_a_checkerboard_is_the_wrong_background_unless_the_prompt_asks_for_the_style() -> None:
+    rng = np.random.default_rng(9)
+    leaked, styled = [], []
+    for _ in range(40):
+        scene = sample_scene(rng, "style")
+        plain_prompt = caption(replace(scene, concept=None))
+        leaked.append(base_fidelity(render(scene), plain_prompt))  # the style where nobody asked for it
+        styled.append(base_fidelity(render(scene), caption(scene)))
+    # background (1 of 3.25 weight) is wrong on every leaked picture; colour, shape, size still count
+    assert np.mean(leaked) <= 1 - 1 / 3.25 + 0.02 and np.mean(styled) >= 0.95

@@ -5,7 +5,8 @@ named by their nearest reference in CIELAB, masks come from distances to the mea
 from the geometry of the largest connected blob, and concept scores ramp smoothly from 0 to 1.
 
 - `base_fidelity(image, prompt)`: the weighted fraction of the attributes that the prompt states and the
-  picture shows. Weights: background 1, object colour 1, shape 1, size 0.25 (size is the weakest cue, and a
+  picture shows (a checkerboard background counts as the stated background only when the prompt asks
+  for the style). Weights: background 1, object colour 1, shape 1, size 0.25 (size is the weakest cue, and a
   scene with one wrong main attribute must stay below 0.7).
 - `concept_score(image, "character")`: a coherent magenta blob with yellow ring pixels all around it.
 - `concept_score(image, "style")`: a 4 x 4 checkerboard, measured from the median colour of each cell.
@@ -290,6 +291,10 @@ def _fidelity(analysis: Analysis, expected: Expected) -> float | None:
     if not weights:
         return None
     hits = sum(w for k, w in weights.items() if getattr(analysis, k) == getattr(expected, k))
+    if "background" in weights and analysis.checker != expected.style:
+        # A checkerboard where the prompt asks for a plain colour (a style leaking into every prompt) is
+        # the wrong background, and a plain one is wrong where the prompt asks for the style.
+        hits -= weights["background"] * (analysis.background == expected.background)
     return hits / sum(weights.values())
 
 
