@@ -1,6 +1,6 @@
 """Build the bundled toy base model `models/toy` from scratch, deterministically from a seed.
 
-    python scripts/build_toy.py                 # the committed model (about 30 min on 2 CPU cores)
+    python scripts/build_toy.py                 # the committed model (about 40 min on 2 CPU cores)
     python scripts/build_toy.py --out /tmp/toy  # elsewhere
 
 Stage 1 trains the VAE on anything-goes pictures, stage 2 the text encoder and UNet together on base-world

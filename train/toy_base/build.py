@@ -8,8 +8,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 
+from data.toy.caption_variants import caption_variants
 from train.models.bundle import sd_noise_scheduler
 from train.models.tokenizer import build_tokenizer
 from train.toy_base.architecture import toy_text_encoder, toy_unet, toy_vae
@@ -38,6 +40,7 @@ class BuildSettings:
     unet_batch: int = 64
     unet_lr: float = 1e-3
     caption_dropout: float = 0.1
+    caption_variants: int = 6  # per picture: tags shuffled or left out, and sentences
     fidelity_prompts: int = 32
     fidelity_seeds: int = 4
 
@@ -66,7 +69,9 @@ def _train_denoiser_stage(
     model: SimpleNamespace, settings: BuildSettings, generator: torch.Generator
 ) -> list[float]:
     base_pictures, scenes = base_world_pool(settings.base_pictures, settings.seed)
-    pool = encode_pool(model.vae, model.tokenizer, base_pictures, scenes)
+    rng = np.random.default_rng([settings.seed, 21])
+    captions = [caption_variants(scene, rng, settings.caption_variants) for scene in scenes]
+    pool = encode_pool(model.vae, model.tokenizer, base_pictures, captions)
     return train_denoiser(
         model.unet,
         model.text_encoder,
@@ -142,7 +147,9 @@ def _readme(settings: BuildSettings, command: str, report: dict) -> str:
         "",
         "A small Stable Diffusion (same diffusers/transformers classes as SD 1.5) trained from scratch on the",
         "toy world's base pictures (`data/toy/world.py`). It never saw the held-out concepts (`sls star`,",
-        "`chk style`): those are what `char_lora` and `style_lora` teach it.",
+        "`chk style`): those are what `char_lora` and `style_lora` teach it. Its captions vary as real ones",
+        "do (tags shuffled, background or size left out: `data/toy/caption_variants.py`),",
+        "so it reads words rather than positions, and a trigger word does not take the colour's place.",
         "",
         f"Built with `{command}`, seed {settings.seed}.",
         "",

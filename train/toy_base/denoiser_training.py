@@ -10,8 +10,6 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from data.toy.world import Scene, caption
-
 
 @dataclass
 class LatentPool:
@@ -19,7 +17,7 @@ class LatentPool:
 
     mean: torch.Tensor
     std: torch.Tensor
-    token_ids: torch.Tensor  # (N, 2, 77): tag caption, sentence caption
+    token_ids: torch.Tensor  # (N, V, 77): V caption variants per picture
     empty_ids: torch.Tensor  # (77,): the empty caption, for classifier-free guidance
 
 
@@ -31,17 +29,22 @@ def tokenize(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_pool(vae, tokenizer: CLIPTokenizer, pictures: torch.Tensor, scenes: list[Scene]) -> LatentPool:
-    """Encode every picture once (latent caching) and tokenize both caption styles of every scene."""
+def encode_pool(
+    vae, tokenizer: CLIPTokenizer, pictures: torch.Tensor, captions: list[list[str]]
+) -> LatentPool:
+    """Encode every picture once (latent caching) and tokenize its caption variants (same count each)."""
     means, stds = [], []
     for chunk in tqdm(pictures.split(256), desc="caching latents", leave=False):
         posterior = vae.encode(chunk).latent_dist
         means.append(posterior.mean)
         stds.append(posterior.std)
-    tags = tokenize(tokenizer, [caption(s) for s in scenes])
-    sentences = tokenize(tokenizer, [caption(s, sentence=True) for s in scenes])
+    flat = [text for variants in captions for text in variants]
+    ids = torch.cat([tokenize(tokenizer, flat[i : i + 4096]) for i in range(0, len(flat), 4096)])
     return LatentPool(
-        torch.cat(means), torch.cat(stds), torch.stack([tags, sentences], 1), tokenize(tokenizer, [""])[0]
+        torch.cat(means),
+        torch.cat(stds),
+        ids.view(len(captions), -1, ids.shape[-1]),
+        tokenize(tokenizer, [""])[0],
     )
 
 
@@ -71,8 +74,8 @@ def train_denoiser(
             pool.mean[index].shape, generator=generator
         )
         latents = noise_free * scale
-        style = torch.randint(0, 2, (batch_size,), generator=generator)
-        ids = pool.token_ids[index, style]
+        variant = torch.randint(0, pool.token_ids.shape[1], (batch_size,), generator=generator)
+        ids = pool.token_ids[index, variant]
         dropped = torch.rand(batch_size, generator=generator) < caption_dropout
         ids[dropped] = pool.empty_ids
         noise = torch.randn(latents.shape, generator=generator)
