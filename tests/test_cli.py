@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 from safetensors import safe_open
 
@@ -50,8 +51,9 @@ def test_train_writes_lora_grid_and_run_folder(quick_run):
         assert line in result.stdout
     assert str(final) in result.stdout
     grid = Image.open(run_dir / "eval" / "grid.png")
-    assert grid.height > grid.width  # 8 prompt rows, 3 weight columns
-    assert len(list((run_dir / "eval").glob("*-w*.png"))) == 8 * 3
+    prompts = len(OmegaConf.load(run_dir / "config.yaml").eval.prompts)  # the experiment's, one seed each
+    assert prompts >= 8 and grid.height > grid.width  # a row per prompt, a column per LoRA weight
+    assert len(list((run_dir / "eval").glob("*-w*.png"))) == prompts * 3
     scores = json.loads((run_dir / "scores.json").read_text())["weight"]
     assert set(scores) == {"0.0", "0.5", "1.0"}
     assert all(0.0 <= v["concept_score"] <= 1.0 and 0.0 <= v["base_fidelity"] <= 1.0 for v in scores.values())

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from safetensors import safe_open
 
 from inference.lora import load_lora_file
+from tests.test_cli import run_train
 from train.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
 # Two optimizer steps on the tiny model, one eval prompt at two weights: seconds, not minutes.
 QUICK = [
     "model=tiny",
@@ -62,9 +58,7 @@ def test_bad_conv_settings_name_the_key_and_the_fix(compose_config, overrides, m
 
 def test_train_cli_with_network_locon_writes_conv_layers(tmp_path):
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "train", *QUICK, f"hydra.run.dir={run_dir}"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result = run_train(run_dir, *QUICK)
     assert result.returncode == 0, result.stderr[-3000:]
 
     path = run_dir / "locon.safetensors"
