@@ -290,12 +290,16 @@ def _fidelity(analysis: Analysis, expected: Expected) -> float | None:
     weights = {k: w for k, w in WEIGHTS.items() if getattr(expected, k) is not None}
     if not weights:
         return None
-    hits = sum(w for k, w in weights.items() if getattr(analysis, k) == getattr(expected, k))
-    if "background" in weights and analysis.checker != expected.style:
+    hits = sum(w for k, w in weights.items() if _shows(analysis, expected, k))
+    return hits / sum(weights.values())
+
+
+def _shows(analysis: Analysis, expected: Expected, attribute: str) -> bool:
+    if attribute == "background" and analysis.checker != expected.style:
         # A checkerboard where the prompt asks for a plain colour (a style leaking into every prompt) is
         # the wrong background, and a plain one is wrong where the prompt asks for the style.
-        hits -= weights["background"] * (analysis.background == expected.background)
-    return hits / sum(weights.values())
+        return False
+    return getattr(analysis, attribute) == getattr(expected, attribute)
 
 
 def base_fidelity(image: Image.Image | np.ndarray, prompt: str | Expected) -> float:
