@@ -104,6 +104,7 @@ class TrainingConfig:
     max_grad_norm: float = 1.0  # 0 disables clipping
     gradient_checkpointing: bool = False
     noise_offset: float = 0.0  # kohya --noise_offset (~0.1 for darker darks / brighter brights)
+    min_snr_gamma: float = 0.0  # kohya --min_snr_gamma (5 is the paper's value; 0 = off)
     save_every_n_epochs: int | None = 1  # kohya --save_every_n_epochs; the last epoch is the final file
     save_precision: str = "float"  # float | fp16 | bf16 (kohya --save_precision)
 
@@ -203,6 +204,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_positive("training.max_train_steps", t.max_train_steps, allow_none=True)
     _check_positive("training.batch_size", t.batch_size)
     _check_positive("training.gradient_accumulation_steps", t.gradient_accumulation_steps)
+    if t.min_snr_gamma < 0:
+        raise ConfigError(f"training.min_snr_gamma={t.min_snr_gamma} must be >= 0 (0 = off, 5 is usual)")
     _check_choice("training.mixed_precision", t.mixed_precision, MIXED_PRECISION)
     _check_choice("training.save_precision", t.save_precision, SAVE_PRECISION)
     _check_choice("logger.kind", cfg.logger.kind, LOGGERS)

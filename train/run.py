@@ -165,6 +165,7 @@ class Trainer:
                     cfg.model.clip_skip,
                     cfg.training.noise_offset,
                     cfg.dataset.prior_loss_weight,
+                    cfg.training.min_snr_gamma,
                 )
             self.accelerator.backward(loss)
             if self.accelerator.sync_gradients and cfg.training.max_grad_norm:

@@ -40,14 +40,33 @@ def diffusion_target(scheduler: DDPMScheduler, latents, noise, timesteps) -> tor
     return noise
 
 
+def min_snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023; kohya --min_snr_gamma): min(SNR, gamma) / SNR.
+
+    Nearly noise-free timesteps (huge SNR) are easy and would dominate the gradient; this caps their
+    weight, so training spends itself on the steps that shape composition and colour. v-prediction
+    targets already carry a factor SNR + 1, hence min(SNR, gamma) / (SNR + 1) for them.
+    """
+    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
+    snr = alphas / (1.0 - alphas)
+    capped = torch.clamp(snr, max=gamma)
+    if scheduler.config.prediction_type == "v_prediction":
+        return capped / (snr + 1.0)
+    return capped / snr
+
+
 def diffusion_loss(
     bundle: ModelBundle,
     batch: dict,
     clip_skip: int = 1,
     noise_offset: float = 0.0,
     prior_loss_weight: float = 1.0,
+    min_snr_gamma: float = 0.0,
 ) -> torch.Tensor:
-    """Mean-squared denoising loss of one batch; regularization images weigh `prior_loss_weight`."""
+    """Mean-squared denoising loss of one batch; regularization images weigh `prior_loss_weight`.
+
+    `min_snr_gamma` > 0 weighs each sample by `min_snr_weights` (0 leaves the plain mean, as kohya).
+    """
     latents = encode_images(bundle, batch["pixel_values"])
     noise = apply_noise_offset(torch.randn_like(latents), noise_offset)
     scheduler = bundle.noise_scheduler
@@ -60,4 +79,6 @@ def diffusion_loss(
     target = diffusion_target(scheduler, latents, noise, timesteps)
     per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     weights = torch.where(batch["is_reg"].to(per_sample.device), prior_loss_weight, 1.0)
+    if min_snr_gamma > 0:
+        weights = weights * min_snr_weights(scheduler, timesteps, min_snr_gamma)
     return (per_sample * weights).mean()

@@ -79,6 +79,7 @@ def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
         "ss_gradient_checkpointing": t.gradient_checkpointing,
         "ss_gradient_accumulation_steps": t.gradient_accumulation_steps,
         "ss_noise_offset": t.noise_offset if t.noise_offset else None,
+        "ss_min_snr_gamma": t.min_snr_gamma if t.min_snr_gamma else None,
         "ss_clip_skip": cfg.model.clip_skip if cfg.model.clip_skip > 1 else None,
         "ss_resolution": f"({cfg.dataset.resolution}, {cfg.dataset.resolution})",
         "ss_batch_size_per_device": t.batch_size,
