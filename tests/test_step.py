@@ -6,7 +6,9 @@ from diffusers import DDPMScheduler
 
 from train.step import min_snr_weights
 
-SD_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+SD_SCHEDULE = dict(
+    beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
+)
 
 
 def _snr(scheduler: DDPMScheduler, t: int) -> float:

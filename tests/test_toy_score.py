@@ -17,8 +17,8 @@ from data.toy.score import (
     concept_score,
     parse_prompt,
     score_images,
-    validate,
 )
+from data.toy.score_validation import validate
 from data.toy.world import MAGENTA, PALETTE, RING, caption, draw_shape, render, sample_scene
 
 N = 200
