@@ -12,7 +12,7 @@ from inference.components import BaseModel
 from inference.grid import make_grid
 from inference.infotext import format_infotext, format_number, save_png
 from inference.lora import applied_lora, load_lora_file, lora_file_hash
-from inference.txt2img import GenerationParams, generate
+from inference.txt2img import GenerationParams, generate_batch
 
 
 @dataclass
@@ -34,6 +34,10 @@ def _row_labels(prompts: list[str], seeds: list[int]) -> list[str]:
     return [f"{prompt}\nseed {seed}" for prompt in prompts for seed in seeds]
 
 
+def _params(prompt: str, seed: int, settings: GenerationParams) -> GenerationParams:
+    return replace(settings, prompt=prompt, seed=seed)
+
+
 def render_lora_grid(
     model: BaseModel,
     lora_path: str | Path,
@@ -48,14 +52,22 @@ def render_lora_grid(
     clip_skip: int,
     out_dir: str | Path,
     model_name: str,
+    batch_size: int = 8,
 ) -> LoraGridResult:
-    """Render prompts x seeds (rows) at each LoRA weight (columns); write each PNG and `grid.png` to out_dir."""
+    """Render prompts x seeds (rows) at each LoRA weight (columns); write each PNG and `grid.png` to out_dir.
+
+    `batch_size` images share one sampling pass; each keeps its own seed's noise, so the pictures do not
+    depend on it beyond float rounding.
+    """
     if not prompts or not weights or not seeds:
         raise ValueError("a LoRA grid needs at least one prompt, one weight and one seed")
     lora = load_lora_file(lora_path)
     # A1111 removes ':' and ',' from names in "Lora hashes" because they would break its parser.
     hash_entry = f"{lora.name.replace(':', '').replace(',', '')}: {lora_file_hash(lora_path)[:12]}"
     out_dir = Path(out_dir)
+    settings = GenerationParams(
+        "", negative_prompt, 0, steps, cfg_scale, width, height, clip_skip, "euler", model_name
+    )
     rows = [(prompt, seed) for prompt in prompts for seed in seeds]
     cells: list[list[Image.Image | None]] = [[None] * len(weights) for _ in rows]
     paths: list[list[Path | None]] = [[None] * len(weights) for _ in rows]
@@ -64,19 +76,20 @@ def render_lora_grid(
         # Weights outermost: each weight patches the model once for all its cells.
         for col, weight in enumerate(weights):
             with applied_lora(model, lora, weight, weight):
-                for row, (prompt, seed) in enumerate(rows):
-                    params = GenerationParams(
-                        f"{prompt} {lora_tag(lora.name, weight)}", negative_prompt, seed, steps, cfg_scale,
-                        width, height, clip_skip, "euler", model_name,
-                    )  # fmt: skip
-                    # The tag is already applied through applied_lora; the text encoder sees the plain prompt.
-                    image = generate(model, replace(params, prompt=prompt))
-                    infotext = format_infotext(params, {"Lora hashes": hash_entry})
-                    name = f"{row:03d}-{col:02d}-seed{seed}-w{format_number(float(weight))}.png"
-                    paths[row][col] = save_png(image, out_dir / name, infotext)
-                    cells[row][col] = image
-                    infotexts.append(infotext)
-                    progress.update()
+                for start in range(0, len(rows), batch_size):
+                    chunk = list(enumerate(rows))[start : start + batch_size]
+                    # The tag is applied through applied_lora: the text encoder sees the plain prompt, and
+                    # the tag goes only into the infotext, as A1111 writes it.
+                    plain = [_params(prompt, seed, settings) for _, (prompt, seed) in chunk]
+                    images = generate_batch(model, plain)
+                    for (row, (prompt, seed)), image in zip(chunk, images, strict=True):
+                        tagged = _params(f"{prompt} {lora_tag(lora.name, weight)}", seed, settings)
+                        infotext = format_infotext(tagged, {"Lora hashes": hash_entry})
+                        name = f"{row:03d}-{col:02d}-seed{seed}-w{format_number(float(weight))}.png"
+                        paths[row][col] = save_png(image, out_dir / name, infotext)
+                        cells[row][col] = image
+                        infotexts.append(infotext)
+                    progress.update(len(chunk))
     grid = make_grid(cells, _row_labels(prompts, seeds), [f"lora {format_number(float(w))}" for w in weights])
     grid_path = save_png(grid, out_dir / "grid.png", infotexts[0])
     return LoraGridResult(grid_path, paths)

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from inference.components import BaseModel, vae_scale_factor
 from inference.samplers import CFGDenoiser, EpsDenoiser, get_sampler, get_sigmas_normal
-from inference.text_encoding import encode_cond_uncond
+from inference.text_encoding import encode_cond_uncond, encode_prompt, pad_to_chunks
 
 
 @dataclass
@@ -57,26 +57,59 @@ def decode_latents(model: BaseModel, latents: Tensor) -> list[Image.Image]:
     return [Image.fromarray(image) for image in array]
 
 
-def sample_latents(model: BaseModel, params: GenerationParams) -> Tensor:
-    """Run the sampler from seeded noise to clean latents: returns (1, 4, H/8, W/8) in fp32."""
+def _batch_conds(model: BaseModel, batch: list[GenerationParams]) -> tuple[Tensor, Tensor]:
+    """Cond and uncond of every image, padded to one chunk count as A1111 pads a batch: (B, 77*k, D) each."""
+    pairs = [
+        encode_cond_uncond(model.text_encoder, model.tokenizer, p.prompt, p.negative_prompt, p.clip_skip)
+        for p in batch
+    ]
+    empty = encode_prompt(model.text_encoder, model.tokenizer, "", batch[0].clip_skip)
+    chunks = max(cond.shape[1] for cond, _ in pairs) // empty.shape[1]
+    conds = torch.cat([pad_to_chunks(cond, chunks, empty) for cond, _ in pairs])
+    unconds = torch.cat([pad_to_chunks(uncond, chunks, empty) for _, uncond in pairs])
+    return conds, unconds
+
+
+def _check_batchable(batch: list[GenerationParams]) -> None:
+    shared = ("steps", "cfg_scale", "width", "height", "sampler")
+    for params in batch[1:]:
+        differ = [name for name in shared if getattr(params, name) != getattr(batch[0], name)]
+        if differ:
+            raise ValueError(f"images of one batch must share {', '.join(differ)}; render them separately")
+
+
+def sample_latents(model: BaseModel, batch: list[GenerationParams]) -> Tensor:
+    """Run the sampler from each image's seeded noise to clean latents: (B, 4, H/8, W/8) in fp32."""
+    _check_batchable(batch)
+    first = batch[0]
     scale = vae_scale_factor(model)
     unet = model.unet
-    cond, uncond = encode_cond_uncond(
-        model.text_encoder, model.tokenizer, params.prompt, params.negative_prompt, params.clip_skip
-    )
+    cond, uncond = _batch_conds(model, batch)
     denoiser = EpsDenoiser(unet, model.noise_scheduler.alphas_cumprod.to(unet.device))
-    sigmas = get_sigmas_normal(denoiser.sigmas, params.steps)
-    shape = (1, unet.config.in_channels, params.height // scale, params.width // scale)
-    x = initial_noise(params.seed, shape).to(unet.device) * sigmas[0]
-    guided = CFGDenoiser(denoiser, cond.to(unet.device), uncond.to(unet.device), params.cfg_scale)
-    return get_sampler(params.sampler)(guided, x, sigmas)
+    sigmas = get_sigmas_normal(denoiser.sigmas, first.steps)
+    shape = (1, unet.config.in_channels, first.height // scale, first.width // scale)
+    # Noise per image from its own seed: image i is the same whatever else shares its batch.
+    x = torch.cat([initial_noise(p.seed, shape) for p in batch]).to(unet.device) * sigmas[0]
+    guided = CFGDenoiser(denoiser, cond.to(unet.device), uncond.to(unet.device), first.cfg_scale)
+    return get_sampler(first.sampler)(guided, x, sigmas)
+
+
+def generate_batch(model: BaseModel, batch: list[GenerationParams]) -> list[Image.Image]:
+    """Render several images in one sampling pass (one UNet call per step for all of them).
+
+    They must share steps, CFG scale, size and sampler; prompts, negative prompts and seeds may differ.
+    """
+    if not batch:
+        return []
+    for params in batch:
+        params.validate(vae_scale_factor(model))
+    with torch.no_grad():
+        return decode_latents(model, sample_latents(model, batch))
 
 
 def generate(model: BaseModel, params: GenerationParams) -> Image.Image:
     """Render one image for `params`; the same params on the same model give identical pixels."""
-    params.validate(vae_scale_factor(model))
-    with torch.no_grad():
-        return decode_latents(model, sample_latents(model, params))[0]
+    return generate_batch(model, [params])[0]
 
 
 def txt2img(

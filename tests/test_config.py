@@ -50,6 +50,7 @@ def test_every_scheduler_config_builds(compose_config, name):
         ("+network.rank=4", "valid keys: module, dim, alpha"),
         ("dataset.resolution=500", "multiple of 8"),
         ("training.min_snr_gamma=-1", "min_snr_gamma=-1.0 must be >= 0"),
+        ("eval.batch_size=0", "eval.batch_size=0 must be a positive number"),
     ],
 )
 def test_bad_values_name_the_key_and_the_choices(compose_config, override, message):

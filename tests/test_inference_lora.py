@@ -231,7 +231,8 @@ def test_render_lora_grid_writes_images_grid_and_infotext(model, tmp_path):
     assert [len(row) for row in result.image_paths] == [2, 2]
     first = Image.open(result.image_paths[0][0])
     base = txt2img(model, "a red circle", negative_prompt="blurry", seed=1, **FAST)
-    assert np.array_equal(np.asarray(first), np.asarray(base))
+    # The grid renders its cells in batches: equal to the single image up to float rounding.
+    assert np.abs(np.asarray(first, dtype=int) - np.asarray(base, dtype=int)).max() <= 1
     text = Image.open(result.image_paths[1][1]).text["parameters"]
     assert text.startswith(
         "a red circle <lora:my_style:0.5>\nNegative prompt: blurry\nSteps: 3, Sampler: Euler"

@@ -10,7 +10,14 @@ from PIL import Image
 from inference.grid import make_grid
 from inference.infotext import format_infotext, params_from_infotext, parse_infotext, read_infotext, save_png
 from inference.text_encoding import encode_cond_uncond, encode_prompt, tokenize_chunks
-from inference.txt2img import GenerationParams, initial_noise, sample_latents, txt2img
+from inference.txt2img import (
+    GenerationParams,
+    generate,
+    generate_batch,
+    initial_noise,
+    sample_latents,
+    txt2img,
+)
 from train.models.tiny import build_tiny
 
 FAST = dict(steps=3, width=64, height=64)
@@ -98,8 +105,28 @@ def test_latents_match_diffusers_euler_with_linspace_timesteps(model):
         latents=initial_noise(5, (1, 4, 8, 8)), output_type="latent", height=64, width=64,
     ).images  # fmt: skip
     with torch.no_grad():
-        ours = sample_latents(model, params)
+        ours = sample_latents(model, [params])
     torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-3)
+
+
+def test_a_batch_renders_each_image_as_alone(model):
+    """Own seed's noise, own prompt and negative prompt: batching changes pixels by float rounding at most."""
+    batch = [
+        GenerationParams("a red circle", "", seed=3, **FAST),
+        GenerationParams("a blue square", "blurry", seed=4, **FAST),
+        GenerationParams("a red circle", "", seed=5, **FAST),
+    ]
+    together = generate_batch(model, batch)
+    for params, image in zip(batch, together, strict=True):
+        alone = np.asarray(generate(model, params), dtype=int)
+        assert np.abs(np.asarray(image, dtype=int) - alone).max() <= 1
+    assert not np.array_equal(np.asarray(together[0]), np.asarray(together[2]))
+    # A longer prompt pads the others with empty chunks, as A1111 pads a batch; its own image is unchanged.
+    mixed = generate_batch(model, [batch[0], GenerationParams(LONG_PROMPT, seed=1, **FAST)])
+    alone = np.asarray(generate(model, GenerationParams(LONG_PROMPT, seed=1, **FAST)), dtype=int)
+    assert np.abs(np.asarray(mixed[1], dtype=int) - alone).max() <= 1
+    with pytest.raises(ValueError, match="must share steps"):
+        generate_batch(model, [batch[0], GenerationParams("x", steps=4, width=64, height=64)])
 
 
 def test_txt2img_prompt_and_size_matter(model):

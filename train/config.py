@@ -129,6 +129,7 @@ class EvalConfig:
     width: int | None = None  # null: dataset.resolution
     height: int | None = None
     scorer: str | None = None  # toy: score concept presence and base fidelity of the rendered images
+    batch_size: int = 8  # images per sampling pass; each keeps its own seed's noise
 
 
 @dataclass
@@ -210,6 +211,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_choice("training.save_precision", t.save_precision, SAVE_PRECISION)
     _check_choice("logger.kind", cfg.logger.kind, LOGGERS)
     _check_choice("eval.sampler", cfg.eval.sampler, ("euler",))
+    _check_positive("eval.batch_size", cfg.eval.batch_size)
     if cfg.eval.scorer is not None:
         _check_choice("eval.scorer", cfg.eval.scorer, SCORERS)
     return cfg

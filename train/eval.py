@@ -40,6 +40,7 @@ def render_eval_grid(bundle: ModelBundle, cfg: TrainConfig, lora_path: Path, out
         clip_skip=cfg.model.clip_skip,
         out_dir=out_dir,
         model_name=Path(bundle.source).name or bundle.source,
+        batch_size=e.batch_size,
     )
     scores = (
         score_grid(result, list(e.prompts), list(e.seeds), list(e.weights)) if e.scorer == "toy" else None
