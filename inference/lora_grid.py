@@ -34,10 +34,6 @@ def _row_labels(prompts: list[str], seeds: list[int]) -> list[str]:
     return [f"{prompt}\nseed {seed}" for prompt in prompts for seed in seeds]
 
 
-def _params(prompt: str, seed: int, settings: GenerationParams) -> GenerationParams:
-    return replace(settings, prompt=prompt, seed=seed)
-
-
 def render_lora_grid(
     model: BaseModel,
     lora_path: str | Path,
@@ -68,7 +64,7 @@ def render_lora_grid(
     settings = GenerationParams(
         "", negative_prompt, 0, steps, cfg_scale, width, height, clip_skip, "euler", model_name
     )
-    rows = [(prompt, seed) for prompt in prompts for seed in seeds]
+    rows = list(enumerate((prompt, seed) for prompt in prompts for seed in seeds))
     cells: list[list[Image.Image | None]] = [[None] * len(weights) for _ in rows]
     paths: list[list[Path | None]] = [[None] * len(weights) for _ in rows]
     infotexts: list[str] = []
@@ -77,13 +73,13 @@ def render_lora_grid(
         for col, weight in enumerate(weights):
             with applied_lora(model, lora, weight, weight):
                 for start in range(0, len(rows), batch_size):
-                    chunk = list(enumerate(rows))[start : start + batch_size]
+                    chunk = rows[start : start + batch_size]
                     # The tag is applied through applied_lora: the text encoder sees the plain prompt, and
                     # the tag goes only into the infotext, as A1111 writes it.
-                    plain = [_params(prompt, seed, settings) for _, (prompt, seed) in chunk]
+                    plain = [replace(settings, prompt=prompt, seed=seed) for _, (prompt, seed) in chunk]
                     images = generate_batch(model, plain)
-                    for (row, (prompt, seed)), image in zip(chunk, images, strict=True):
-                        tagged = _params(f"{prompt} {lora_tag(lora.name, weight)}", seed, settings)
+                    for (row, (prompt, seed)), plain_params, image in zip(chunk, plain, images, strict=True):
+                        tagged = replace(plain_params, prompt=f"{prompt} {lora_tag(lora.name, weight)}")
                         infotext = format_infotext(tagged, {"Lora hashes": hash_entry})
                         name = f"{row:03d}-{col:02d}-seed{seed}-w{format_number(float(weight))}.png"
                         paths[row][col] = save_png(image, out_dir / name, infotext)

@@ -62,14 +62,28 @@ def encode_cond_uncond(
     negative_prompt: str,
     clip_skip: int = 1,
 ) -> tuple[Tensor, Tensor]:
-    """Encode prompt and negative prompt to the same length (1, 77*k, D) so CFG can batch them.
+    """Encode prompt and negative prompt to the same length (1, 77*k, D) so CFG can batch them."""
+    return encode_batch_conds(text_encoder, tokenizer, [prompt], [negative_prompt], clip_skip)
 
-    The shorter one is padded with encodings of the empty prompt (A1111's "Pad conds" behaviour).
+
+def encode_batch_conds(
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    prompts: list[str],
+    negative_prompts: list[str],
+    clip_skip: int = 1,
+) -> tuple[Tensor, Tensor]:
+    """Encode a batch's prompts and negative prompts, all to one length: (B, 77*k, D) each.
+
+    The shorter ones are padded with encodings of the empty prompt, as A1111 pads conds (its "Pad conds"
+    behaviour, and across a batch).
     """
-    cond = encode_prompt(text_encoder, tokenizer, prompt, clip_skip)
-    uncond = encode_prompt(text_encoder, tokenizer, negative_prompt, clip_skip)
-    if cond.shape[1] == uncond.shape[1]:
-        return cond, uncond
-    empty = encode_prompt(text_encoder, tokenizer, "", clip_skip)
-    chunks = max(cond.shape[1], uncond.shape[1]) // empty.shape[1]
-    return pad_to_chunks(cond, chunks, empty), pad_to_chunks(uncond, chunks, empty)
+    conds = [encode_prompt(text_encoder, tokenizer, text, clip_skip) for text in prompts]
+    unconds = [encode_prompt(text_encoder, tokenizer, text, clip_skip) for text in negative_prompts]
+    lengths = {embeds.shape[1] for embeds in conds + unconds}
+    if len(lengths) > 1:
+        empty = encode_prompt(text_encoder, tokenizer, "", clip_skip)
+        chunks = max(lengths) // empty.shape[1]
+        conds = [pad_to_chunks(embeds, chunks, empty) for embeds in conds]
+        unconds = [pad_to_chunks(embeds, chunks, empty) for embeds in unconds]
+    return torch.cat(conds), torch.cat(unconds)

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from inference.components import BaseModel, vae_scale_factor
 from inference.samplers import CFGDenoiser, EpsDenoiser, get_sampler, get_sigmas_normal
-from inference.text_encoding import encode_cond_uncond, encode_prompt, pad_to_chunks
+from inference.text_encoding import encode_batch_conds
 
 
 @dataclass
@@ -57,21 +57,8 @@ def decode_latents(model: BaseModel, latents: Tensor) -> list[Image.Image]:
     return [Image.fromarray(image) for image in array]
 
 
-def _batch_conds(model: BaseModel, batch: list[GenerationParams]) -> tuple[Tensor, Tensor]:
-    """Cond and uncond of every image, padded to one chunk count as A1111 pads a batch: (B, 77*k, D) each."""
-    pairs = [
-        encode_cond_uncond(model.text_encoder, model.tokenizer, p.prompt, p.negative_prompt, p.clip_skip)
-        for p in batch
-    ]
-    empty = encode_prompt(model.text_encoder, model.tokenizer, "", batch[0].clip_skip)
-    chunks = max(cond.shape[1] for cond, _ in pairs) // empty.shape[1]
-    conds = torch.cat([pad_to_chunks(cond, chunks, empty) for cond, _ in pairs])
-    unconds = torch.cat([pad_to_chunks(uncond, chunks, empty) for _, uncond in pairs])
-    return conds, unconds
-
-
 def _check_batchable(batch: list[GenerationParams]) -> None:
-    shared = ("steps", "cfg_scale", "width", "height", "sampler")
+    shared = ("steps", "cfg_scale", "width", "height", "sampler", "clip_skip")
     for params in batch[1:]:
         differ = [name for name in shared if getattr(params, name) != getattr(batch[0], name)]
         if differ:
@@ -84,7 +71,13 @@ def sample_latents(model: BaseModel, batch: list[GenerationParams]) -> Tensor:
     first = batch[0]
     scale = vae_scale_factor(model)
     unet = model.unet
-    cond, uncond = _batch_conds(model, batch)
+    cond, uncond = encode_batch_conds(
+        model.text_encoder,
+        model.tokenizer,
+        [p.prompt for p in batch],
+        [p.negative_prompt for p in batch],
+        first.clip_skip,
+    )
     denoiser = EpsDenoiser(unet, model.noise_scheduler.alphas_cumprod.to(unet.device))
     sigmas = get_sigmas_normal(denoiser.sigmas, first.steps)
     shape = (1, unet.config.in_channels, first.height // scale, first.width // scale)
@@ -97,7 +90,8 @@ def sample_latents(model: BaseModel, batch: list[GenerationParams]) -> Tensor:
 def generate_batch(model: BaseModel, batch: list[GenerationParams]) -> list[Image.Image]:
     """Render several images in one sampling pass (one UNet call per step for all of them).
 
-    They must share steps, CFG scale, size and sampler; prompts, negative prompts and seeds may differ.
+    They must share steps, CFG scale, size, sampler and clip skip; prompts, negative prompts and seeds may
+    differ (conds are padded to the batch's longest, as A1111 pads them).
     """
     if not batch:
         return []
