@@ -1,22 +1,35 @@
-"""Prompt → CLIP embeddings the way AUTOMATIC1111 does it: 75-token chunks, clip skip, padded cond/uncond."""
+"""Prompt → CLIP embeddings the way AUTOMATIC1111 does it: 75-token chunks, emphasis, embeddings, clip skip.
+
+Tokenizing into chunks is `inference.prompt_chunks`; this module runs the text encoder on them, places
+textual-inversion vectors, applies emphasis multipliers, and pads cond/uncond batches to one length.
+"""
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
-CHUNK_LENGTH = 75  # prompt tokens per chunk; BOS and EOS make it CLIP's 77 positions
+from inference.embeddings import EmbeddingDatabase
+from inference.prompt_chunks import COMMA_BACKTRACK, PromptChunk, tokenize_prompt
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    """How prompts become conditioning: A1111's clip skip, emphasis mode, comma backtrack and embeddings."""
+
+    clip_skip: int = 1
+    emphasis: str = "Original"
+    comma_backtrack: int = COMMA_BACKTRACK
+    embeddings: EmbeddingDatabase | None = None
 
 
 def tokenize_chunks(tokenizer: CLIPTokenizer, prompt: str) -> list[list[int]]:
     """Token ids of `prompt` as chunks of 77: BOS + 75 tokens (padded with EOS) + EOS; never empty."""
-    # verbose=False: long prompts are the point here, the "sequence too long" warning is noise.
-    ids = tokenizer(prompt, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    pieces = [ids[i : i + CHUNK_LENGTH] for i in range(0, len(ids), CHUNK_LENGTH)] or [[]]
-    # SD1's CLIP pads with EOS (not the tokenizer's pad id), as A1111 does.
-    return [[bos, *piece, *[eos] * (CHUNK_LENGTH - len(piece)), eos] for piece in pieces]
+    return [chunk.tokens for chunk in tokenize_prompt(tokenizer, prompt)]
 
 
 def _transformer(text_encoder: nn.Module) -> nn.Module:
@@ -24,27 +37,75 @@ def _transformer(text_encoder: nn.Module) -> nn.Module:
     return getattr(text_encoder, "text_model", text_encoder)
 
 
-def encode_chunks(text_encoder: CLIPTextModel, chunks: list[list[int]], clip_skip: int = 1) -> Tensor:
-    """Encode token chunks (k, 77) independently and join them along the sequence: returns (1, 77*k, D)."""
+@contextmanager
+def _placed_embeddings(text_encoder: nn.Module, chunks: list[PromptChunk]):
+    """While active, the token-embedding layer outputs each chunk's embedding vectors at their offsets."""
+    fixes = [(row, offset, emb) for row, chunk in enumerate(chunks) for offset, emb in chunk.fixes]
+    if not fixes:
+        yield
+        return
+
+    def place(_module, _inputs, output: Tensor) -> Tensor:
+        output = output.clone()
+        for row, offset, embedding in fixes:
+            output[row, offset : offset + embedding.length] = embedding.vectors.to(output)
+        return output
+
+    handle = text_encoder.get_input_embeddings().register_forward_hook(place)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _apply_emphasis(z: Tensor, multipliers: Tensor, emphasis: str) -> Tensor:
+    """Scale each position by its multiplier; "Original" then restores the chunk's mean, as A1111."""
+    if emphasis in ("Ignore", "None"):
+        return z
+    weighted = z * multipliers[..., None]
+    if emphasis == "No norm":
+        return weighted
+    return weighted * (z.mean() / weighted.mean())
+
+
+def encode_chunks(
+    text_encoder: CLIPTextModel,
+    chunks: list[PromptChunk] | list[list[int]],
+    clip_skip: int = 1,
+    emphasis: str = "Original",
+) -> Tensor:
+    """Encode a prompt's chunks (k of 77) independently and join them along the sequence: (1, 77*k, D)."""
     layers = text_encoder.config.num_hidden_layers
     if not 1 <= clip_skip <= layers:
         raise ValueError(f"clip_skip must be between 1 and {layers} for this text encoder, got {clip_skip}")
+    chunks = [c if isinstance(c, PromptChunk) else PromptChunk(list(c), [1.0] * len(c)) for c in chunks]
     device = next(text_encoder.parameters()).device
-    ids = torch.tensor(chunks, dtype=torch.long, device=device)
-    if clip_skip == 1:
-        hidden = text_encoder(ids).last_hidden_state
-    else:
-        # A1111 applies the final LayerNorm to the earlier layer too; diffusers' pipelines count differently.
-        states = text_encoder(ids, output_hidden_states=True).hidden_states
-        hidden = _transformer(text_encoder).final_layer_norm(states[-clip_skip])
-    return hidden.reshape(1, -1, hidden.shape[-1])
+    ids = torch.tensor([chunk.tokens for chunk in chunks], dtype=torch.long, device=device)
+    with _placed_embeddings(text_encoder, chunks):
+        if clip_skip == 1:
+            hidden = text_encoder(ids).last_hidden_state
+        else:
+            # A1111 applies the final LayerNorm to the earlier layer too; diffusers' pipelines count differently.
+            states = text_encoder(ids, output_hidden_states=True).hidden_states
+            hidden = _transformer(text_encoder).final_layer_norm(states[-clip_skip])
+    multipliers = torch.tensor([chunk.multipliers for chunk in chunks], device=device, dtype=hidden.dtype)
+    # Each chunk restores its own mean (A1111 takes the mean over everything it encodes at once, which
+    # for one prompt of one chunk is the same; per chunk keeps an image independent of its batch).
+    z = torch.stack([_apply_emphasis(h, m, emphasis) for h, m in zip(hidden, multipliers, strict=True)])
+    return z.reshape(1, -1, z.shape[-1])
 
 
 def encode_prompt(
-    text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, prompt: str, clip_skip: int = 1
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    prompt: str,
+    clip_skip: int = 1,
+    options: TextOptions | None = None,
 ) -> Tensor:
     """Encode one prompt without length limit: returns (1, 77*k, D) for a prompt of k chunks."""
-    return encode_chunks(text_encoder, tokenize_chunks(tokenizer, prompt), clip_skip)
+    options = options or TextOptions(clip_skip=clip_skip)
+    chunks = tokenize_prompt(tokenizer, prompt, options.embeddings, options.emphasis, options.comma_backtrack)
+    return encode_chunks(text_encoder, chunks, options.clip_skip, options.emphasis)
 
 
 def pad_to_chunks(embeds: Tensor, chunks: int, empty_chunk: Tensor) -> Tensor:
@@ -61,9 +122,10 @@ def encode_cond_uncond(
     prompt: str,
     negative_prompt: str,
     clip_skip: int = 1,
+    options: TextOptions | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Encode prompt and negative prompt to the same length (1, 77*k, D) so CFG can batch them."""
-    return encode_batch_conds(text_encoder, tokenizer, [prompt], [negative_prompt], clip_skip)
+    return encode_batch_conds(text_encoder, tokenizer, [prompt], [negative_prompt], clip_skip, options)
 
 
 def encode_batch_conds(
@@ -72,17 +134,19 @@ def encode_batch_conds(
     prompts: list[str],
     negative_prompts: list[str],
     clip_skip: int = 1,
+    options: TextOptions | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Encode a batch's prompts and negative prompts, all to one length: (B, 77*k, D) each.
 
     The shorter ones are padded with encodings of the empty prompt, as A1111 pads conds (its "Pad conds"
     behaviour, and across a batch).
     """
-    conds = [encode_prompt(text_encoder, tokenizer, text, clip_skip) for text in prompts]
-    unconds = [encode_prompt(text_encoder, tokenizer, text, clip_skip) for text in negative_prompts]
+    options = options or TextOptions(clip_skip=clip_skip)
+    conds = [encode_prompt(text_encoder, tokenizer, text, options=options) for text in prompts]
+    unconds = [encode_prompt(text_encoder, tokenizer, text, options=options) for text in negative_prompts]
     lengths = {embeds.shape[1] for embeds in conds + unconds}
     if len(lengths) > 1:
-        empty = encode_prompt(text_encoder, tokenizer, "", clip_skip)
+        empty = encode_prompt(text_encoder, tokenizer, "", options=options)
         chunks = max(lengths) // empty.shape[1]
         conds = [pad_to_chunks(embeds, chunks, empty) for embeds in conds]
         unconds = [pad_to_chunks(embeds, chunks, empty) for embeds in unconds]
