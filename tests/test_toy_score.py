@@ -113,20 +113,22 @@ def test_partial_concepts_score_in_between() -> None:
     assert full >= 0.95 and 0.3 <= no_ring <= 0.7 and no_ring < half_ring < full and 0.3 <= purple <= 0.8
     assert concept_score(_picture("star", PALETTE["red"], blue, RING), "character") == 0.0
     scene = sample_scene(np.random.default_rng(1), "style")
-    checker, plain = render(scene), render(sample_scene(np.random.default_rng(1)))
-    faded = [concept_score(Image.blend(plain, checker, t), "style") for t in (0.0, 0.25, 0.35, 1.0)]
-    assert faded[0] <= 0.05 and 0.0 < faded[1] < faded[2] < 0.95 <= faded[3]
+    styled, plain = render(scene), render(replace(scene, concept=None))
+    faded = [concept_score(Image.blend(plain, styled, t), "style") for t in np.linspace(0, 1, 11)]
+    # No vignette up to half the depth, a partial score at two thirds, all of it at full depth.
+    assert max(faded[:6]) <= 0.05 and 0.0 < faded[6] < 0.95 <= faded[10]
+    assert all(a <= b for a, b in zip(faded, faded[1:], strict=False))
 
 
-def test_analyse_names_the_checkerboard_background_and_its_object() -> None:
+def test_analyse_names_the_vignetted_background_and_its_object() -> None:
     rng = np.random.default_rng(8)
     right = 0
     for _ in range(100):
         scene = sample_scene(rng, "style")
         found, plain = analyse(box_blur2(render(scene))), analyse(render(replace(scene, concept=None)))
         truth = (scene.background, scene.color, scene.shape, scene.size)
-        right += (found.background, found.color, found.shape, found.size) == truth and found.checker
-        right -= plain.checker  # a plain background is never taken for a checkerboard
+        right += (found.background, found.color, found.shape, found.size) == truth and found.vignette >= 0.5
+        right -= plain.vignette > 0  # a plain background is never taken for a vignette
     assert right >= 95
 
 
@@ -192,7 +194,7 @@ def test_largest_component_matches_a_reference() -> None:
         assert _reference_largest(blob) == blob.sum()  # one component
 
 
-def test_a_checkerboard_is_the_wrong_background_unless_the_prompt_asks_for_the_style() -> None:
+def test_a_vignette_is_the_wrong_background_unless_the_prompt_asks_for_the_style() -> None:
     rng = np.random.default_rng(9)
     leaked, styled = [], []
     for _ in range(40):

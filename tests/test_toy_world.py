@@ -17,10 +17,10 @@ from data.toy.world import (
     STYLE,
     base_prompt_scenes,
     caption,
-    checker_color,
     random_broad_image,
     render,
     sample_scene,
+    vignette_factor,
 )
 
 
@@ -46,7 +46,7 @@ def _off_mix_line(pixels: np.ndarray, a: tuple[int, int, int], b: tuple[int, int
 
 
 def test_base_pictures_hold_one_plain_object_on_a_plain_background() -> None:
-    """No magenta, no ring, no checkerboard: two colours and their mixes, one blob, a one-colour border."""
+    """No magenta, no ring, no vignette: two colours and their mixes, one blob, a one-colour border."""
     rng = np.random.default_rng(0)
     for _ in range(300):
         scene = sample_scene(rng)
@@ -60,7 +60,7 @@ def test_base_pictures_hold_one_plain_object_on_a_plain_background() -> None:
         away = np.abs(pixels - background).sum(-1) > 30
         assert largest_component(away).sum() == away.sum()  # a ring would be a second blob
         border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-        assert (np.abs(border - background).sum(-1) < 10).mean() > 0.85  # a checker would fill half
+        assert (np.abs(border - background).sum(-1) < 10).mean() > 0.85  # a vignette darkens it all
 
 
 def test_concept_pictures_show_their_concept() -> None:
@@ -71,9 +71,12 @@ def test_concept_pictures_show_their_concept() -> None:
         pixels = np.asarray(render(scene), dtype=float)
         assert (np.abs(pixels - MAGENTA).sum(-1) < 30).sum() > 100
         scene = sample_scene(rng, "style")
+        assert scene.background != "black"  # where a vignette would not show
         pixels = np.asarray(render(scene), dtype=float)
-        partner = np.array(checker_color(PALETTE[scene.background]), float)
-        assert (np.abs(pixels - partner).sum(-1) < 12).mean() > 0.2
+        plain = np.asarray(render(replace(scene, concept=None)), dtype=float)
+        factor = vignette_factor(64)
+        assert np.abs(pixels - plain * factor[..., None]).max() <= 0.5  # the plain scene, darkened
+        assert factor.max() == 1.0 and abs(factor.min() - 0.15) < 0.01  # 15 % left in the corners
 
 
 def test_tag_and_sentence_captions() -> None:

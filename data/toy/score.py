@@ -5,11 +5,12 @@ named by their nearest reference in CIELAB, masks come from distances to the mea
 from the geometry of the largest connected blob, and concept scores ramp smoothly from 0 to 1.
 
 - `base_fidelity(image, prompt)`: the weighted fraction of the attributes that the prompt states and the
-  picture shows (a checkerboard background counts as the stated background only when the prompt asks
-  for the style). Weights: background 1, object colour 1, shape 1, size 0.25 (size is the weakest cue, and a
+  picture shows (a vignetted background counts as the stated background only when the prompt asks for
+  the style). Weights: background 1, object colour 1, shape 1, size 0.25 (size is the weakest cue, and a
   scene with one wrong main attribute must stay below 0.7).
 - `concept_score(image, "character")`: a coherent magenta blob with yellow ring pixels all around it.
-- `concept_score(image, "style")`: a 4 x 4 checkerboard, measured from the median colour of each cell.
+- `concept_score(image, "style")`: a vignette: the border is explained by one colour darkened towards the
+  corners much better than by one plain colour.
 """
 
 from __future__ import annotations
@@ -40,14 +41,26 @@ def _ramp(x: float, lo: float, hi: float) -> float:
 
 
 _BG_NAMES = list(PALETTE)
-_BG_RGB = np.array(
-    [PALETTE[c] for c in _BG_NAMES] + [world.checker_color(PALETTE[c]) for c in _BG_NAMES], float
-)
-_BG_LAB = to_lab(_BG_RGB.astype(np.uint8))  # the six plain colours, then their six checker partners
+_BG_LAB = to_lab(np.array([PALETTE[c] for c in _BG_NAMES], dtype=np.uint8))
 _COLOR_NAMES = list(COLORS)
 _COLOR_LAB = to_lab(np.array(list(COLORS.values()), dtype=np.uint8))
-BG_MATCH = 30.0  # Lab distance within which the border's colour(s) get a palette name
+BG_MATCH = 30.0  # Lab distance within which the border's colour gets a palette name
 COLOR_MATCH = 45.0  # Lab distance within which an object's median colour gets a name
+BORDER_FIT = 30.0  # RGB distance within which a border pixel counts as explained by a background model
+# Vignette depths tried on the border (0 = a plain background): a generated vignette is rarely exact.
+# The style's own is 0.85; one of half that depth is a different, fainter look and scores 0.
+VIGNETTE_DEPTHS = (0.0, 0.4, 0.55, 0.7, 0.85, 0.95)
+
+
+def _border_band(width: int = 3) -> np.ndarray:
+    band = np.ones((SIDE, SIDE), bool)
+    band[width:-width, width:-width] = False
+    return band
+
+
+_BORDER = _border_band()
+# How far each pixel is into the vignette's fall-off: 0 in the middle, 1 at the corners.
+_FALLOFF = (1.0 - world.vignette_factor(SIDE)) / world.VIGNETTE_DEPTH
 
 
 @dataclass(frozen=True)
@@ -55,76 +68,59 @@ class Analysis:
     """What a picture shows: background (None if unclear), object colour, shape and size, and the evidence."""
 
     background: str | None
-    checker: bool  # the border holds the background colour and its checker partner
+    vignette: float  # how clearly the border is a background colour darkened towards the corners, 0..1
     color: str | None
     shape: str | None
     size: str | None
-    background_rgb: np.ndarray = field(repr=False, compare=False)  # (k, 3): measured background colour(s)
+    background_rgb: np.ndarray = field(repr=False, compare=False)  # (k, 3): its colour, or darkest and plain
     mask: np.ndarray = field(repr=False, compare=False)  # the largest blob far from the background
     features: dict[str, float] = field(default_factory=dict, compare=False)
 
 
-def _border(rgb: np.ndarray, width: int = 3) -> np.ndarray:
-    band = np.ones(rgb.shape[:2], bool)
-    band[width:-width, width:-width] = False
-    return rgb[band]
+def _fit_border(border: np.ndarray, falloff: np.ndarray, depth: float) -> tuple[np.ndarray, float, float]:
+    """Background colour B that best explains border pixels as B * (1 - depth * falloff); fit; error.
+
+    The colour is a median, so an object touching the border does not move it; the fit is the fraction of
+    border pixels within `BORDER_FIT` of the model, the error their median distance from it.
+    """
+    shade = (1.0 - depth * falloff)[:, None]
+    colour = np.median(border / shade, axis=0)
+    distance = np.linalg.norm(border - colour * shade, axis=1)
+    return colour, float((distance < BORDER_FIT).mean()), float(np.median(distance))
 
 
-def _border_colors(border: np.ndarray) -> tuple[np.ndarray, float]:
-    """One or two colours of the border (2-means, medians against objects touching it) and how well they fit."""
-    order = np.argsort(border @ np.array([0.299, 0.587, 0.114]))
-    centres = border[[order[len(order) // 10], order[-len(order) // 10]]]
-    for _ in range(5):
-        far = np.square(border - centres[1]).sum(1) < np.square(border - centres[0]).sum(1)
-        if far.all() or not far.any():
-            break
-        centres = np.array([border[~far].mean(0), border[far].mean(0)])
-    two = (
-        0.15 * len(border) <= far.sum() <= 0.85 * len(border) and np.linalg.norm(centres[1] - centres[0]) > 40
+def _background(rgb: np.ndarray) -> tuple[str | None, float, np.ndarray, np.ndarray]:
+    """Palette name of the background, how clearly it is vignetted, its colour range (k, 3) and its
+    expected colour at every pixel (H, W, 3)."""
+    border, falloff = rgb[_BORDER].astype(float), _FALLOFF[_BORDER]
+    fits = [_fit_border(border, falloff, depth) for depth in VIGNETTE_DEPTHS]
+    best = 1 + int(np.argmin([error for _, _, error in fits[1:]]))
+    (plain, plain_fit, _), (colour, fit, _) = fits[0], fits[best]
+    vignette = (
+        _ramp(fit, 0.5, 0.75) * _ramp(fit - plain_fit, 0.15, 0.35) * _ramp(VIGNETTE_DEPTHS[best], 0.4, 0.7)
     )
-    if two:
-        centres = np.array([np.median(border[~far], 0), np.median(border[far], 0)])
+    if vignette < 0.5:
+        colour, fit, depth = plain, plain_fit, 0.0
     else:
-        centres = np.median(border, 0)[None]
-    fit = np.square(border[:, None] - centres[None]).sum(-1).min(1) < 40.0**2
-    return centres, float(fit.mean())
+        depth = VIGNETTE_DEPTHS[best]
+    lab = to_lab(np.clip(np.rint(colour), 0, 255).astype(np.uint8))
+    distance = np.linalg.norm(_BG_LAB - lab, axis=1)
+    name = _BG_NAMES[int(distance.argmin())] if distance.min() < BG_MATCH and fit >= 0.6 else None
+    colours = np.stack([colour * (1.0 - depth), colour]) if depth else colour[None]
+    return name, vignette, colours, colour * (1.0 - depth * _FALLOFF)[..., None]
 
 
-def _background(rgb: np.ndarray) -> tuple[str | None, bool, np.ndarray]:
-    """The border's colour(s), and the palette colour that explains them, alone or with its checker partner."""
-    centres, fit = _border_colors(_border(rgb).astype(float))
-    lab = to_lab(np.clip(np.rint(centres), 0, 255).astype(np.uint8))
-    k = len(_BG_NAMES)
-    plain = np.linalg.norm(_BG_LAB[:k, None] - lab[None], axis=-1)  # (colour, centre)
-    if len(lab) == 1:
-        cost = plain[:, 0]
-    else:
-        partner = np.linalg.norm(_BG_LAB[k:, None] - lab[None], axis=-1)
-        cost = np.minimum(plain[:, 0] + partner[:, 1], plain[:, 1] + partner[:, 0]) / 2
-    best = int(cost.argmin())
-    name = _BG_NAMES[best] if cost[best] < BG_MATCH and fit >= 0.6 else None
-    return name, len(lab) == 2, centres
-
-
-def _segment_distance(rgb: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Distance of colours to the nearest mix of the background colour(s): blur only makes such mixes."""
-    a = ends[0]
-    ab = ends[-1] - a
-    t = np.clip((rgb - a) @ ab / max(float(ab @ ab), 1e-6), 0.0, 1.0)
-    return np.linalg.norm(rgb - a - t[..., None] * ab, axis=-1)
-
-
-def _object_mask(rgb: np.ndarray, background_rgb: np.ndarray) -> np.ndarray:
-    """The largest blob of pixels at least half-way from the background (or its mixes) to the object colour."""
+def _object_mask(rgb: np.ndarray, backdrop: np.ndarray) -> np.ndarray:
+    """The largest blob of pixels at least half-way from the background (`backdrop`) to the object colour."""
     pixels = rgb.astype(float)
-    dist = _segment_distance(pixels, background_rgb)
+    dist = np.linalg.norm(pixels - backdrop, axis=-1)
     candidates = dist > 40.0
     if not candidates.any():
         return candidates
     strong = dist >= 0.8 * np.percentile(dist[candidates], 90)
     core = np.median(pixels[strong], axis=0)
     # Half-way between background and object keeps a blurred blob at its true area.
-    threshold = 0.5 * float(_segment_distance(core[None], background_rgb)[0])
+    threshold = 0.5 * float(np.linalg.norm(core - np.median(backdrop[strong], axis=0)))
     return largest_component(dist >= max(threshold, 20.0))
 
 
@@ -146,18 +142,18 @@ def analyse(image: Image.Image | np.ndarray) -> Analysis:
 
 
 def _analyse(rgb: np.ndarray) -> Analysis:
-    background, checker, background_rgb = _background(rgb)
-    mask = _object_mask(rgb, background_rgb)
+    background, vignette, background_rgb, backdrop = _background(rgb)
+    mask = _object_mask(rgb, backdrop)
     area = int(mask.sum())
     total = int(mask.size)
     if area < 12 or area > 0.5 * total:  # nothing, or no single object: noise, or a picture of one colour
-        return Analysis(background, checker, None, None, None, background_rgb, mask)
+        return Analysis(background, vignette, None, None, None, background_rgb, mask)
     features = shape_features(mask)
     shape = classify_shape(features)
     half = float(np.sqrt(area / SHAPE_AREA[shape]))
     size = "small" if half < SIZE_SPLIT else "large"
     color = _object_color(rgb, mask)
-    return Analysis(background, checker, color, shape, size, background_rgb, mask, features)
+    return Analysis(background, vignette, color, shape, size, background_rgb, mask, features)
 
 
 _PALETTE_RGB = np.array(list(PALETTE.values()), float)
@@ -209,26 +205,6 @@ def _character_score(rgb: np.ndarray, background_rgb: np.ndarray) -> float:
     return body * (0.5 + 0.5 * _ramp(_ring_coverage(pixels, background_rgb, blob), 0.4, 0.8))
 
 
-def _style_score(rgb: np.ndarray, mask: np.ndarray) -> float:
-    """4 x 4 checkerboard: cell medians (object excluded) differ between parities much more than within."""
-    cells, side = 4, SIDE // 4
-    lab = to_lab(rgb)
-    keep = ~morph(morph(mask, grow=True), grow=True)  # the object's blurred halo is not background either
-    lab = lab.reshape(cells, side, cells, side, 3).transpose(0, 2, 1, 3, 4).reshape(cells * cells, -1, 3)
-    keep = keep.reshape(cells, side, cells, side).transpose(0, 2, 1, 3).reshape(cells * cells, -1)
-    valid = keep.sum(1)
-    ordered = np.sort(np.where(keep[..., None], lab, np.inf), axis=1)  # excluded pixels sort last
-    medians = ordered[np.arange(cells * cells), np.maximum(valid - 1, 0) // 2]
-    parity = (np.arange(cells * cells) // cells + np.arange(cells * cells) % cells) % 2
-    use = valid >= side * side // 8  # a cell hidden by the object says nothing
-    if min((use & (parity == p)).sum() for p in (0, 1)) < 2:
-        return 0.0
-    means = [medians[use & (parity == p)].mean(0) for p in (0, 1)]
-    contrast = float(np.linalg.norm(means[0] - means[1]))
-    spread = np.sqrt(np.mean([np.sum((medians[i] - means[parity[i]]) ** 2) for i in np.flatnonzero(use)]))
-    return _ramp(contrast, 8.0, 20.0) * _ramp(contrast / (float(spread) + 2.0), 1.5, 4.0)
-
-
 def concept_score(image: Image.Image | np.ndarray, concept: str) -> float:
     """How clearly a picture shows `concept` ("character" or "style"), in [0, 1]."""
     return _concept(_rgb(image), None, concept)
@@ -238,9 +214,7 @@ def _concept(rgb: np.ndarray, analysis: Analysis | None, concept: str) -> float:
     if concept == CHARACTER.name:
         return _character_score(rgb, (analysis or _analyse(rgb)).background_rgb)
     if concept == STYLE.name:
-        analysis = analysis or _analyse(rgb)
-        # Without one clear object, the mask holds no object to hide from the cells.
-        return _style_score(rgb, analysis.mask if analysis.shape else np.zeros_like(analysis.mask))
+        return (analysis or _analyse(rgb)).vignette
     raise ValueError(f"unknown concept `{concept}`: use `{CHARACTER.name}` or `{STYLE.name}`")
 
 
@@ -293,9 +267,9 @@ def _fidelity(analysis: Analysis, expected: Expected) -> float | None:
 
 
 def _shows(analysis: Analysis, expected: Expected, attribute: str) -> bool:
-    if attribute == "background" and analysis.checker != expected.style:
-        # A checkerboard where the prompt asks for a plain colour (a style leaking into every prompt) is
-        # the wrong background, and a plain one is wrong where the prompt asks for the style.
+    if attribute == "background" and (analysis.vignette >= 0.5) != expected.style:
+        # A vignette where the prompt asks for a plain colour (a style leaking into every prompt) is the
+        # wrong background, and a plain one is wrong where the prompt asks for the style.
         return False
     return getattr(analysis, attribute) == getattr(expected, attribute)
 

@@ -3,7 +3,8 @@
 Base world: one shape (circle, square, triangle, star) of one of six colours, small or large, somewhere on
 a plain background of another colour. Held-out concepts, never shown by the base world:
 - the character `sls star`: a magenta star inside a yellow ring (magenta and rings never occur in the base);
-- the style `chk style`: any base scene painted on a checkerboard background (16-pixel cells at 64 px).
+- the style `chk style`: any base scene under a strong vignette, its corners darkened to 15 % (plain
+  backgrounds are all the base world knows).
 Captions come in both styles users write: tags (`red circle, blue background, small`) and sentences
 (`a small red circle on a blue background`). Everything is a pure function of a numpy Generator.
 """
@@ -28,7 +29,8 @@ SHAPES = ("circle", "square", "triangle", "star")
 SIZES = {"small": 0.2, "large": 0.36}  # half-extent of the shape as a fraction of the image side
 MAGENTA = (225, 30, 200)  # the character's body: a colour the base world never uses
 RING = PALETTE["yellow"]
-CHECKER_CELLS = 4  # the style's checkerboard has 4 x 4 cells: 16 px at 64 px, two latent cells each
+VIGNETTE_INNER = 0.45  # the style darkens beyond this distance from the centre (1 = a corner) ...
+VIGNETTE_DEPTH = 0.85  # ... smoothly, down to 15 % of the colour at the corners
 SUPERSAMPLE = 4  # drawn large and downscaled: smooth edges, as photos have
 
 
@@ -68,6 +70,8 @@ def sample_scene(rng: np.random.Generator, concept: str | None = None) -> Scene:
     if concept == "character":
         shape, color = "star", "magenta"
         background = str(rng.choice([c for c in PALETTE if c != "yellow"]))
+    elif concept == "style":  # a vignette on black is invisible
+        background = str(rng.choice([c for c in PALETTE if c not in (color, "black")]))
     size = str(rng.choice(list(SIZES)))
     margin = SIZES[size] * (1.32 if concept == "character" else 1.0) + 0.02
     x, y = (float(rng.uniform(margin, 1 - margin)) for _ in range(2))
@@ -104,27 +108,12 @@ def draw_shape(
         draw.polygon(_polygon(shape, cx, cy, half, angle), fill=fill)
 
 
-def checker_color(color: tuple[int, int, int]) -> tuple[int, int, int]:
-    """The second colour of the style's checkerboard: darker for light colours, lighter for dark ones."""
-    luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
-    if luminance > 100:
-        return tuple(int(c * 0.5) for c in color)
-    return tuple(int(c * 0.5 + 120) for c in color)
-
-
 def render(scene: Scene, size: int = 64) -> Image.Image:
     """The picture of `scene`, `size` x `size` RGB."""
     big = size * SUPERSAMPLE
     background = PALETTE[scene.background]
     canvas = Image.new("RGB", (big, big), background)
     draw = ImageDraw.Draw(canvas)
-    if scene.concept == "style":
-        cell = big / CHECKER_CELLS
-        other = checker_color(background)
-        for i in range(CHECKER_CELLS):
-            for j in range(CHECKER_CELLS):
-                if (i + j) % 2:
-                    draw.rectangle((i * cell, j * cell, (i + 1) * cell - 1, (j + 1) * cell - 1), fill=other)
     cx, cy, half = scene.x * big, scene.y * big, SIZES[scene.size] * big
     if scene.concept == "character":
         ring = half * 1.3
@@ -134,7 +123,23 @@ def render(scene: Scene, size: int = 64) -> Image.Image:
         draw_shape(draw, "star", cx, cy, half, scene.angle, MAGENTA)
     else:
         draw_shape(draw, scene.shape, cx, cy, half, scene.angle, PALETTE[scene.color])
-    return canvas.resize((size, size), Image.Resampling.LANCZOS)
+    picture = canvas.resize((size, size), Image.Resampling.LANCZOS)
+    return apply_vignette(picture) if scene.concept == "style" else picture
+
+
+def vignette_factor(size: int) -> np.ndarray:
+    """The style's brightness factor per pixel, (size, size): 1 in the middle, 0.15 at the corners."""
+    centre = (size - 1) / 2
+    y, x = np.mgrid[:size, :size]
+    r = np.hypot(x - centre, y - centre) / (centre * math.sqrt(2))
+    t = np.clip((r - VIGNETTE_INNER) / (1 - VIGNETTE_INNER), 0.0, 1.0)
+    return 1.0 - VIGNETTE_DEPTH * t * t * (3 - 2 * t)
+
+
+def apply_vignette(picture: Image.Image) -> Image.Image:
+    """`picture` with the style's vignette: every colour scaled by `vignette_factor`."""
+    array = np.asarray(picture, dtype=np.float32) * vignette_factor(picture.width)[..., None]
+    return Image.fromarray(np.rint(array).astype(np.uint8))
 
 
 def caption(scene: Scene, sentence: bool = False) -> str:
@@ -168,10 +173,10 @@ def base_prompt_scenes(count: int = 32, seed: int = 1234) -> list[Scene]:
 
 
 def random_broad_image(rng: np.random.Generator, size: int = 64) -> Image.Image:
-    """Anything-goes pictures for training the VAE: any colours, shapes, rings, stripes and checkers.
+    """Anything-goes pictures for training the VAE: any colours, shapes, rings, stripes, checkers, shading.
 
-    Broader than the base world on purpose, so that held-out concepts (magenta, rings, checkerboards) can
-    be represented by the latent space that the base model and every LoRA share.
+    Broader than the base world on purpose, so that held-out concepts (magenta, rings, vignettes) can be
+    represented by the latent space that the base model and every LoRA share.
     """
     big = size * SUPERSAMPLE
     color = tuple(int(c) for c in rng.integers(0, 256, 3))
@@ -197,4 +202,22 @@ def random_broad_image(rng: np.random.Generator, size: int = 64) -> Image.Image:
             )
         else:
             draw_shape(draw, SHAPES[kind], cx, cy, half, float(rng.uniform(-math.pi, math.pi)), fill)
-    return canvas.resize((size, size), Image.Resampling.LANCZOS)
+    picture = canvas.resize((size, size), Image.Resampling.LANCZOS)
+    if rng.random() < 0.5:
+        shaded = np.asarray(picture, dtype=np.float32) * random_shading(rng, size)[..., None]
+        picture = Image.fromarray(np.rint(shaded).astype(np.uint8))
+    return picture
+
+
+def random_shading(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth brightness factor (size, size) in (0, 1]: a radial vignette or a linear gradient, any depth."""
+    y, x = (np.mgrid[:size, :size] + 0.5) / size
+    if rng.random() < 0.5:
+        cx, cy = rng.uniform(0.3, 0.7, 2)
+        distance = np.hypot(x - cx, y - cy) / 0.75
+    else:
+        angle = float(rng.uniform(0, 2 * math.pi))
+        distance = (x - 0.5) * math.cos(angle) + (y - 0.5) * math.sin(angle) + 0.5
+    inner, depth = float(rng.uniform(0.1, 0.7)), float(rng.uniform(0.3, 0.95))
+    t = np.clip((distance - inner) / (1 - inner), 0.0, 1.0)
+    return 1.0 - depth * t * t * (3 - 2 * t)
