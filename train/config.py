@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 
+from data.typed_config import to_typed
 from train.errors import ConfigError
 
 MODEL_KINDS = ("toy", "tiny", "sd15_arch", "pretrained")
@@ -217,22 +217,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def _describe(error: OmegaConfBaseException) -> str:
-    """One line: the key, what is wrong, and for unknown keys the keys that exist there."""
-    message = str(error).strip().splitlines()[0]
-    key = getattr(error, "full_key", None) or "?"
-    owner = getattr(error, "object_type", None)
-    if owner is not None and "not in" in message and hasattr(owner, "__dataclass_fields__"):
-        message += f"; valid keys: {', '.join(owner.__dataclass_fields__)}"
-    return f"config key {key}: {message}"
-
-
 def load_config(cfg: DictConfig) -> TrainConfig:
     """Merge Hydra's composed config into the typed schema: unknown keys and wrong types become ConfigError."""
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg)
-        typed = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as error:
-        raise ConfigError(_describe(error)) from error
-    assert isinstance(typed, TrainConfig)
-    return validate(typed)
+    return validate(to_typed(TrainConfig, cfg))

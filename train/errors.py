@@ -1,10 +1,7 @@
 """Errors of the training stage; all derive from the project-wide LoraSmithError."""
 
 from data.errors import DatasetError, LoraSmithError
-
-
-class ConfigError(LoraSmithError):
-    """An invalid configuration value."""
+from data.typed_config import ConfigError
 
 
 class ModelLoadError(LoraSmithError):

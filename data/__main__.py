@@ -1,0 +1,59 @@
+"""`python -m data source=~/pics/smith trigger=Smith class_word=man repeats=10 captioner=wd14`: prepare a
+training folder from raw pictures (configs/prepare.yaml). The source is only read.
+
+User mistakes print one `error:` line and exit with status 2; HYDRA_FULL_ERROR=1 shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+from data.errors import LoraSmithError  # noqa: E402
+
+
+def run(cfg: DictConfig) -> None:
+    """Validate, prepare, print the summary."""
+    from data.prepare import prepare
+    from data.prepare_config import load_prepare_config
+
+    result = prepare(load_prepare_config(cfg))
+    report = result.report
+    print(
+        f"\nPrepared {result.written} pictures in {result.seconds:.1f} s "
+        f"({report['newly_written']} this run at {report['images_per_second']} images/s, {result.resumed} resumed)"
+    )
+    print(f"  training folder: {result.train_dir}")
+    if report["regularization"]["count"]:
+        print(
+            f"  regularization:  {report['regularization']['folder']} ({report['regularization']['count']})"
+        )
+    print(f"  skipped: {len(report['skipped'])}, duplicates: {len(report['duplicates'])}")
+    for skipped in report["skipped"][:10]:
+        print(f"    {skipped['path']}: {skipped['reason']}")
+    if len(report["skipped"]) > 10:
+        print(f"    ... {len(report['skipped']) - 10} more in report.md")
+    print(f"  report:   {result.out / 'report.md'}")
+    print(f"  manifest: {result.out / 'manifest.jsonl'}")
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="prepare")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    try:
+        run(cfg)
+    except LoraSmithError as error:
+        if os.environ.get("HYDRA_FULL_ERROR", "0") not in ("0", "", "false"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""One picture → its training frame, as `crop.mode` says: centre or focus crop at a fixed size, kohya's
+buckets, or the picture as it is. The crop box is reported in source pixels for the manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+from data.buckets import bucket_resize_box, choose_bucket, make_buckets, no_upscale_bucket
+from data.crop import Box, Size, center_crop_box, crop_and_resize, focus_crop_box
+from data.prepare_config import CropConfig
+
+
+@dataclass(frozen=True)
+class Framed:
+    """A framed picture, the box of the source it shows (l, t, r, b) and its size as a bucket (w, h)."""
+
+    picture: Image.Image
+    box: Box
+    bucket: Size
+
+
+class Framer:
+    """Frames pictures for one CropConfig (the bucket list is built once)."""
+
+    def __init__(self, crop: CropConfig) -> None:
+        self.crop = crop
+        self.target = (crop.width, crop.height)
+        self.buckets: list[Size] = []
+        if crop.mode == "buckets" and not crop.bucket_no_upscale:
+            side = crop.max_resolution
+            self.buckets = make_buckets(
+                (side, side), crop.min_bucket_reso, crop.max_bucket_reso, crop.bucket_reso_steps
+            )
+
+    def bucket_for(self, size: Size) -> Size:
+        """The bucket a picture of `size` goes to."""
+        if self.crop.bucket_no_upscale:
+            side = self.crop.max_resolution
+            return no_upscale_bucket(size, (side, side), self.crop.bucket_reso_steps)
+        return choose_bucket(size, self.buckets)
+
+    def frame(self, image: Image.Image) -> Framed:
+        """`image` cropped and resized as configured."""
+        size = image.size
+        mode = self.crop.mode
+        if mode == "none":
+            return Framed(image, (0, 0, *size), size)
+        if mode in ("center", "focus"):
+            box = (
+                center_crop_box(size, self.target) if mode == "center" else focus_crop_box(image, self.target)
+            )
+            return Framed(crop_and_resize(image, box, self.target), box, self.target)
+        bucket = self.bucket_for(size)
+        fit = bucket_resize_box(size, bucket)
+        scale_x, scale_y = size[0] / fit.resized[0], size[1] / fit.resized[1]
+        left, top, right, bottom = fit.crop
+        box = (round(left * scale_x), round(top * scale_y), round(right * scale_x), round(bottom * scale_y))
+        return Framed(crop_and_resize(image, box, bucket), box, bucket)
