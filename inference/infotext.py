@@ -12,7 +12,8 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from data.atomic import write_bytes_atomic
-from inference.samplers import SAMPLER_LABELS
+from inference.prompts import parse_prompt_attention
+from inference.sampler_names import get_sampler_and_scheduler
 from inference.txt2img import GenerationParams
 
 # A1111's fixed key order; extra keys that appear here take this position, all others follow in order given.
@@ -46,21 +47,30 @@ def quote(value: Any) -> str:
     return text
 
 
+def _has_brackets(params: GenerationParams) -> bool:
+    """A1111's test for writing "Emphasis": a bracket in the prompt or the negative prompt."""
+    return any(mark in text for text in (params.prompt, params.negative_prompt) for mark in "([")
+
+
 def infotext_fields(params: GenerationParams, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The parameter line's key → value pairs in A1111 order; None values are left out."""
+    _, schedule = params.resolve()
     fields: dict[str, Any] = {
         "Steps": params.steps,
-        "Sampler": SAMPLER_LABELS.get(params.sampler, params.sampler),
-        # Euler has no default schedule of its own, so A1111 records "Automatic" (meaning Uniform).
-        "Schedule type": "Automatic",
+        "Sampler": params.sampler,
+        # What the sampler ran with: A1111 records the sampler's default for "Automatic" where it has one
+        # (DPM++ 2M: "Karras"), and "Automatic" for samplers without one (Euler, DDIM).
+        "Schedule type": schedule,
         "CFG scale": params.cfg_scale,
         "Seed": params.seed,
         "Size": f"{params.width}x{params.height}",
         "Model": params.model_name,
         "Clip skip": params.clip_skip if params.clip_skip > 1 else None,
-        "RNG": None if params.rng == "GPU" else params.rng,
+        "RNG": None if params.rng == "GPU" else params.rng,  # A1111's default source goes unwritten
     }
     fields.update(extra or {})
+    if params.emphasis != "Original" and _has_brackets(params):
+        fields.setdefault("Emphasis", params.emphasis)  # A1111 adds it after the extra networks' keys
     order = [key for key in FIXED_KEYS if key in fields] + [key for key in fields if key not in FIXED_KEYS]
     return {key: fields[key] for key in order if fields[key] is not None}
 
@@ -108,12 +118,27 @@ def parse_infotext(text: str) -> dict[str, str]:
         size = _SIZE_RE.match(value)
         if size:
             result[f"{key}-1"], result[f"{key}-2"] = size.groups()
+    if "Emphasis" not in result and (
+        uses_emphasis(result["Prompt"]) or uses_emphasis(result["Negative prompt"])
+    ):
+        result["Emphasis"] = "Original"  # A1111 reads weights in an infotext without the key as Original's
     return {**_PARSE_DEFAULTS, **result}
 
 
+def uses_emphasis(text: str) -> bool:
+    """Whether A1111 reads any weight other than 1 in `text` (BREAK aside)."""
+    return any(weight != 1.0 and chunk != "BREAK" for chunk, weight in parse_prompt_attention(text))
+
+
 def params_from_infotext(info: dict[str, str]) -> GenerationParams:
-    """Rebuild GenerationParams from `parse_infotext`'s dict (the inverse of `format_infotext`)."""
-    samplers = {label: name for name, label in SAMPLER_LABELS.items()}
+    """Rebuild GenerationParams from `parse_infotext`'s dict (the inverse of `format_infotext`).
+
+    As A1111 pastes an infotext: old combined sampler names are split ("DPM++ 2M Karras"), and a schedule
+    equal to the sampler's default becomes "Automatic" (the same sigmas).
+    """
+    sampler, scheduler = get_sampler_and_scheduler(
+        info.get("Sampler"), info.get("Schedule type"), convert_automatic=True
+    )
     return GenerationParams(
         prompt=info["Prompt"],
         negative_prompt=info.get("Negative prompt", ""),
@@ -123,9 +148,11 @@ def params_from_infotext(info: dict[str, str]) -> GenerationParams:
         width=int(info["Size-1"]),
         height=int(info["Size-2"]),
         clip_skip=int(info.get("Clip skip", "1")),
-        sampler=samplers.get(info["Sampler"], info["Sampler"]),
+        sampler=sampler,
         model_name=info.get("Model"),
         rng=info.get("RNG", "GPU"),
+        scheduler=scheduler,
+        emphasis=info.get("Emphasis", "Original"),
     )
 
 

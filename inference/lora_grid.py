@@ -49,11 +49,13 @@ def render_lora_grid(
     out_dir: str | Path,
     model_name: str,
     batch_size: int = 8,
+    sampler: str = "Euler",
+    scheduler: str = "Automatic",
 ) -> LoraGridResult:
     """Render prompts x seeds (rows) at each LoRA weight (columns); write each PNG and `grid.png` to out_dir.
 
     `batch_size` images share one sampling pass; each keeps its own seed's noise, so the pictures do not
-    depend on it beyond float rounding.
+    depend on it beyond float rounding. `sampler` / `scheduler`: any A1111 sampler name and schedule type.
     """
     if not prompts or not weights or not seeds:
         raise ValueError("a LoRA grid needs at least one prompt, one weight and one seed")
@@ -62,8 +64,9 @@ def render_lora_grid(
     hash_entry = f"{lora.name.replace(':', '').replace(',', '')}: {lora_file_hash(lora_path)[:12]}"
     out_dir = Path(out_dir)
     settings = GenerationParams(
-        "", negative_prompt, 0, steps, cfg_scale, width, height, clip_skip, "euler", model_name
-    )
+        "", negative_prompt, 0, steps, cfg_scale, width, height, clip_skip, sampler, model_name,
+        scheduler=scheduler,
+    )  # fmt: skip
     rows = list(enumerate((prompt, seed) for prompt in prompts for seed in seeds))
     cells: list[list[Image.Image | None]] = [[None] * len(weights) for _ in rows]
     paths: list[list[Path | None]] = [[None] * len(weights) for _ in rows]

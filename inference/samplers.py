@@ -345,15 +345,3 @@ def sample_dpmpp_2m_sde(
         old_denoised = denoised
         _report(callback, i, x, sigmas[i], denoised)
     return x
-
-
-SAMPLERS: dict[str, Callable[..., Tensor]] = {"euler": sample_euler}  # short names txt2img accepts today
-SAMPLER_LABELS: dict[str, str] = {"euler": "Euler"}  # the names A1111 writes in infotext
-
-
-def get_sampler(name: str) -> Callable[..., Tensor]:
-    """Look up a sampler by its short name, with a message listing the known ones."""
-    try:
-        return SAMPLERS[name]
-    except KeyError:
-        raise ValueError(f"unknown sampler {name!r}; available: {', '.join(sorted(SAMPLERS))}") from None

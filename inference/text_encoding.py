@@ -63,9 +63,12 @@ def _apply_emphasis(z: Tensor, multipliers: Tensor, emphasis: str) -> Tensor:
     if emphasis in ("Ignore", "None"):
         return z
     weighted = z * multipliers[..., None]
-    if emphasis == "No norm":
+    new_mean = weighted.mean()
+    # A mean of exactly 0 (an untrained LayerNorm's output, e.g. the tiny test model) has no scale to
+    # restore; A1111's 0/0 would make the whole chunk NaN. Where the mean is not 0 this changes nothing.
+    if emphasis == "No norm" or new_mean == 0:
         return weighted
-    return weighted * (z.mean() / weighted.mean())
+    return weighted * (z.mean() / new_mean)
 
 
 def encode_chunks(

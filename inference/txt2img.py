@@ -1,4 +1,4 @@
-"""Text to image: prompt encoding, seeded noise, sampling in sigma space and VAE decoding."""
+"""Text to image: prompt encoding, seeded per-image noise, any of A1111's samplers, and VAE decoding."""
 
 from __future__ import annotations
 
@@ -10,13 +10,24 @@ from PIL import Image
 from torch import Tensor
 
 from inference.components import BaseModel, vae_scale_factor
-from inference.samplers import CFGDenoiser, EpsDenoiser, get_sampler, get_sigmas_normal
-from inference.text_encoding import encode_batch_conds
+from inference.embeddings import EmbeddingDatabase
+from inference.noise import PerImageNoise
+from inference.noise_sources import RNG_SOURCES, find_rng_source, seeded_generator
+from inference.prompt_chunks import COMMA_BACKTRACK, EMPHASIS_MODES
+from inference.sampler_names import SamplerSpec, find_sampler, get_sampler_and_scheduler, run_sampler
+from inference.samplers import CFGDenoiser, EpsDenoiser
+from inference.text_encoding import TextOptions, encode_batch_conds
+from inference.timestep_samplers import LCMDenoiser
 
 
 @dataclass
 class GenerationParams:
-    """Everything that determines one generated image (and what its infotext records)."""
+    """Everything that determines one generated image (and what its infotext records).
+
+    `sampler` takes any A1111 name, alias or short name ("Euler a", "k_euler_a", "euler_ancestral") or an old
+    combined name ("DPM++ 2M Karras"); `scheduler` an A1111 schedule type. Both are resolved to A1111's UI
+    names on construction; unknown ones fall back to DPM++ 2M / Automatic with a warning, as in A1111.
+    """
 
     prompt: str
     negative_prompt: str = ""
@@ -26,9 +37,30 @@ class GenerationParams:
     width: int = 512
     height: int = 512
     clip_skip: int = 1
-    sampler: str = "euler"
+    sampler: str = "Euler"
     model_name: str | None = None
-    rng: str = "CPU"  # our noise comes from a CPU generator; A1111 reproduces it with RNG source "CPU"
+    rng: str = "CPU"  # "CPU" | "GPU" | "NV" (inference.noise_sources); CPU reproduces on every machine
+    scheduler: str = "Automatic"
+    emphasis: str = "Original"  # A1111's emphasis mode: "Original", "No norm", "Ignore" or "None"
+    comma_backtrack: int = COMMA_BACKTRACK  # A1111's "comma padding backtrack" (a setting, not infotext)
+
+    def __post_init__(self) -> None:
+        self.sampler, self.scheduler = get_sampler_and_scheduler(self.sampler, self.scheduler)
+        self.rng = find_rng_source(self.rng) or self.rng
+
+    def resolve(self) -> tuple[SamplerSpec, str]:
+        """The sampler and its schedule label, "Automatic" made the sampler's default where it has one.
+
+        DDIM, PLMS and UniPC ignore the schedule type (as in A1111); theirs is returned as chosen.
+        """
+        name, schedule = get_sampler_and_scheduler(self.sampler, self.scheduler)
+        spec = find_sampler(name)
+        assert spec is not None  # get_sampler_and_scheduler only returns known names
+        return spec, spec.schedule_for(schedule)
+
+    def text_options(self, embeddings: EmbeddingDatabase | None = None) -> TextOptions:
+        """How this image's prompts become conditioning."""
+        return TextOptions(self.clip_skip, self.emphasis, self.comma_backtrack, embeddings)
 
     def validate(self, scale_factor: int = 8) -> None:
         """Raise ValueError for values no image can be generated with."""
@@ -39,7 +71,12 @@ class GenerationParams:
             )
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
-        get_sampler(self.sampler)
+        if self.rng not in RNG_SOURCES:
+            raise ValueError(f"unknown RNG source {self.rng!r}; use one of {', '.join(RNG_SOURCES)}")
+        if self.emphasis not in EMPHASIS_MODES:
+            raise ValueError(
+                f"unknown emphasis mode {self.emphasis!r}; use one of {', '.join(EMPHASIS_MODES)}"
+            )
 
 
 def initial_noise(seed: int, shape: tuple[int, ...]) -> Tensor:
@@ -57,53 +94,71 @@ def decode_latents(model: BaseModel, latents: Tensor) -> list[Image.Image]:
     return [Image.fromarray(image) for image in array]
 
 
-def _check_batchable(batch: list[GenerationParams]) -> None:
-    shared = ("steps", "cfg_scale", "width", "height", "sampler", "clip_skip")
+_SHARED = ("steps", "cfg_scale", "width", "height", "clip_skip", "emphasis", "comma_backtrack")
+
+
+def _check_batchable(batch: list[GenerationParams]) -> tuple[SamplerSpec, str]:
+    """The batch's sampler and schedule, if its images can share one sampling pass; else ValueError."""
+    first = batch[0].resolve()
     for params in batch[1:]:
-        differ = [name for name in shared if getattr(params, name) != getattr(batch[0], name)]
+        differ = [name for name in _SHARED if getattr(params, name) != getattr(batch[0], name)]
+        if params.resolve() != first:
+            differ.append("sampler and schedule")
         if differ:
             raise ValueError(f"images of one batch must share {', '.join(differ)}; render them separately")
+    return first
 
 
-def sample_latents(model: BaseModel, batch: list[GenerationParams]) -> Tensor:
-    """Run the sampler from each image's seeded noise to clean latents: (B, 4, H/8, W/8) in fp32."""
-    _check_batchable(batch)
+def sample_latents(
+    model: BaseModel, batch: list[GenerationParams], embeddings: EmbeddingDatabase | None = None
+) -> Tensor:
+    """Run the sampler from each image's seeded noise to latents to decode: (B, 4, H/8, W/8) in fp32.
+
+    Each image's noise comes from its own seed and RNG source, so it does not depend on the batch.
+    """
+    spec, schedule = _check_batchable(batch)
     first = batch[0]
-    scale = vae_scale_factor(model)
     unet = model.unet
     cond, uncond = encode_batch_conds(
         model.text_encoder,
         model.tokenizer,
         [p.prompt for p in batch],
         [p.negative_prompt for p in batch],
-        first.clip_skip,
+        options=first.text_options(embeddings),
     )
     denoiser = EpsDenoiser(unet, model.noise_scheduler.alphas_cumprod.to(unet.device))
-    sigmas = get_sigmas_normal(denoiser.sigmas, first.steps)
-    shape = (1, unet.config.in_channels, first.height // scale, first.width // scale)
-    # Noise per image from its own seed: image i is the same whatever else shares its batch.
-    x = torch.cat([initial_noise(p.seed, shape) for p in batch]).to(unet.device) * sigmas[0]
-    guided = CFGDenoiser(denoiser, cond.to(unet.device), uncond.to(unet.device), first.cfg_scale)
-    return get_sampler(first.sampler)(guided, x, sigmas)
+    # LCM's boundary scaling applies to each half before guidance, as A1111 wraps the model.
+    inner = LCMDenoiser(denoiser) if spec.kind == "lcm" else denoiser
+    guided = CFGDenoiser(inner, cond.to(unet.device), uncond.to(unet.device), first.cfg_scale)
+    scale = vae_scale_factor(model)
+    shape = (unet.config.in_channels, first.height // scale, first.width // scale)
+    generators = [seeded_generator(p.seed, p.rng, unet.device) for p in batch]
+    noise = PerImageNoise(generators, shape, unet.device)
+    return run_sampler(spec, guided, noise, first.steps, denoiser.sigmas, schedule)
 
 
-def generate_batch(model: BaseModel, batch: list[GenerationParams]) -> list[Image.Image]:
-    """Render several images in one sampling pass (one UNet call per step for all of them).
+def generate_batch(
+    model: BaseModel, batch: list[GenerationParams], embeddings: EmbeddingDatabase | None = None
+) -> list[Image.Image]:
+    """Render several images in one sampling pass (one UNet call per denoiser call for all of them).
 
-    They must share steps, CFG scale, size, sampler and clip skip; prompts, negative prompts and seeds may
-    differ (conds are padded to the batch's longest, as A1111 pads them).
+    They must share steps, CFG scale, size, sampler, schedule and text options; prompts, negative prompts,
+    seeds and RNG sources may differ (conds are padded to the batch's longest, as A1111 pads them).
+    `embeddings`: textual-inversion embeddings the prompts may name.
     """
     if not batch:
         return []
     for params in batch:
         params.validate(vae_scale_factor(model))
     with torch.no_grad():
-        return decode_latents(model, sample_latents(model, batch))
+        return decode_latents(model, sample_latents(model, batch, embeddings))
 
 
-def generate(model: BaseModel, params: GenerationParams) -> Image.Image:
+def generate(
+    model: BaseModel, params: GenerationParams, embeddings: EmbeddingDatabase | None = None
+) -> Image.Image:
     """Render one image for `params`; the same params on the same model give identical pixels."""
-    return generate_batch(model, [params])[0]
+    return generate_batch(model, [params], embeddings)[0]
 
 
 def txt2img(
@@ -116,10 +171,14 @@ def txt2img(
     width: int = 512,
     height: int = 512,
     clip_skip: int = 1,
-    sampler: str = "euler",
+    sampler: str = "Euler",
+    scheduler: str = "Automatic",
+    rng: str = "CPU",
+    emphasis: str = "Original",
 ) -> Image.Image:
-    """Render one image from a prompt, A1111 txt2img style (75-token chunks, Euler, CPU-seeded noise)."""
+    """Render one image from a prompt, A1111 txt2img style (75-token chunks, per-seed noise)."""
     params = GenerationParams(
-        prompt, negative_prompt, seed, steps, cfg_scale, width, height, clip_skip, sampler
-    )
+        prompt, negative_prompt, seed, steps, cfg_scale, width, height, clip_skip, sampler,
+        rng=rng, scheduler=scheduler, emphasis=emphasis,
+    )  # fmt: skip
     return generate(model, params)

@@ -51,11 +51,23 @@ def test_every_scheduler_config_builds(compose_config, name):
         ("dataset.resolution=500", "multiple of 8"),
         ("training.min_snr_gamma=-1", "min_snr_gamma=-1.0 must be >= 0"),
         ("eval.batch_size=0", "eval.batch_size=0 must be a positive number"),
+        ("eval.sampler=euler_z", "not a known sampler; choose one of: DPM\\+\\+ 2M, DPM\\+\\+ SDE"),
+        ("eval.sampler='DPM++ 2M Karras'", "the schedule goes in eval.scheduler"),
+        ("eval.scheduler=wobbly", "not a known schedule type; choose one of: Automatic, Uniform, Karras"),
     ],
 )
 def test_bad_values_name_the_key_and_the_choices(compose_config, override, message):
     with pytest.raises(ConfigError, match=message):
         compose_config("dataset.train_dir=x", override)
+
+
+def test_eval_sampler_takes_any_a1111_name(compose_config):
+    cfg = compose_config("dataset.train_dir=x")
+    assert (cfg.eval.sampler, cfg.eval.scheduler) == ("euler", "Automatic")
+    for name in ("Euler a", "k_dpmpp_2m", "dpmpp_2m_sde", "DDIM", "lcm"):
+        assert compose_config("dataset.train_dir=x", f"eval.sampler='{name}'").eval.sampler == name
+    cfg = compose_config("dataset.train_dir=x", "eval.sampler='DPM++ 2M'", "eval.scheduler=karras")
+    assert cfg.eval.scheduler == "karras"
 
 
 def test_epochs_win_over_steps_and_steps_alone_work(compose_config):

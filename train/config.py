@@ -125,7 +125,8 @@ class EvalConfig:
     seeds: list[int] = field(default_factory=lambda: [1])
     steps: int = 20
     cfg_scale: float = 7.0
-    sampler: str = "euler"
+    sampler: str = "euler"  # any A1111 sampler name or alias: "Euler", "euler", "DPM++ 2M", "k_euler_a", ...
+    scheduler: str = "Automatic"  # A1111's schedule type: Automatic (the sampler's default), Karras, ...
     width: int | None = None  # null: dataset.resolution
     height: int | None = None
     scorer: str | None = None  # toy: score concept presence and base fidelity of the rendered images
@@ -173,6 +174,25 @@ def _check_conv(net: NetworkConfig) -> None:
     _check_positive("network.conv_alpha", net.conv_alpha)
 
 
+def _check_eval_sampler(e: EvalConfig) -> None:
+    """eval.sampler and eval.scheduler must name one of A1111's samplers and schedule types."""
+    # Imported here: the sampler tables pull in torch, which reading a config does not otherwise need.
+    from inference.sampler_names import SAMPLER_SPECS, find_sampler
+    from inference.schedules import SCHEDULES, find_schedule
+
+    if find_sampler(e.sampler) is None:
+        raise ConfigError(
+            f"eval.sampler={e.sampler!r} is not a known sampler; choose one of: "
+            f"{', '.join(spec.name for spec in SAMPLER_SPECS)} (the schedule goes in eval.scheduler, e.g. "
+            "eval.sampler='DPM++ 2M' eval.scheduler=Karras)"
+        )
+    if find_schedule(e.scheduler) is None:
+        raise ConfigError(
+            f"eval.scheduler={e.scheduler!r} is not a known schedule type; choose one of: "
+            f"{', '.join(schedule.label for schedule in SCHEDULES)}"
+        )
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check values that types alone cannot; raise ConfigError naming the key and the valid choices."""
     _check_choice("model.kind", cfg.model.kind, MODEL_KINDS)
@@ -210,7 +230,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_choice("training.mixed_precision", t.mixed_precision, MIXED_PRECISION)
     _check_choice("training.save_precision", t.save_precision, SAVE_PRECISION)
     _check_choice("logger.kind", cfg.logger.kind, LOGGERS)
-    _check_choice("eval.sampler", cfg.eval.sampler, ("euler",))
+    _check_eval_sampler(cfg.eval)
     _check_positive("eval.batch_size", cfg.eval.batch_size)
     if cfg.eval.scorer is not None:
         _check_choice("eval.scorer", cfg.eval.scorer, SCORERS)

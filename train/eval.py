@@ -41,6 +41,8 @@ def render_eval_grid(bundle: ModelBundle, cfg: TrainConfig, lora_path: Path, out
         out_dir=out_dir,
         model_name=Path(bundle.source).name or bundle.source,
         batch_size=e.batch_size,
+        sampler=e.sampler,
+        scheduler=e.scheduler,
     )
     scores = (
         score_grid(result, list(e.prompts), list(e.seeds), list(e.weights)) if e.scorer == "toy" else None
