@@ -74,7 +74,7 @@ def main() -> None:
             "captioner=wd14",
             f"captioner.model={tagger}",
         )
-    print(f"\n{args.count} toy pictures (64 px), 2 CPU threads at most")
+    print(f"\n{args.count} toy pictures (64 px)")
     for name, report in (("check + crop", plain), ("check + crop + WD14 (tiny)", tagged)):
         print(
             f"  {name:28s} {report['written']:5d} written  {report['images_per_second']:8.1f} images/s "

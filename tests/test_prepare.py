@@ -282,3 +282,41 @@ def test_toy_pictures_prepared_here_train_unchanged(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert list(run_dir.glob("*.safetensors"))
+
+
+def test_regularization_from_a_folder_and_rendered_by_the_toy_model(tmp_path, caplog):
+    source, reg_source = tmp_path / "pics", tmp_path / "class_pics"
+    source.mkdir()
+    reg_source.mkdir()
+    for i in range(2):
+        picture(seed=i).save(source / f"p{i}.png")
+    for i in range(3):
+        picture(seed=10 + i).save(reg_source / f"r{i}.png")
+    out = tmp_path / "from_folder"
+    report = prepare(
+        _config(
+            source, out, *_crop64(), "regularization=folder", f"regularization.path={reg_source}", "repeats=2"
+        )
+    ).report
+    reg = out / "reg" / "1_man"
+    assert sorted(p.name for p in reg.glob("*.png")) == ["reg_00000.png", "reg_00001.png", "reg_00002.png"]
+    assert Image.open(reg / "reg_00000.png").size == (64, 64) and (reg / "reg_00000.txt").read_text() == "man"
+    assert "3 regularization pictures for 4 training samples" in report["regularization"]["warning"]
+
+    rendered = tmp_path / "rendered"
+    overrides = [
+        "crop.width=64",
+        "crop.height=64",
+        "class_word=star",
+        "regularization=generate",
+        "regularization.count=3",
+        "regularization.steps=2",
+        "regularization.batch_size=2",
+        "repeats=1",
+    ]
+    report = prepare(_config(source, rendered, *overrides)).report
+    pictures = sorted((rendered / "reg" / "1_star").glob("*.png"))
+    assert len(pictures) == 3 and "warning" not in report["regularization"]
+    again = tmp_path / "again"
+    prepare(_config(source, again, *overrides))
+    assert all((again / "reg" / "1_star" / p.name).read_bytes() == p.read_bytes() for p in pictures)  # seeds
