@@ -11,6 +11,7 @@ from data.errors import DatasetError
 
 _WHITE = (255, 255, 255, 255)
 _HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 def _has_alpha(image: Image.Image) -> bool:
@@ -51,6 +52,19 @@ def load_rgb(path: str | Path) -> Image.Image:
             f"{path} cannot be read as an image ({reason}): re-save it as PNG or JPEG, or move it out of "
             f"the dataset folder"
         ) from None
+
+
+def upright_size(path: str | Path) -> tuple[int, int]:
+    """(w, h) of an image as shown (EXIF orientation applied), from its header; DatasetError if unreadable."""
+    path = Path(path)
+    try:
+        with Image.open(path) as opened:
+            width, height = opened.size
+            orientation = opened.getexif().get(0x0112, 1)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        load_rgb(path)  # raises the DatasetError that names the file and the fix
+        raise
+    return (height, width) if orientation in _ROTATED else (width, height)
 
 
 def resize_center_crop(image: Image.Image, width: int, height: int) -> Image.Image:

@@ -50,6 +50,11 @@ class DatasetConfig:
         0.0  # kohya --caption_dropout_rate: whole caption → "" with this probability
     )
     flip_aug: bool = False  # kohya --flip_aug: random horizontal flip
+    enable_bucket: bool = False  # kohya --enable_bucket: aspect-ratio buckets of area ≤ resolution²
+    min_bucket_reso: int = 256  # kohya --min_bucket_reso: shortest bucket side in pixels
+    max_bucket_reso: int = 1024  # kohya --max_bucket_reso: longest bucket side in pixels
+    bucket_reso_steps: int = 64  # kohya --bucket_reso_steps: bucket sides are multiples of this
+    bucket_no_upscale: bool = False  # kohya --bucket_no_upscale: small pictures get a smaller bucket
     prior_loss_weight: float = 1.0  # kohya --prior_loss_weight: loss weight of regularization images
     num_workers: int = 0  # DataLoader workers
     toy_concept: str = "character"  # source=toy: character (`sls star`) | style (`chk style`)
@@ -193,6 +198,32 @@ def _check_eval_sampler(e: EvalConfig) -> None:
         )
 
 
+def _check_buckets(d: DatasetConfig) -> None:
+    """Bucket settings must give kohya's bucket list; they only count with enable_bucket."""
+    if not d.enable_bucket:
+        if d.bucket_no_upscale:
+            raise ConfigError(
+                "dataset.bucket_no_upscale=true has no effect while dataset.enable_bucket=false: "
+                "set dataset.enable_bucket=true, or drop bucket_no_upscale"
+            )
+        return
+    step = d.bucket_reso_steps
+    if step < 8 or step % 8:
+        raise ConfigError(
+            f"dataset.bucket_reso_steps={step} must be a positive multiple of 8 (the VAE's factor); 64 is usual"
+        )
+    for key, value in (("min_bucket_reso", d.min_bucket_reso), ("max_bucket_reso", d.max_bucket_reso)):
+        if value < step or value % step:
+            raise ConfigError(
+                f"dataset.{key}={value} must be a positive multiple of dataset.bucket_reso_steps={step}"
+            )
+    if not d.min_bucket_reso <= d.resolution <= d.max_bucket_reso:
+        raise ConfigError(
+            f"dataset.resolution={d.resolution} must lie between dataset.min_bucket_reso={d.min_bucket_reso} "
+            f"and dataset.max_bucket_reso={d.max_bucket_reso}: change the resolution or the bucket range"
+        )
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check values that types alone cannot; raise ConfigError naming the key and the valid choices."""
     _check_choice("model.kind", cfg.model.kind, MODEL_KINDS)
@@ -207,6 +238,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_positive("dataset.resolution", cfg.dataset.resolution)
     if cfg.dataset.resolution % 8:
         raise ConfigError(f"dataset.resolution={cfg.dataset.resolution} must be a multiple of 8")
+    _check_buckets(cfg.dataset)
     _check_choice("network.module", cfg.network.module, NETWORK_MODULES)
     _check_positive("network.dim", cfg.network.dim)
     _check_conv(cfg.network)

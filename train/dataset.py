@@ -10,12 +10,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from data.balance import RegPlan, balance_reg, count_samples
+from data.buckets import Size, bucket_resize_box
 from data.captions import drop_caption, read_caption, shuffle_tags, tag_frequency
 from data.folders import Subset, scan_dataset_dir
-from data.images import load_rgb, resize_center_crop
+from data.images import load_rgb, resize_center_crop, upright_size
+from train.bucket_batches import bucket_chooser, bucket_info
 from train.config import DatasetConfig
 from train.errors import ConfigError
 
@@ -73,6 +76,11 @@ class DreamBoothDataset(Dataset):
         for entry in self.reg_plan.entries:
             self._register(entry.path, entry.subset, entry.times_used)
         self._pixels_cache: dict[Path, np.ndarray] = {}
+        # Bucket (w, h) of each picture with enable_bucket; headers only, pixels are decoded when first used.
+        self._buckets: dict[Path, Size] = {}
+        self._ar_errors: list[float] = []  # |bucket aspect ratio - picture aspect ratio| per picture
+        if config.enable_bucket:
+            self._buckets, self._ar_errors = self._assign_buckets()
         if self.reg_plan.unused:
             log.warning(
                 "%d regularization images are not used: an epoch already holds as many reg samples as "
@@ -116,6 +124,23 @@ class DreamBoothDataset(Dataset):
             )
         return captions, missing
 
+    def _assign_buckets(self) -> tuple[dict[Path, Size], list[float]]:
+        """The bucket of every picture, from its header size, and its aspect-ratio error."""
+        choose = bucket_chooser(self.config)
+        buckets: dict[Path, Size] = {}
+        errors: list[float] = []
+        for record in self.records:
+            width, height = upright_size(record.path)
+            bucket = buckets[record.path] = choose((width, height))
+            errors.append(abs(bucket[0] / bucket[1] - width / height))
+        return buckets, errors
+
+    def sample_buckets(self) -> list[Size]:
+        """The bucket (w, h) of every sample index (repeats included); [] without enable_bucket."""
+        if not self._buckets:
+            return []
+        return [self._buckets[self.records[record].path] for record in self._index]
+
     def _register(self, path: Path, subset: Subset, times: int) -> None:
         self.records.append(Record(path, self._captions[path], subset.is_reg, subset.name))
         self._index.extend([len(self.records) - 1] * times)
@@ -138,10 +163,18 @@ class DreamBoothDataset(Dataset):
         return drop_caption(caption, self.config.caption_dropout_rate, rng)
 
     def pixels(self, path: Path) -> np.ndarray:
-        """The decoded, resized and centre-cropped picture: uint8 (R, R, 3), cached per path."""
+        """The decoded, resized and centre-cropped picture: uint8 (H, W, 3) of its bucket, else (R, R, 3); cached."""
         cached = self._pixels_cache.get(path)
         if cached is None:
-            image = resize_center_crop(load_rgb(path), self.resolution, self.resolution)
+            bucket = self._buckets.get(path)
+            if bucket is None:
+                image = resize_center_crop(load_rgb(path), self.resolution, self.resolution)
+            else:
+                image = load_rgb(path)
+                fit = bucket_resize_box(image.size, bucket)
+                if fit.resized != image.size:
+                    image = image.resize(fit.resized, Image.Resampling.LANCZOS)
+                image = image.crop(fit.crop)
             cached = np.array(image, dtype=np.uint8)  # a writable copy: torch.from_numpy warns on read-only
             self._pixels_cache[path] = cached
         return cached
@@ -165,7 +198,7 @@ class DreamBoothDataset(Dataset):
         return ids.to(torch.long)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        """pixel_values (3, R, R) in [-1, 1], input_ids (77,), is_reg, caption."""
+        """pixel_values (3, H, W) in [-1, 1] (the bucket's size, else R × R), input_ids (77,), is_reg, caption."""
         if index < 0:
             index += len(self)
         if not 0 <= index < len(self):
@@ -211,11 +244,12 @@ class DreamBoothDataset(Dataset):
             "resolution": self.resolution,
             "unused_reg_images": self.reg_plan.unused,
             "num_images_without_caption": self._uncaptioned,
+            **({"bucket_info": bucket_info(self.sample_buckets(), self._ar_errors)} if self._buckets else {}),
         }
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack samples: pixel_values (B, 3, R, R), input_ids (B, 77), is_reg bool (B,), captions list[str]."""
+    """Stack samples of one size: pixel_values (B, 3, H, W), input_ids (B, 77), is_reg bool (B,), captions list[str]."""
     return {
         "pixel_values": torch.stack([item["pixel_values"] for item in batch]),
         "input_ids": torch.stack([item["input_ids"] for item in batch]),

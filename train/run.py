@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from data.toy.dataset import write_concept_dataset
+from train.bucket_batches import BucketBatchSampler
 from train.config import TrainConfig
 from train.dataset import DreamBoothDataset, collate
 from train.eval import render_eval_grid, score_metrics, write_scores
@@ -72,6 +73,25 @@ def config_for_record(cfg: TrainConfig) -> dict:
     return record
 
 
+def build_loader(
+    dataset: DreamBoothDataset, cfg: TrainConfig
+) -> tuple[DataLoader, BucketBatchSampler | None]:
+    """Shuffled batches; with enable_bucket, batches of one bucket each (len = kohya's per-bucket count)."""
+    batch_size, workers = cfg.training.batch_size, cfg.dataset.num_workers
+    if not cfg.dataset.enable_bucket:
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            collate_fn=collate,
+            num_workers=workers,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
+        return loader, None
+    sampler = BucketBatchSampler(dataset.sample_buckets(), batch_size, cfg.seed)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers), sampler
+
+
 class Trainer:
     """Holds the pieces of one run; `fit()` runs the loop and writes the LoRA files."""
 
@@ -96,14 +116,7 @@ class Trainer:
         unet_lr = opt.unet_lr if opt.unet_lr is not None else opt.lr
         te_lr = opt.text_encoder_lr if opt.text_encoder_lr is not None else opt.lr
         self.optimizer = build_optimizer(self.network.param_groups(unet_lr, te_lr), opt)
-        loader = DataLoader(
-            self.dataset,
-            batch_size=t.batch_size,
-            shuffle=True,
-            collate_fn=collate,
-            num_workers=cfg.dataset.num_workers,
-            generator=torch.Generator().manual_seed(cfg.seed),
-        )
+        loader, self.bucket_sampler = build_loader(self.dataset, cfg)
         self.plan: StepPlan = plan_steps(t, len(loader), self.accelerator.num_processes)
         self.lr_scheduler = build_scheduler(self.optimizer, cfg.scheduler, self.plan.max_train_steps)
         self.loader = self.accelerator.prepare_data_loader(loader)
@@ -189,6 +202,8 @@ class Trainer:
         bar = tqdm(total=plan.max_train_steps, desc="training", disable=not acc.is_local_main_process)
         for epoch in range(1, plan.num_epochs + 1):
             self.dataset.set_epoch(epoch)
+            if self.bucket_sampler is not None:
+                self.bucket_sampler.set_epoch(epoch)
             epoch_losses = []
             for batch in self.loader:
                 loss = self._optimizer_step(batch)

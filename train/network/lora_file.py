@@ -87,6 +87,10 @@ def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
         "ss_shuffle_caption": cfg.dataset.shuffle_caption,
         "ss_keep_tokens": cfg.dataset.keep_tokens,
         "ss_flip_aug": cfg.dataset.flip_aug,
+        "ss_enable_bucket": cfg.dataset.enable_bucket,
+        "ss_min_bucket_reso": cfg.dataset.min_bucket_reso if cfg.dataset.enable_bucket else None,
+        "ss_max_bucket_reso": cfg.dataset.max_bucket_reso if cfg.dataset.enable_bucket else None,
+        "ss_bucket_no_upscale": cfg.dataset.bucket_no_upscale if cfg.dataset.enable_bucket else None,
         "ss_caption_dropout_rate": cfg.dataset.caption_dropout_rate,
         "ss_prior_loss_weight": cfg.dataset.prior_loss_weight,
         "ss_steps": facts["steps"],
@@ -96,7 +100,14 @@ def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
         "ss_num_batches_per_epoch": facts["num_batches_per_epoch"],
     }
     dataset = facts.get("dataset", {})
-    for key in ("num_train_images", "num_reg_images", "dataset_dirs", "reg_dataset_dirs", "tag_frequency"):
+    for key in (
+        "num_train_images",
+        "num_reg_images",
+        "dataset_dirs",
+        "reg_dataset_dirs",
+        "tag_frequency",
+        "bucket_info",
+    ):
         if key in dataset:
             meta[f"ss_{key}"] = dataset[key]
     meta["modelspec.sai_model_spec"] = "1.0.0"
