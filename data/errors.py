@@ -7,3 +7,20 @@ class LoraSmithError(Exception):
 
 class DatasetError(LoraSmithError):
     """A dataset folder that does not follow the expected layout."""
+
+
+def run_reporting_user_errors(run, cfg):
+    """Call `run(cfg)`; a LoraSmithError becomes one `error:` line on stderr and exit status 2.
+
+    HYDRA_FULL_ERROR=1 re-raises it instead, for the traceback. Every `python -m` entry point uses this.
+    """
+    import os
+    import sys
+
+    try:
+        return run(cfg)
+    except LoraSmithError as error:
+        if os.environ.get("HYDRA_FULL_ERROR", "0") not in ("0", "", "false"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -7,7 +7,6 @@ Renders batch_count x batch_size PNGs with A1111 infotext (configs/inference/txt
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import hydra
@@ -15,7 +14,7 @@ from omegaconf import DictConfig
 
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
-from data.errors import LoraSmithError  # noqa: E402
+from data.errors import run_reporting_user_errors  # noqa: E402
 
 
 def run(cfg: DictConfig) -> None:
@@ -36,13 +35,7 @@ def run(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path="../configs/inference", config_name="txt2img")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    try:
-        run(cfg)
-    except LoraSmithError as error:
-        if os.environ.get("HYDRA_FULL_ERROR", "0") not in ("0", "", "false"):
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_reporting_user_errors(run, cfg)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,6 @@ HYDRA_FULL_ERROR=1 to see the traceback as well.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from pathlib import Path
 
 import hydra
@@ -17,11 +15,7 @@ from omegaconf import DictConfig
 # bitsandbytes (imported by peft) warns about an optional CPU kernel package on every start.
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
-from data.errors import LoraSmithError  # noqa: E402
-
-
-def _full_errors() -> bool:
-    return os.environ.get("HYDRA_FULL_ERROR", "0") not in ("0", "", "false")
+from data.errors import run_reporting_user_errors  # noqa: E402
 
 
 def run(cfg: DictConfig) -> float:
@@ -51,13 +45,7 @@ def run(cfg: DictConfig) -> float:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point."""
-    try:
-        return run(cfg)
-    except LoraSmithError as error:
-        if _full_errors():
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    return run_reporting_user_errors(run, cfg)
 
 
 if __name__ == "__main__":
