@@ -17,18 +17,17 @@ from PIL import Image
 from captioning.base import Captioner, CaptionerError
 from captioning.sources import model_file
 from captioning.wd14_labels import load_labels, select_tags, tag_text
-from data.images import to_rgb
+from data.images import WHITE, to_rgb
 
 DEFAULT_MODEL = "SmilingWolf/wd-v1-4-convnext-tagger-v2"
 MODEL_FILE, TAGS_FILE = "model.onnx", "selected_tags.csv"
-_WHITE = (255, 255, 255)
 
 
 def preprocess(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     """One picture as the tagger's input: (H, W, 3) float32, BGR, 0-255, for size = (H, W)."""
     rgb = to_rgb(image)  # alpha composited on white
     side = max(rgb.size)
-    square = Image.new("RGB", (side, side), _WHITE)
+    square = Image.new("RGB", (side, side), WHITE)
     square.paste(rgb, ((side - rgb.width) // 2, (side - rgb.height) // 2))
     height, width = size
     if square.size != (width, height):

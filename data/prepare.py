@@ -4,7 +4,6 @@ a killed run resumes where it stopped and never leaves a half-written file."""
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections import Counter
@@ -20,6 +19,7 @@ from data.dedupe import find_duplicates
 from data.errors import DatasetError
 from data.folders import dataset_folder_name
 from data.framing import Framer
+from data.images import write_captioned_picture
 from data.manifest import Manifest
 from data.prepare_config import PrepareConfig
 from data.prepare_report import write_report
@@ -38,12 +38,6 @@ class PrepareResult:
     resumed: int
     seconds: float
     report: dict = field(default_factory=dict)
-
-
-def _png_bytes(picture: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _output_names(images: list[SourceImage]) -> dict[str, str]:
@@ -149,11 +143,11 @@ class _Writer:
             copies = [(stem, frame.picture)]
             if self.cfg.mirror:
                 copies.append((f"{stem}_mirror", ImageOps.mirror(frame.picture)))
-            outputs = []
-            for name, picture in copies:
-                for suffix, data in ((".png", _png_bytes(picture)), (".txt", caption.encode("utf-8"))):
-                    path = write_bytes_atomic(self.train_dir / f"{name}{suffix}", data, durable=False)
-                    outputs.append(path.relative_to(self.out).as_posix())
+            outputs = [
+                path.relative_to(self.out).as_posix()
+                for name, picture in copies
+                for path in write_captioned_picture(self.train_dir, name, picture, caption, durable=False)
+            ]
             self.manifest.append(
                 {
                     "source": str(image.path),

@@ -3,27 +3,18 @@ pictures) or rendered by the base model with fixed seeds. Existing pictures are 
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 
-from PIL import Image
 from tqdm.auto import tqdm
 
-from data.atomic import write_bytes_atomic
 from data.folders import dataset_folder_name
 from data.framing import Framer
+from data.images import write_captioned_picture
 from data.prepare_config import PrepareConfig
 from data.scan import load_source_image, scan_source
 
 log = logging.getLogger(__name__)
-
-
-def _write_picture(folder: Path, stem: str, picture: Image.Image, caption: str) -> None:
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    write_bytes_atomic(folder / f"{stem}.png", buffer.getvalue(), durable=False)
-    write_bytes_atomic(folder / f"{stem}.txt", caption.encode("utf-8"), durable=False)
 
 
 def _done(folder: Path, stem: str) -> bool:
@@ -38,9 +29,8 @@ def _from_folder(cfg: PrepareConfig, folder: Path, framer: Framer) -> tuple[int,
     for index, image in enumerate(tqdm(images, desc="regularization pictures", unit="img")):
         stem = f"reg_{index:05d}"
         if not _done(folder, stem):
-            _write_picture(
-                folder, stem, framer.frame(load_source_image(image, background)).picture, cfg.class_word
-            )
+            picture = framer.frame(load_source_image(image, background)).picture
+            write_captioned_picture(folder, stem, picture, cfg.class_word, durable=False)
     return len(images), [{"path": str(s.path), "reason": s.reason} for s in scan.skipped]
 
 
@@ -77,7 +67,7 @@ def _generated(cfg: PrepareConfig, folder: Path) -> int:
                 for i in indices
             ]
             for i, picture in zip(indices, generate_batch(model, batch), strict=True):
-                _write_picture(folder, f"reg_{i:05d}", picture, cfg.class_word)
+                write_captioned_picture(folder, f"reg_{i:05d}", picture, cfg.class_word, durable=False)
             bar.update(len(indices))
     return reg.count
 

@@ -34,7 +34,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from data.captions import caption_path, read_caption
 from data.dedupe import dhash, thumbnail
 from data.errors import DatasetError, LoraSmithError
-from data.images import to_rgb
+from data.images import WHITE, has_alpha, shown_size, to_rgb
 
 Size = tuple[int, int]
 Color = tuple[int, int, int]
@@ -43,13 +43,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".g
 # Claimed pictures that this Pillow may lack a decoder for: reported with a conversion hint, not ignored.
 _PLUGIN_SUFFIXES = (".heic", ".heif", ".avif", ".jxl")
 CAPTION_SUFFIXES = (".txt", ".caption")
-WHITE: Color = (255, 255, 255)
 # JPEGs are decoded at 1/2–1/8 scale during the scan (every byte is still decoded, so truncation and
 # corruption are still caught), no smaller than this on either side; plenty for a 9×8 hash.
 _DRAFT_SIDE = 64
-_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-_HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
-_ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 @dataclass
@@ -250,22 +246,11 @@ def _failure(error: Exception, data: bytes, suffix: str) -> str:
     return f"broken image data ({type(error).__name__}: {error}): re-save it as PNG or JPEG"
 
 
-def _upright_size(image: Image.Image) -> Size:
-    """(w, h) as shown, after the EXIF orientation."""
-    orientation = image.getexif().get(0x0112, 1)
-    width, height = image.size
-    return (height, width) if orientation in _ROTATED else (width, height)
-
-
 def _to_rgb(image: Image.Image, background: Color, notes: list[str]) -> Image.Image:
-    """Like `data.images.to_rgb`, but transparent pixels land on `background`; noted when there are any."""
-    if image.mode in _HIGH_BIT_MODES or not (image.mode in _ALPHA_MODES or "transparency" in image.info):
-        return to_rgb(image)
-    rgba = image.convert("RGBA")
-    if rgba.getchannel("A").getextrema()[0] < 255:
+    """`data.images.to_rgb` onto `background`, with a note when the picture really has transparent pixels."""
+    if has_alpha(image) and image.convert("RGBA").getchannel("A").getextrema()[0] < 255:
         notes.append(f"transparent pixels composited on the background colour {background}")
-    canvas = Image.new("RGBA", rgba.size, (*background, 255))
-    return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return to_rgb(image, background)
 
 
 def _upright_rgb(opened: Image.Image, background: Color, notes: list[str]) -> Image.Image:
@@ -298,7 +283,7 @@ def _inspect(path: Path, root: Path, min_size: int, background: Color) -> Source
         warnings.simplefilter("always")
         try:
             with Image.open(io.BytesIO(data)) as opened:
-                size = _upright_size(opened)
+                size = shown_size(opened)
                 if min(size) < min_size:
                     raise _Skip(f"too small: {size[0]}×{size[1]} px, the shorter side is under {min_size} px")
                 mode, format_ = opened.mode, opened.format or "unknown"

@@ -8,27 +8,20 @@ written through a temp file and a rename.
 
 from __future__ import annotations
 
-import io
 import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from data.atomic import write_bytes_atomic
 from data.errors import DatasetError
 from data.folders import dataset_folder_name, make_subset_folder, parse_folder_name
+from data.images import png_bytes, write_captioned_picture
 from data.toy.world import CONCEPTS, Scene, caption, render, sample_scene
 
 _OURS = re.compile(r"^\d+\.(png|txt)$")  # the only names this module writes into a folder
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _only_ours(folder: Path) -> bool:
@@ -73,9 +66,8 @@ def _write_pictures(
 ) -> None:
     sentences = _sentences(len(scenes), sentence_fraction, rng)
     for i, (scene, sentence) in enumerate(zip(scenes, sentences, strict=True)):
-        write_bytes_atomic(folder / f"{i:0{width}d}.png", _png(render(scene, size)))
-        write_bytes_atomic(
-            folder / f"{i:0{width}d}.txt", (caption(scene, bool(sentence)) + "\n").encode("utf-8")
+        write_captioned_picture(
+            folder, f"{i:0{width}d}", render(scene, size), caption(scene, bool(sentence)) + "\n"
         )
 
 
@@ -150,5 +142,5 @@ def write_raw_pictures(
     width = max(3, len(str(n - 1)))
     paths = [folder / f"{i:0{width}d}.png" for i in range(n)]
     for path in paths:
-        write_bytes_atomic(path, _png(render(sample_scene(rng, concept), size)))
+        write_bytes_atomic(path, png_bytes(render(sample_scene(rng, concept), size)))
     return paths
