@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 from data.errors import DatasetError, LoraSmithError
@@ -128,3 +129,14 @@ def bucket_resize_box(size: Size, bucket: Size) -> BucketFit:
     resized = (max(bucket_w, int(width * scale + 0.5)), max(bucket_h, int(height * scale + 0.5)))
     left, top = (resized[0] - bucket_w) // 2, (resized[1] - bucket_h) // 2
     return BucketFit(resized, (left, top, left + bucket_w, top + bucket_h))
+
+
+def bucket_chooser(
+    max_side: int, min_size: int, max_size: int, step: int, no_upscale: bool = False
+) -> Callable[[Size], Size]:
+    """The function that maps a picture's (w, h) to its bucket: kohya's list for an area of max_side²
+    (nearest aspect ratio), or with `no_upscale` the picture's own size rounded down to `step`."""
+    if no_upscale:
+        return lambda size: no_upscale_bucket(size, (max_side, max_side), step)
+    buckets = make_buckets((max_side, max_side), min_size, max_size, step)
+    return lambda size: choose_bucket(size, buckets)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from data.buckets import bucket_resize_box, choose_bucket, make_buckets, no_upscale_bucket
+from data.buckets import bucket_chooser, bucket_resize_box
 from data.crop import Box, Size, center_crop_box, crop_and_resize, focus_crop_box
 from data.prepare_config import CropConfig
 
@@ -27,19 +27,14 @@ class Framer:
     def __init__(self, crop: CropConfig) -> None:
         self.crop = crop
         self.target = (crop.width, crop.height)
-        self.buckets: list[Size] = []
-        if crop.mode == "buckets" and not crop.bucket_no_upscale:
-            side = crop.max_resolution
-            self.buckets = make_buckets(
-                (side, side), crop.min_bucket_reso, crop.max_bucket_reso, crop.bucket_reso_steps
+        if crop.mode == "buckets":
+            self.bucket_for = bucket_chooser(
+                crop.max_resolution,
+                crop.min_bucket_reso,
+                crop.max_bucket_reso,
+                crop.bucket_reso_steps,
+                crop.bucket_no_upscale,
             )
-
-    def bucket_for(self, size: Size) -> Size:
-        """The bucket a picture of `size` goes to."""
-        if self.crop.bucket_no_upscale:
-            side = self.crop.max_resolution
-            return no_upscale_bucket(size, (side, side), self.crop.bucket_reso_steps)
-        return choose_bucket(size, self.buckets)
 
     def frame(self, image: Image.Image) -> Framed:
         """`image` cropped and resized as configured."""

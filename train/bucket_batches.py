@@ -9,19 +9,20 @@ from collections.abc import Callable, Iterator, Sequence
 
 from torch.utils.data import Sampler
 
-from data.buckets import Size, choose_bucket, make_buckets, no_upscale_bucket
+from data import buckets as bucket_rules
+from data.buckets import Size
 from train.config import DatasetConfig
 
 
 def bucket_chooser(config: DatasetConfig) -> Callable[[Size], Size]:
     """The function that maps a picture's (w, h) to its bucket (w, h), as the dataset config says."""
-    side = config.resolution
-    if config.bucket_no_upscale:
-        return lambda size: no_upscale_bucket(size, (side, side), config.bucket_reso_steps)
-    buckets = make_buckets(
-        (side, side), config.min_bucket_reso, config.max_bucket_reso, config.bucket_reso_steps
+    return bucket_rules.bucket_chooser(
+        config.resolution,
+        config.min_bucket_reso,
+        config.max_bucket_reso,
+        config.bucket_reso_steps,
+        config.bucket_no_upscale,
     )
-    return lambda size: choose_bucket(size, buckets)
 
 
 def count_bucket_batches(buckets: Sequence[Size], batch_size: int) -> int:
