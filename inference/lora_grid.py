@@ -12,6 +12,7 @@ from inference.components import BaseModel
 from inference.grid import make_grid
 from inference.infotext import format_infotext, format_number, save_png
 from inference.lora import applied_lora, load_lora_file, lora_file_hash
+from inference.prompt_loras import lora_hash_entry
 from inference.txt2img import GenerationParams, generate_batch
 
 
@@ -60,8 +61,7 @@ def render_lora_grid(
     if not prompts or not weights or not seeds:
         raise ValueError("a LoRA grid needs at least one prompt, one weight and one seed")
     lora = load_lora_file(lora_path)
-    # A1111 removes ':' and ',' from names in "Lora hashes" because they would break its parser.
-    hash_entry = f"{lora.name.replace(':', '').replace(',', '')}: {lora_file_hash(lora_path)[:12]}"
+    hash_entry = lora_hash_entry(lora.name, lora_file_hash(lora_path)[:12])
     out_dir = Path(out_dir)
     settings = GenerationParams(
         "", negative_prompt, 0, steps, cfg_scale, width, height, clip_skip, sampler, model_name,

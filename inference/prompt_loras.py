@@ -65,11 +65,15 @@ def resolve_loras(tags: list[ExtraNetworkParams], lora_dir: str | Path | None) -
     return loras
 
 
+def lora_hash_entry(name: str, short_hash: str) -> str:
+    """One `name: hash` item of the infotext's "Lora hashes", as A1111 writes it."""
+    # A1111 removes ':' and ',' from the name, since they would break its parser.
+    return f"{name.replace(':', '').replace(',', '')}: {short_hash}"
+
+
 def lora_hashes(loras: list[PromptLora]) -> str | None:
     """The infotext's "Lora hashes" value, `name: hash, …` (None without LoRAs), as A1111 writes it."""
-    # A1111 keys them by the tag's name with ':' and ',' removed, since they would break its parser.
-    hashes = {lora.name.replace(":", "").replace(",", ""): lora.short_hash for lora in loras}
-    return ", ".join(f"{name}: {short}" for name, short in hashes.items()) or None
+    return ", ".join(dict.fromkeys(lora_hash_entry(lora.name, lora.short_hash) for lora in loras)) or None
 
 
 @contextmanager
