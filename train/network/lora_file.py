@@ -50,6 +50,45 @@ def network_args(net: NetworkConfig) -> dict[str, str]:
     return {"conv_dim": str(net.conv_dim), "conv_alpha": str(float(net.resolved_conv_alpha))}
 
 
+def _dataset_metadata(cfg: TrainConfig, dataset: dict[str, Any]) -> dict[str, Any]:
+    """kohya's dataset keys: caption handling, buckets, and what the dataset found (images, tags, buckets)."""
+    d = cfg.dataset
+    meta: dict[str, Any] = {
+        "ss_shuffle_caption": d.shuffle_caption,
+        "ss_keep_tokens": d.keep_tokens,
+        "ss_flip_aug": d.flip_aug,
+        "ss_enable_bucket": d.enable_bucket,
+        "ss_min_bucket_reso": d.min_bucket_reso if d.enable_bucket else None,
+        "ss_max_bucket_reso": d.max_bucket_reso if d.enable_bucket else None,
+        "ss_bucket_no_upscale": d.bucket_no_upscale if d.enable_bucket else None,
+        "ss_caption_dropout_rate": d.caption_dropout_rate,
+        "ss_prior_loss_weight": d.prior_loss_weight,
+    }
+    for key in (
+        "num_train_images",
+        "num_reg_images",
+        "dataset_dirs",
+        "reg_dataset_dirs",
+        "tag_frequency",
+        "bucket_info",
+    ):
+        if key in dataset:
+            meta[f"ss_{key}"] = dataset[key]
+    return meta
+
+
+def _modelspec(cfg: TrainConfig) -> dict[str, str]:
+    """The `modelspec.*` keys (Stability's model card header) that tools show for a LoRA."""
+    return {
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": "stable-diffusion-v1/lora",
+        "modelspec.implementation": "diffusers",
+        "modelspec.title": cfg.name,
+        "modelspec.resolution": f"{cfg.dataset.resolution}x{cfg.dataset.resolution}",
+        "modelspec.prediction_type": "epsilon",
+    }
+
+
 def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
     """kohya's `ss_*` header for this run. `facts` holds what only the run knows (steps, epoch, dataset).
 
@@ -84,38 +123,14 @@ def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
         "ss_resolution": f"({cfg.dataset.resolution}, {cfg.dataset.resolution})",
         "ss_batch_size_per_device": t.batch_size,
         "ss_total_batch_size": t.batch_size * t.gradient_accumulation_steps * facts.get("num_processes", 1),
-        "ss_shuffle_caption": cfg.dataset.shuffle_caption,
-        "ss_keep_tokens": cfg.dataset.keep_tokens,
-        "ss_flip_aug": cfg.dataset.flip_aug,
-        "ss_enable_bucket": cfg.dataset.enable_bucket,
-        "ss_min_bucket_reso": cfg.dataset.min_bucket_reso if cfg.dataset.enable_bucket else None,
-        "ss_max_bucket_reso": cfg.dataset.max_bucket_reso if cfg.dataset.enable_bucket else None,
-        "ss_bucket_no_upscale": cfg.dataset.bucket_no_upscale if cfg.dataset.enable_bucket else None,
-        "ss_caption_dropout_rate": cfg.dataset.caption_dropout_rate,
-        "ss_prior_loss_weight": cfg.dataset.prior_loss_weight,
         "ss_steps": facts["steps"],
         "ss_epoch": facts["epoch"],
         "ss_num_epochs": facts["num_epochs"],
         "ss_max_train_steps": facts["max_train_steps"],
         "ss_num_batches_per_epoch": facts["num_batches_per_epoch"],
     }
-    dataset = facts.get("dataset", {})
-    for key in (
-        "num_train_images",
-        "num_reg_images",
-        "dataset_dirs",
-        "reg_dataset_dirs",
-        "tag_frequency",
-        "bucket_info",
-    ):
-        if key in dataset:
-            meta[f"ss_{key}"] = dataset[key]
-    meta["modelspec.sai_model_spec"] = "1.0.0"
-    meta["modelspec.architecture"] = "stable-diffusion-v1/lora"
-    meta["modelspec.implementation"] = "diffusers"
-    meta["modelspec.title"] = cfg.name
-    meta["modelspec.resolution"] = f"{cfg.dataset.resolution}x{cfg.dataset.resolution}"
-    meta["modelspec.prediction_type"] = "epsilon"
+    meta |= _dataset_metadata(cfg, facts.get("dataset", {}))
+    meta |= _modelspec(cfg)
     meta["lorasmith_config"] = facts.get("config_yaml", "")
     return {key: _text(value) for key, value in meta.items()}
 
