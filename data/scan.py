@@ -1,13 +1,8 @@
 """Read-only scan of the user's picture folder: every file checked, every skip explained, nothing written.
 
 Decisions, so later stages and the report can rely on them:
-- Symlinks to files are followed. Symlinks to folders are followed only when the target lies outside the
-  root, as users link in picture folders kept elsewhere; a link to a folder inside the root is reported,
-  not followed, as that folder is scanned under its own name (and a link to an ancestor would loop). Each
-  real folder (device, inode) is entered once, so loops through outside folders end too. Targets outside
-  the root are read, never written. Broken and self-referencing links are reported.
-- Hidden entries (names starting with a dot) are not scanned, as training ignores them: hidden folders
-  silently (.git, .thumbnails), hidden files with a picture extension with a reason.
+- Folders are walked by `data.source_walk` (its docstring says which symlinks are followed). Hidden
+  pictures are reported, hidden folders passed over.
 - Animated or multi-page files (GIF, WebP, APNG, TIFF, MPO) are kept: the first frame is used and `notes`
   says so.
 - A caption that cannot be read (not UTF-8, permissions) counts as missing; `caption_error` says why.
@@ -18,7 +13,6 @@ Decisions, so later stages and the report can rely on them:
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import os
@@ -35,6 +29,7 @@ from data.captions import caption_path, read_caption
 from data.dedupe import dhash, thumbnail
 from data.errors import DatasetError, LoraSmithError
 from data.images import WHITE, has_alpha, shown_size, to_rgb
+from data.source_walk import walk_files
 
 Size = tuple[int, int]
 Color = tuple[int, int, int]
@@ -102,110 +97,6 @@ def _strict_truncation() -> Iterator[None]:
 def _is_picture_name(name: str) -> bool:
     suffix = os.path.splitext(name)[1].lower()
     return suffix in IMAGE_SUFFIXES or suffix in _PLUGIN_SUFFIXES
-
-
-def _relative(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix()
-
-
-def _link_problem(path: Path) -> str:
-    """Reason for a symlink whose target cannot be reached."""
-    try:
-        os.stat(path)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            return "symbolic link loop: the link leads back to itself"
-        if error.errno == errno.ENOENT:
-            return f"broken symbolic link: its target {os.readlink(path)} does not exist"
-        return f"symbolic link cannot be followed ({error.strerror})"
-    return "symbolic link to something that is neither a file nor a folder"
-
-
-def _list_folder(folder: Path, skipped: list[Skipped]) -> list[os.DirEntry]:
-    try:
-        with os.scandir(folder) as entries:
-            return sorted(entries, key=lambda entry: entry.name)
-    except OSError as error:
-        skipped.append(Skipped(folder, f"folder cannot be listed ({error.strerror}): check its permissions"))
-        return []
-
-
-def _inside_link(link: Path, root: Path) -> str | None:
-    """Why a folder link into the scanned folder is not followed; None if its target lies outside."""
-    try:
-        target, home = link.resolve(), root.resolve()
-    except (OSError, RuntimeError) as error:  # RuntimeError: a loop, on Python < 3.13
-        return f"symbolic link cannot be resolved ({error})"
-    if target != home and home not in target.parents:
-        return None
-    where = "the scanned folder" if target == home else target.relative_to(home).as_posix()
-    container = link.parent.resolve()
-    # Everything walked lies under the root, so a link to the root itself always closes a loop.
-    if target in (home, container) or target in container.parents:
-        return f"symbolic link loop: it leads back to {where}, which contains it; not followed"
-    return f"link to {where}, inside the scanned folder: scanned there, not twice"
-
-
-def _enter_once(folder: Path, root: Path, entered: dict[tuple[int, int], Path]) -> str | None:
-    """None if `folder` is a real folder not entered yet (now marked entered), else why it is not entered."""
-    try:
-        info = os.stat(folder)
-    except OSError as error:
-        return f"folder cannot be opened ({error.strerror})"
-    first = entered.get((info.st_dev, info.st_ino))
-    if first is None:
-        entered[(info.st_dev, info.st_ino)] = folder
-        return None
-    if first in folder.parents:
-        where = "the scanned folder" if first == root else _relative(first, root)
-        return f"symbolic link loop: it leads back to {where}, which contains it; not followed"
-    return f"same folder as {_relative(first, root)}, which is scanned already"
-
-
-def _entry_kind(entry: os.DirEntry) -> str:
-    """ "dir" or "file" (symlinks followed), "dead link" (broken or looping), else "other"."""
-    try:
-        if entry.is_dir():
-            return "dir"
-        if entry.is_file():
-            return "file"
-    except OSError:  # a link loop raises here rather than answering False
-        pass
-    try:
-        return "dead link" if entry.is_symlink() else "other"
-    except OSError:
-        return "other"
-
-
-def _walk(root: Path, skipped: list[Skipped]) -> Iterator[Path]:
-    """Non-hidden files under `root`, depth first in name order; reports loops and broken links in `skipped`."""
-    root_stat = os.stat(root)
-    entered = {(root_stat.st_dev, root_stat.st_ino): root}
-    stack = [iter(_list_folder(root, skipped))]
-    while stack:
-        entry = next(stack[-1], None)
-        if entry is None:
-            stack.pop()
-            continue
-        path = Path(entry.path)
-        kind = _entry_kind(entry)
-        if entry.name.startswith("."):
-            if _is_picture_name(entry.name) and kind != "dir":
-                what = "macOS metadata file (._ prefix)" if entry.name.startswith("._") else "hidden file"
-                skipped.append(
-                    Skipped(path, f"{what}: names starting with a dot are ignored, as in training")
-                )
-        elif kind == "dir":
-            reason = _inside_link(path, root) if entry.is_symlink() else None
-            reason = reason or _enter_once(path, root, entered)
-            if reason:
-                skipped.append(Skipped(path, reason))
-            else:
-                stack.append(iter(_list_folder(path, skipped)))
-        elif kind == "dead link":
-            skipped.append(Skipped(path, _link_problem(path)))
-        else:
-            yield path
 
 
 def _read_file(path: Path) -> bytes:
@@ -345,7 +236,9 @@ def scan_source(root: str | Path, min_size: int = 64, background: Color = WHITE)
     captions: list[Path] = []
     picture_stems: set[tuple[Path, str]] = set()
     with _strict_truncation():
-        for path in _walk(root, result.skipped):
+        for path in walk_files(
+            root, lambda path, why: result.skipped.append(Skipped(path, why)), _is_picture_name
+        ):
             if path.suffix in CAPTION_SUFFIXES:
                 captions.append(path)
                 continue
