@@ -25,6 +25,8 @@ def run(cfg: DictConfig) -> float:
 
     typed = load_config(cfg)
     result = train(typed, Path(typed.output_dir))
+    if not result.is_main:
+        return result.final_loss
     print(
         f"\nTrained {result.steps} steps in {result.seconds:.1f} s (final average loss {result.final_loss:.4f})"
     )

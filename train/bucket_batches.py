@@ -52,7 +52,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be at least 1")
         self.buckets = list(buckets)
-        self.batch_size = batch_size
+        # Not named `batch_size`: without that attribute accelerate deals whole batches of any length out
+        # round-robin over the processes; with it, it drops every round whose last batch is short.
+        self.max_batch_size = batch_size
         self.seed = seed
         self.epoch = 0
 
@@ -70,7 +72,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         for bucket in sorted(groups):  # a fixed bucket order, so the seed alone decides the shuffle
             members = groups[bucket]
             rng.shuffle(members)
-            batches += [members[i : i + self.batch_size] for i in range(0, len(members), self.batch_size)]
+            batches += [
+                members[i : i + self.max_batch_size] for i in range(0, len(members), self.max_batch_size)
+            ]
         rng.shuffle(batches)
         return batches
 
@@ -78,4 +82,4 @@ class BucketBatchSampler(Sampler[list[int]]):
         return iter(self.batches())
 
     def __len__(self) -> int:
-        return count_bucket_batches(self.buckets, self.batch_size)
+        return count_bucket_batches(self.buckets, self.max_batch_size)

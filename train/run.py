@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
@@ -42,6 +42,7 @@ class RunResult:
     final_loss: float = float("nan")
     steps: int = 0
     seconds: float = 0.0
+    is_main: bool = True  # False in the other processes of a multi-process launch: they print nothing
 
 
 def prepare_dataset_dirs(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
@@ -232,16 +233,23 @@ class Trainer:
             self.save(final, step, epoch)
         final_loss = sum(losses[-50:]) / max(len(losses[-50:]), 1)
         return RunResult(
-            self.run_dir, final, epoch_files, final_loss=final_loss, steps=step, seconds=time.time() - start
-        )
+            self.run_dir, final, epoch_files, final_loss=final_loss, steps=step, seconds=time.time() - start,
+            is_main=acc.is_main_process,
+        )  # fmt: skip
 
 
 def train(cfg: TrainConfig, run_dir: Path) -> RunResult:
-    """Train the network that `cfg` describes, writing everything into `run_dir`."""
+    """Train the network that `cfg` describes, writing everything into `run_dir`.
+
+    Under a multi-process launch the main process writes the shared files (toy dataset, config, LoRA files,
+    grid); the others wait for the toy dataset, then train on their share of the batches.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = prepare_dataset_dirs(cfg, run_dir)
+    with PartialState().main_process_first():
+        cfg = prepare_dataset_dirs(cfg, run_dir)
     trainer = Trainer(cfg, run_dir)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)), encoding="utf-8")
+    if trainer.accelerator.is_main_process:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)), encoding="utf-8")
     start_trackers(trainer.accelerator, cfg.logger, run_dir, cfg.name, config_for_record(cfg))
     try:
         result = trainer.fit()
