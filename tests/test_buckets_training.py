@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,25 @@ def test_cli_trains_on_mixed_sizes_with_buckets(folders, tmp_path: Path) -> None
     assert meta["ss_num_batches_per_epoch"] == meta["ss_steps"] == str(expected)
     metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len([m for m in metrics if "loss/current" in m]) == expected
+
+
+def test_two_processes_share_the_bucket_batches(folders, tmp_path: Path) -> None:
+    """Under a 2-process launch every bucket batch is trained once: ceil(batches / 2) steps per epoch.
+
+    Bucket batches vary in length; a batch sampler that looked fixed-size to accelerate lost whole rounds.
+    """
+    train, reg = folders
+    overrides = [f"dataset.{key}={value}" for key, value in BUCKETS.items()]
+    overrides += [f"dataset.train_dir={train}", f"dataset.reg_dir={reg}", "dataset.enable_bucket=true"]
+    overrides += ["model=tiny", "dataset=folders", "logger=none", "eval.enabled=false"]
+    overrides += ["training.batch_size=2", "training.max_train_epochs=2", "name=shared"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = {"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    result = run_train(tmp_path / "run", *overrides, env=env, launcher=launcher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("Trained ") == 1  # the summary comes from the main process only
+    with safe_open(str(tmp_path / "run" / "shared.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    batches = int(meta["ss_num_batches_per_epoch"])
+    assert meta["ss_steps"] == str(2 * -(-batches // 2))
+    assert meta["ss_total_batch_size"] == "4"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
@@ -45,19 +45,20 @@ class RunResult:
     is_main: bool = True  # False in the other processes of a multi-process launch: they print nothing
 
 
-def prepare_dataset_dirs(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
-    """For `dataset.source=toy`, write the toy concept dataset into the run folder and point at it."""
-    if cfg.dataset.source != "toy":
+def prepare_dataset_dirs(cfg: TrainConfig, run_dir: Path, write: bool = True) -> TrainConfig:
+    """For `dataset.source=toy`, write the toy concept dataset into the run folder and point at it.
+
+    write=False only points at it: another process of the same launch writes it.
+    """
+    d = cfg.dataset
+    if d.source != "toy":
         return cfg
-    train_dir, reg_dir = write_concept_dataset(
-        run_dir / "dataset",
-        concept=cfg.dataset.toy_concept,
-        n_images=cfg.dataset.toy_images,
-        repeats=cfg.dataset.toy_repeats,
-        seed=cfg.seed,
-        size=cfg.dataset.resolution,
-        reg_images=cfg.dataset.toy_reg_images,
-    )
+    root = run_dir / "dataset"
+    train_dir, reg_dir = root / "train", (root / "reg" if d.toy_reg_images else None)
+    if write:
+        train_dir, reg_dir = write_concept_dataset(
+            root, d.toy_concept, d.toy_images, d.toy_repeats, cfg.seed, d.resolution, d.toy_reg_images
+        )
     dataset = dataclasses.replace(
         cfg.dataset, train_dir=str(train_dir), reg_dir=str(reg_dir) if reg_dir else None
     )
@@ -105,6 +106,8 @@ class Trainer:
             log_with=tracker_name(cfg.logger),
             project_dir=str(run_dir),
         )
+        with self.accelerator.main_process_first():  # one process writes the toy dataset, the others wait
+            cfg = self.cfg = prepare_dataset_dirs(cfg, run_dir, write=self.accelerator.is_main_process)
         set_seed(cfg.seed)
         # The folders are read first: a layout mistake is reported before the slow model load.
         self.dataset = DreamBoothDataset(cfg.dataset, seed=cfg.seed)
@@ -245,9 +248,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> RunResult:
     grid); the others wait for the toy dataset, then train on their share of the batches.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    with PartialState().main_process_first():
-        cfg = prepare_dataset_dirs(cfg, run_dir)
     trainer = Trainer(cfg, run_dir)
+    cfg = trainer.cfg  # with the toy dataset's folders filled in
     if trainer.accelerator.is_main_process:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)), encoding="utf-8")
     start_trackers(trainer.accelerator, cfg.logger, run_dir, cfg.name, config_for_record(cfg))
