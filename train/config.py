@@ -28,11 +28,15 @@ SCORERS = ("toy",)
 @dataclass
 class ModelConfig:
     kind: str = "tiny"  # toy (models/toy) | tiny | sd15_arch | pretrained
-    path: str | None = None  # diffusers folder or hub id (kohya --pretrained_model_name_or_path)
+    # diffusers folder, hub id, or single-file .safetensors/.ckpt in the original LDM layout (a sidecar
+    # <file>.yaml gives its architecture, as in A1111); kohya --pretrained_model_name_or_path
+    path: str | None = None
     revision: str | None = None
     variant: str | None = None  # e.g. fp16
     init_seed: int = 0  # weights of the models built in code (tiny, sd15_arch)
     clip_skip: int = 1  # kohya --clip_skip; 2 for NovelAI-family anime models
+    vae: str | None = None  # VAE override: .safetensors/.pt/.ckpt file or diffusers folder (kohya --vae)
+    tokenizer: str | None = None  # folder or hub id; single files ship none (default CLIP ViT-L/14's)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Load a base model from a diffusers folder or a hub id, or build one in code (tiny, sd15_arch)."""
+"""Load a base model from a diffusers folder, a hub id or a single-file checkpoint, or build one in code."""
 
 from __future__ import annotations
 
@@ -11,22 +11,43 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from train.config import ModelConfig
 from train.errors import ModelLoadError
 from train.models.bundle import ModelBundle, sd_noise_scheduler
+from train.models.checkpoint_file import SINGLE_FILE_SUFFIXES
+from train.models.single_file import load_single_file
 from train.models.tiny import build_sd15_arch, build_tiny
+from train.models.tokenizer_source import with_tokenizer
+from train.models.vae_override import with_vae
 
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
 TOY_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "toy"
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
 
 
 def load_base_model(cfg: ModelConfig) -> ModelBundle:
-    """The base model named by `cfg`: built in code for tiny/sd15_arch, else loaded from `cfg.path`."""
+    """The base model named by `cfg`, with the `cfg.vae` / `cfg.tokenizer` overrides applied."""
+    bundle = _base_model(cfg)
+    if cfg.vae:
+        bundle = with_vae(bundle, cfg.vae)
+    took_tokenizer = cfg.kind == "pretrained" and is_single_file(cfg.path)
+    if cfg.tokenizer and not took_tokenizer:
+        bundle = with_tokenizer(bundle, cfg.tokenizer)
+    return bundle
+
+
+def _base_model(cfg: ModelConfig) -> ModelBundle:
+    """Built in code for tiny/sd15_arch, the bundled toy model, else loaded from `cfg.path`."""
     if cfg.kind == "tiny":
         return build_tiny(cfg.init_seed)
     if cfg.kind == "sd15_arch":
         return build_sd15_arch(cfg.init_seed)
     if cfg.kind == "toy":  # the bundled model, through the same loader as any diffusers folder
         return load_pretrained(str(TOY_MODEL_DIR))
+    if is_single_file(cfg.path):
+        return load_single_file(cfg.path or "", tokenizer=cfg.tokenizer)
     return load_pretrained(cfg.path or "", revision=cfg.revision, variant=cfg.variant)
+
+
+def is_single_file(path: str | None) -> bool:
+    """Whether `path` names a single-file checkpoint (by its suffix: .safetensors, .ckpt, .pt, ...)."""
+    return path is not None and Path(path).suffix.lower() in SINGLE_FILE_SUFFIXES
 
 
 def _check_local_folder(folder: Path) -> None:
@@ -40,13 +61,10 @@ def _check_local_folder(folder: Path) -> None:
 
 
 def load_pretrained(path: str, revision: str | None = None, variant: str | None = None) -> ModelBundle:
-    """Load the SD components from a diffusers-layout folder or a hub id (the hub cache when offline)."""
+    """Load the SD components from a diffusers folder, a hub id (the hub cache when offline) or a single file."""
+    if is_single_file(path):
+        return load_single_file(path)
     local = Path(path).expanduser()
-    if local.suffix.lower() in SINGLE_FILE_SUFFIXES:
-        raise ModelLoadError(
-            f"{path} is a single-file checkpoint; model.path takes a diffusers folder or a hub id. "
-            "Convert it first with diffusers' StableDiffusionPipeline.from_single_file(...).save_pretrained(DIR)."
-        )
     if local.exists():
         _check_local_folder(local)
         source = str(local)

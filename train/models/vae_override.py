@@ -1,0 +1,57 @@
+"""Replace a model's VAE, as A1111's `models/VAE` setting does: from a single file or a diffusers folder.
+
+A VAE file (`.safetensors`, or `.pt`/`.ckpt` read weights-only) holds LDM keys (`encoder.conv_in.weight`,
+sometimes under `first_stage_model.`) or diffusers keys; it gets the architecture of the VAE it replaces.
+A diffusers folder (`config.json` + weights, or a model folder with `vae/`) brings its own config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from diffusers import AutoencoderKL
+
+from train.errors import ModelLoadError
+from train.models.bundle import ModelBundle
+from train.models.checkpoint_file import read_state_dict
+from train.models.ldm_keys import vae_state
+from train.models.state_load import build_with_weights
+
+
+def load_vae(source: str | Path, like: AutoencoderKL) -> AutoencoderKL:
+    """The VAE at `source` (file or diffusers folder); a file takes the config of `like`."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _from_folder(path)
+    config = dict(like.config)
+    state = vae_state(read_state_dict(path), config)
+    if not state:
+        raise ModelLoadError(
+            f"{path} holds no VAE weights (no `encoder.*`/`decoder.*` keys, with or without "
+            "`first_stage_model.`). Give a VAE file such as vae-ft-mse-840000-ema-pruned.safetensors."
+        )
+    hint = "Give a VAE made for this model's architecture (SD 1.x VAEs have 4 latent channels)."
+    return build_with_weights(lambda: AutoencoderKL.from_config(config), state, "VAE", path, hint)
+
+
+def _from_folder(folder: Path) -> AutoencoderKL:
+    subfolder = "vae" if (folder / "vae" / "config.json").is_file() else None
+    if subfolder is None and not (folder / "config.json").is_file():
+        raise ModelLoadError(
+            f"{folder} is not a diffusers VAE folder: it has neither config.json nor vae/config.json. "
+            "Give the VAE folder, a model folder with vae/, or a VAE .safetensors file."
+        )
+    try:
+        return AutoencoderKL.from_pretrained(str(folder), subfolder=subfolder)
+    except (OSError, ValueError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ModelLoadError(f"cannot load the VAE folder {folder}: {first_line}") from error
+
+
+def with_vae(bundle: ModelBundle, source: str | Path) -> ModelBundle:
+    """`bundle` with its VAE replaced by the one at `source`, in the same mode (eval, no gradients)."""
+    vae = load_vae(source, like=bundle.vae)
+    vae.requires_grad_(any(p.requires_grad for p in bundle.vae.parameters()))
+    vae.train(bundle.vae.training)
+    return dataclasses.replace(bundle, vae=vae)
