@@ -3,6 +3,9 @@
 A file holds, per layer, `<name>.lora_down.weight` (r, in[, k, k]), `<name>.lora_up.weight` (out, r[, 1, 1])
 and optionally `<name>.alpha`; the layer's weight gains multiplier * alpha / r * up @ down. LoCon files
 (kohya's conv_dim) are the same format with k = 3 on the UNet's resnet and resampler convolutions.
+Layers may instead hold LyCORIS LoHa (`hada_*`, inference.loha) or LoKr (`lokr_*`, inference.lokr)
+tensors, mixed freely within a file; this module reads the file, sorts each layer into its family and
+patches the model.
 """
 
 from __future__ import annotations
@@ -20,10 +23,14 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from data.errors import LoraSmithError
+from inference import loha, lokr
 from inference.components import BaseModel
+from inference.lycoris import LayerFormatError, LayerWeights
 
-_PARAMS = ("lora_down.weight", "lora_up.weight", "alpha")
-_LYCORIS_PREFIXES = ("hada_", "lokr_")
+_LORA_PARAMS = ("lora_down.weight", "lora_up.weight", "alpha")
+# A layer's family is told by the prefix of its tensors' names; `alpha` belongs to every family.
+_FAMILIES = {"lora_": "LoRA", "hada_": "LoHa", "lokr_": "LoKr"}
+_KNOWN_PARAMS = frozenset(_LORA_PARAMS + loha.PARAMS + lokr.PARAMS + ("dora_scale",))
 _PATCHABLE = (nn.Linear, nn.Conv2d)
 
 
@@ -49,50 +56,89 @@ class LoraModule:
         """alpha / rank, the factor kohya's trainer applied during training."""
         return (self.rank if self.alpha is None else self.alpha) / self.rank
 
+    @classmethod
+    def from_parts(cls, parts: dict[str, Tensor]) -> LoraModule:
+        """Build from one layer's `lora_down.weight` / `lora_up.weight` / `alpha` tensors."""
+        if "lora_down.weight" not in parts or "lora_up.weight" not in parts:
+            raise LayerFormatError("LoRA layer has no lora_down or no lora_up weight")
+        alpha = parts.get("alpha")
+        return cls(
+            parts["lora_down.weight"], parts["lora_up.weight"], None if alpha is None else float(alpha)
+        )
+
+    def updown(self, shape: torch.Size, device: torch.device) -> Tensor:
+        """up @ down in fp32 on `device`, shaped `shape`; LayerFormatError if the pair doesn't fit."""
+        down = self.down.to(device, torch.float32)
+        up = self.up.to(device, torch.float32)
+        up_2d, down_2d = up.reshape(up.shape[0], -1), down.reshape(self.rank, -1)
+        fits = up_2d.shape == (shape[0], self.rank) and down_2d.shape[1] == shape[1:].numel()
+        # A 4-D down must carry the conv kernel; 2-D/4-D mixes are only a 1x1 squeeze.
+        if down.dim() == 4 and len(shape) == 4:
+            fits = fits and down.shape[2:] == shape[2:]
+        if not fits:
+            raise LayerFormatError(
+                f"down {tuple(down.shape)} and up {tuple(up.shape)} do not fit the model's weight {tuple(shape)}"
+            )
+        # Contracting over r covers Linear, 1x1 conv and kxk conv (down holds the kernel, up is 1x1) alike.
+        return (up_2d @ down_2d).reshape(shape)
+
 
 @dataclass
 class LoraWeights:
-    """A loaded LoRA: `modules` maps kohya key names (`lora_unet_…`, `lora_te_…`) to their weights."""
+    """A loaded LoRA: `modules` maps kohya key names (`lora_unet_…`, `lora_te_…`) to their weights.
+
+    Each layer's weights are a LoraModule, a loha.LohaModule or a lokr.LokrModule.
+    """
 
     name: str
-    modules: dict[str, LoraModule]
+    modules: dict[str, LayerWeights]
     metadata: dict[str, str] = field(default_factory=dict)
     path: Path | None = None
 
 
-def parse_lora_state_dict(tensors: dict[str, Tensor], source: str = "state dict") -> dict[str, LoraModule]:
-    """Group `<name>.lora_down.weight / .lora_up.weight / .alpha` tensors into one LoraModule per layer."""
+def parse_lora_state_dict(tensors: dict[str, Tensor], source: str = "state dict") -> dict[str, LayerWeights]:
+    """Group `<name>.<param>` tensors by layer into one LoRA / LoHa / LoKr module per layer."""
     groups: dict[str, dict[str, Tensor]] = {}
     unsupported: list[str] = []
     for key, tensor in tensors.items():
         name, _, param = key.partition(".")
-        if param.startswith(_LYCORIS_PREFIXES):
-            raise LoraFormatError(
-                f"{source}: LoHa/LoKr (LyCORIS) weights such as {key!r} are not supported yet; "
-                "use a plain LoRA / LoCon file"
-            )
-        if param not in _PARAMS:
+        if param not in _KNOWN_PARAMS:
             unsupported.append(key)
             continue
         groups.setdefault(name, {})[param] = tensor
     if unsupported:
         raise LoraFormatError(
-            f"{source}: {len(unsupported)} keys of an unsupported kind (only lora_down, lora_up and alpha "
-            f"are read), e.g. {', '.join(unsupported[:3])}"
+            f"{source}: {len(unsupported)} keys of an unsupported kind (LoRA/LoCon lora_down/lora_up, LoHa "
+            f"hada_*, LoKr lokr_* and alpha are read), e.g. {', '.join(unsupported[:3])}"
         )
-    modules = {}
-    for name, parts in groups.items():
-        if "lora_down.weight" not in parts or "lora_up.weight" not in parts:
-            raise LoraFormatError(f"{source}: layer {name} has no lora_down or no lora_up weight")
-        alpha = parts.get("alpha")
-        modules[name] = LoraModule(
-            parts["lora_down.weight"], parts["lora_up.weight"], None if alpha is None else float(alpha)
-        )
+    modules = {name: _layer_module(name, parts, source) for name, parts in groups.items()}
     if not modules:
         raise LoraFormatError(
             f"{source}: no LoRA weights found (expected keys like lora_unet_….lora_down.weight)"
         )
     return modules
+
+
+def _layer_module(name: str, parts: dict[str, Tensor], source: str) -> LayerWeights:
+    """The module of one layer's tensors, by the family their names tell; LoraFormatError naming both."""
+    if "dora_scale" in parts:
+        raise LoraFormatError(
+            f"{source}: layer {name} is DoRA (dora_scale), which is not supported yet; "
+            "use a file trained without DoRA (dora_wd)"
+        )
+    families = {family for prefix, family in _FAMILIES.items() for param in parts if param.startswith(prefix)}
+    if len(families) != 1:
+        found = " and ".join(sorted(families)) if families else "only alpha"
+        raise LoraFormatError(f"{source}: layer {name} has {found} tensors; a layer holds one kind")
+    build = {
+        "LoRA": LoraModule.from_parts,
+        "LoHa": loha.LohaModule.from_parts,
+        "LoKr": lokr.LokrModule.from_parts,
+    }
+    try:
+        return build[families.pop()](parts)
+    except LayerFormatError as error:
+        raise LoraFormatError(f"{source}: layer {name}: {error}") from error
 
 
 def load_lora_file(path: str | Path) -> LoraWeights:
@@ -140,25 +186,21 @@ def lora_key_map(model: BaseModel) -> dict[str, tuple[nn.Module, str]]:
     return keys
 
 
-def lora_delta(lora: LoraModule, weight: Tensor, multiplier: float, name: str = "") -> Tensor:
-    """The weight change multiplier * alpha / r * up @ down, in fp32 on the weight's device, shaped like it."""
-    down = lora.down.to(weight.device, torch.float32)
-    up = lora.up.to(weight.device, torch.float32)
-    up_2d, down_2d = up.reshape(up.shape[0], -1), down.reshape(lora.rank, -1)
-    fits = up_2d.shape == (weight.shape[0], lora.rank) and down_2d.shape[1] == weight[0].numel()
-    # A 4-D down must carry the conv kernel; 2-D/4-D mixes are only a 1x1 squeeze.
-    if down.dim() == 4 and weight.dim() == 4:
-        fits = fits and down.shape[2:] == weight.shape[2:]
-    if not fits:
+def lora_delta(weights: LayerWeights, weight: Tensor, multiplier: float, name: str = "") -> Tensor:
+    """The change multiplier * scale * updown of one layer, in fp32 on the weight's device, shaped like it.
+
+    `name` says where the layer comes from (file and key) in the error raised when it does not fit.
+    """
+    try:
+        updown = weights.updown(weight.shape, weight.device)
+    except LayerFormatError as error:
         raise LoraFormatError(
-            f"LoRA layer {name}: down {tuple(down.shape)} and up {tuple(up.shape)} do not fit the model's "
-            f"weight {tuple(weight.shape)}; was it trained for a different base model?"
-        )
-    # Contracting over r covers Linear, 1x1 conv and kxk conv (down holds the kernel, up is 1x1) alike.
-    return ((up_2d @ down_2d) * (multiplier * lora.scale)).reshape(weight.shape)
+            f"LoRA layer {name}: {error}; was it trained for a different base model?"
+        ) from error
+    return updown * (multiplier * weights.scale)
 
 
-def _matched_layers(model: BaseModel, lora: LoraWeights) -> list[tuple[str, nn.Module, LoraModule, str]]:
+def _matched_layers(model: BaseModel, lora: LoraWeights) -> list[tuple[str, nn.Module, LayerWeights, str]]:
     """(key, layer, weights, part) for each LoRA key found in the model; warns once about the rest."""
     key_map = lora_key_map(model)
     matched, missing = [], []
@@ -190,7 +232,7 @@ def applied_lora(
                 if multipliers[part] == 0:
                     continue  # no arithmetic at all, so weight 0 is bitwise the base model
                 weight = layer.weight
-                delta = lora_delta(weights, weight, multipliers[part], key)
+                delta = lora_delta(weights, weight, multipliers[part], f"{lora.path or lora.name}: {key}")
                 backups.append((weight, weight.detach().clone()))
                 # Summing in fp32 keeps small deltas from vanishing against fp16/bf16 weights.
                 weight.copy_((weight.float() + delta).to(weight.dtype))

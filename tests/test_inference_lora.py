@@ -164,13 +164,13 @@ def test_unmatched_keys_warn_once_and_the_rest_applies(model, tmp_path):
             pass
 
 
-def test_lycoris_files_are_refused_with_the_file_name(tmp_path):
+def test_incomplete_loha_layers_are_refused_with_the_file_name(tmp_path):
     path = tmp_path / "loha_style.safetensors"
     save_file(
         {"lora_unet_conv_in.hada_w1_a": torch.ones(4, 2), "lora_unet_conv_in.alpha": torch.tensor(1.0)},
         str(path),
     )
-    with pytest.raises(ValueError, match=r"loha_style\.safetensors.*LoHa/LoKr"):
+    with pytest.raises(ValueError, match=r"loha_style\.safetensors: layer lora_unet_conv_in: .*hada_w1_b"):
         load_lora_file(path)
 
 
