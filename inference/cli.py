@@ -1,22 +1,28 @@
-"""`python -m inference`'s work: the typed config, the model it names, and a txt2img run written as PNGs."""
+"""`python -m inference`'s work: the typed config, the model it names, and a txt2img / img2img / hires fix run
+written as PNGs."""
 
 from __future__ import annotations
 
 import random
 import re
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
+from PIL import Image
 from tqdm.auto import tqdm
 
 from data.typed_config import ConfigError, to_typed
 from inference.components import BaseModel, vae_scale_factor
 from inference.embeddings import EmbeddingDatabase
 from inference.extra_networks import parse_prompt
-from inference.infotext import format_infotext, save_png
+from inference.hires import HiresParams, generate_hires_batch, hires_size
+from inference.img2img import check_img2img_sampler, img2img, img2img_steps
+from inference.infotext import format_infotext, hires_fields, img2img_fields, save_png
 from inference.prompt_loras import PromptLora, applied_loras, lora_hashes, resolve_loras
 from inference.txt2img import GenerationParams, generate_batch
 
@@ -24,14 +30,16 @@ BUILT_IN_MODELS = ("toy", "tiny", "sd15_arch")  # names that are not read as a f
 MAX_SEED = 4294967294  # A1111's range for a random seed
 
 
-PROMPT_KEYS = ("prompt=", "negative_prompt=")
+# Free-text values: prompts, and names such as "Latent (antialiased)" that Hydra would read as a function call.
+PROMPT_KEYS = ("prompt=", "negative_prompt=", "hires.prompt=", "hires.negative_prompt=", "hires.upscaler=")
 
 
 def quote_prompt_overrides(argv: list[str]) -> list[str]:
     """Quote `prompt=…` / `negative_prompt=…` for Hydra, so `<lora:x:1>`, `(a:1.2)` and commas stay text.
 
-    Values the user quoted already are left alone. Only backslashes before a quote or at the end are doubled:
-    Hydra keeps every other backslash as written, so A1111's `\\(` escapes survive.
+    The hires prompts and upscaler too. Values the user quoted already are left alone. Only backslashes
+    before a quote or at the end are doubled: Hydra keeps every other backslash as written, so A1111's `\\(`
+    escapes survive.
     """
     quoted = []
     for arg in argv:
@@ -41,6 +49,29 @@ def quote_prompt_overrides(argv: list[str]) -> list[str]:
             arg = f"{key}='{value}'"
         quoted.append(arg)
     return quoted
+
+
+@dataclass
+class HiresConfig:
+    """The `hires:` group: A1111's hires fix ("Hires. fix"), a second, larger img2img pass after txt2img."""
+
+    enabled: bool = False
+    upscaler: str = "Latent"  # Latent, Latent (antialiased), Latent (bicubic), ..., Lanczos, None
+    scale: float = 2.0  # "Upscale by", used while resize_x and resize_y are 0
+    resize_x: int = 0  # "Resize width to"; 0 with resize_y set: follows the aspect ratio
+    resize_y: int = 0
+    steps: int = 0  # 0: the first pass's steps
+    denoising_strength: float = 0.7
+    prompt: str = ""  # empty: the first pass's prompt
+    negative_prompt: str = ""
+    sampler: str = ""  # empty: the first pass's sampler
+
+    def params(self, prompt: str | None = None) -> HiresParams:
+        """The hires settings; `prompt` replaces the hires prompt (e.g. without its LoRA tags)."""
+        return HiresParams(
+            self.upscaler, self.scale, self.resize_x, self.resize_y, self.steps, self.denoising_strength,
+            self.prompt if prompt is None else prompt, self.negative_prompt, self.sampler,
+        )  # fmt: skip
 
 
 @dataclass
@@ -66,6 +97,9 @@ class RenderConfig:
     embeddings_dir: str | None = None
     device: str = "auto"  # auto: cuda when available, else cpu
     out: str = "outputs/txt2img"
+    init_image: str | None = None  # an image file: img2img from it instead of txt2img
+    denoising_strength: float = 0.75  # img2img's; the hires pass has its own
+    hires: HiresConfig = field(default_factory=HiresConfig)
 
 
 @dataclass
@@ -87,11 +121,42 @@ def load_render_config(cfg: DictConfig) -> RenderConfig:
         )
     if config.seed < -1:
         raise ConfigError(f"seed must be -1 (random) or a non-negative number, got {config.seed}")
+    if config.init_image is not None and not Path(config.init_image).is_file():
+        raise ConfigError(f"init_image {config.init_image} is not a file: give the image to start from")
     try:
         _params(config, config.prompt, 0).validate()
+        _check_img2img_and_hires(config)
     except ValueError as error:
         raise ConfigError(str(error)) from error
     return config
+
+
+def _check_img2img_and_hires(config: RenderConfig) -> None:
+    """Raise ValueError for img2img or hires settings no run can use."""
+    sampler = _params(config, config.prompt, 0).resolve()[0]
+    if config.init_image is not None:
+        if config.hires.enabled:
+            raise ValueError("the hires fix is for txt2img: set hires.enabled=false or init_image=null")
+        img2img_steps(config.steps, config.denoising_strength)
+        check_img2img_sampler(sampler)
+    if not config.hires.enabled:
+        return
+    hires = config.hires.params()
+    hires.validate()
+    if not hires.sampler:
+        check_img2img_sampler(sampler)
+    width, height = hires_size(config.width, config.height, hires)
+    if min(width, height) <= 0:
+        raise ValueError(f"the hires fix would render {width}x{height}: raise hires.scale or the resize")
+    if _lora_tags(config.hires.prompt) not in ([], _lora_tags(config.prompt)):
+        raise ValueError(
+            "hires.prompt names other <lora:...> tags than prompt: one set of LoRAs applies to both passes, "
+            "so repeat prompt's tags or leave them out of hires.prompt"
+        )
+
+
+def _lora_tags(prompt: str) -> list[list[str]]:
+    return [tag.items for tag in parse_prompt(prompt)[1].get("lora", [])]
 
 
 def load_model(name: str, device: str) -> BaseModel:
@@ -132,6 +197,36 @@ def next_image_number(folder: Path) -> int:
     return max(numbers, default=-1) + 1
 
 
+Renderer = Callable[[list[GenerationParams]], list[Image.Image]]
+
+
+def _renderer(config: RenderConfig, model: BaseModel, embeddings: EmbeddingDatabase | None) -> Renderer:
+    """What renders one batch: txt2img, img2img from `init_image`, or txt2img with the hires fix."""
+    if config.init_image is not None:
+        with Image.open(config.init_image) as opened:
+            init = opened.convert("RGB")
+        strength = config.denoising_strength
+        return lambda batch: img2img(model, batch, init, strength, embeddings=embeddings)
+    if config.hires.enabled:
+        # The text encoder sees the hires prompt without tags, as it sees the first prompt.
+        hires = config.hires.params(parse_prompt(config.hires.prompt)[0])
+        return lambda batch: generate_hires_batch(model, batch, hires, embeddings)
+    return lambda batch: generate_batch(model, batch, embeddings)
+
+
+def _mode_fields(config: RenderConfig, params: GenerationParams) -> dict[str, Any]:
+    """img2img's or the hires fix's infotext keys for an image of `params` (prompt as written)."""
+    if config.init_image is not None:
+        return img2img_fields(config.denoising_strength)
+    if config.hires.enabled:
+        return hires_fields(params, config.hires.params())
+    return {}
+
+
+def _mode_name(config: RenderConfig) -> str:
+    return "img2img" if config.init_image is not None else "hires" if config.hires.enabled else "txt2img"
+
+
 def render(config: RenderConfig) -> RenderResult:
     """Render batch_count x batch_size images (image i gets seed + i) into `config.out` with infotext."""
     start = time.perf_counter()
@@ -141,20 +236,23 @@ def render(config: RenderConfig) -> RenderResult:
     if vae_scale_factor(model) != 8:
         _params(config, plain_prompt, 0).validate(vae_scale_factor(model))
     embeddings = _embeddings(model, config.embeddings_dir)
+    render_batch = _renderer(config, model, embeddings)
     first_seed = random.randrange(MAX_SEED) if config.seed == -1 else config.seed
     seeds = [first_seed + i for i in range(config.batch_count * config.batch_size)]
     model_name = Path(model.source).name or model.source
-    extra = {"Lora hashes": lora_hashes(loras)}
     out = Path(config.out)
     number = next_image_number(out) if out.is_dir() else 0
     paths: list[Path] = []
-    with applied_loras(model, loras), tqdm(total=len(seeds), desc="txt2img", unit="image") as progress:
+    progress = tqdm(total=len(seeds), desc=_mode_name(config), unit="image")
+    with applied_loras(model, loras), progress:
         for batch_start in range(0, len(seeds), config.batch_size):
             batch_seeds = seeds[batch_start : batch_start + config.batch_size]
             # The text encoder sees the prompt without tags; the infotext keeps them, as A1111 writes it.
             batch = [_params(config, plain_prompt, seed, model_name) for seed in batch_seeds]
-            for params, image in zip(batch, generate_batch(model, batch, embeddings), strict=True):
-                infotext = format_infotext(replace(params, prompt=config.prompt), extra)
+            for params, image in zip(batch, render_batch(batch), strict=True):
+                written = replace(params, prompt=config.prompt)
+                extra = {**_mode_fields(config, written), "Lora hashes": lora_hashes(loras)}
+                infotext = format_infotext(written, extra)
                 paths.append(save_png(image, out / f"{number:05d}-{params.seed}.png", infotext))
                 number += 1
             progress.update(len(batch))

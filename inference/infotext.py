@@ -12,6 +12,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from data.atomic import write_bytes_atomic
+from inference.hires import HiresParams
 from inference.prompts import parse_prompt_attention
 from inference.sampler_names import get_sampler_and_scheduler
 from inference.txt2img import GenerationParams
@@ -153,6 +154,53 @@ def params_from_infotext(info: dict[str, str]) -> GenerationParams:
         rng=info.get("RNG", "GPU"),
         scheduler=scheduler,
         emphasis=info.get("Emphasis", "Original"),
+    )
+
+
+def img2img_fields(denoising_strength: float) -> dict[str, Any]:
+    """img2img's extra infotext keys (pass them as `extra`): A1111 records the denoising strength."""
+    return {"Denoising strength": denoising_strength}
+
+
+def hires_fields(params: GenerationParams, hires: HiresParams) -> dict[str, Any]:
+    """The hires fix's extra infotext keys in A1111's order (pass them as `extra`, before "Lora hashes").
+
+    "Hires sampler", "Hires prompt" and "Hires negative prompt" appear only when they differ from the first
+    pass's; "Hires upscale" (by) or "Hires resize" (to, "WxH"); "Hires steps" only when not 0.
+    """
+    sampler = hires.sampler_for(params)
+    by_scale = hires.resize_x == 0 and hires.resize_y == 0
+    fields: dict[str, Any] = {
+        "Denoising strength": hires.denoising_strength,
+        "Hires sampler": sampler if hires.sampler and sampler != params.sampler else None,
+        "Hires prompt": hires.prompt if hires.prompt and hires.prompt != params.prompt else None,
+        "Hires negative prompt": (
+            hires.negative_prompt
+            if hires.negative_prompt and hires.negative_prompt != params.negative_prompt
+            else None
+        ),
+        "Hires upscale": hires.scale if by_scale else None,
+        "Hires resize": None if by_scale else f"{hires.resize_x}x{hires.resize_y}",
+        "Hires steps": hires.steps or None,
+        "Hires upscaler": hires.upscaler,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def hires_from_infotext(info: dict[str, str]) -> HiresParams | None:
+    """The hires settings in `parse_infotext`'s dict, or None if the image was made without the hires fix."""
+    if not any(key in info for key in ("Hires upscale", "Hires resize", "Hires upscaler")):
+        return None
+    return HiresParams(
+        upscaler=info.get("Hires upscaler", "Latent"),
+        scale=float(info.get("Hires upscale", "2")),
+        resize_x=int(info.get("Hires resize-1", "0")),
+        resize_y=int(info.get("Hires resize-2", "0")),
+        steps=int(info.get("Hires steps", "0")),
+        denoising_strength=float(info.get("Denoising strength", "0.7")),
+        prompt=info.get("Hires prompt", ""),
+        negative_prompt=info.get("Hires negative prompt", ""),
+        sampler=info.get("Hires sampler", ""),
     )
 
 

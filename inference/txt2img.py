@@ -109,12 +109,24 @@ def _check_batchable(batch: list[GenerationParams]) -> tuple[SamplerSpec, str]:
     return first
 
 
-def sample_latents(
-    model: BaseModel, batch: list[GenerationParams], embeddings: EmbeddingDatabase | None = None
-) -> Tensor:
-    """Run the sampler from each image's seeded noise to latents to decode: (B, 4, H/8, W/8) in fp32.
+@dataclass
+class SamplingSetup:
+    """A batch ready to sample: its sampler, the guided denoiser, the model's sigmas and per-image noise."""
 
-    Each image's noise comes from its own seed and RNG source, so it does not depend on the batch.
+    spec: SamplerSpec
+    schedule: str  # the schedule label asked for; `run_sampler` resolves "Automatic"
+    denoise: CFGDenoiser
+    model_sigmas: Tensor  # (T,) the model's training sigmas, increasing
+    noise: PerImageNoise  # (C, H/8, W/8) per image, drawn in image order
+
+
+def prepare_sampling(
+    model: BaseModel, batch: list[GenerationParams], embeddings: EmbeddingDatabase | None = None
+) -> SamplingSetup:
+    """Encode the batch's prompts, wrap the UNet for its sampler and seed each image's noise stream.
+
+    txt2img and img2img share it; each image's noise comes from its own seed and RNG source, so it does not
+    depend on the batch.
     """
     spec, schedule = _check_batchable(batch)
     first = batch[0]
@@ -133,8 +145,19 @@ def sample_latents(
     scale = vae_scale_factor(model)
     shape = (unet.config.in_channels, first.height // scale, first.width // scale)
     generators = [seeded_generator(p.seed, p.rng, unet.device) for p in batch]
-    noise = PerImageNoise(generators, shape, unet.device)
-    return run_sampler(spec, guided, noise, first.steps, denoiser.sigmas, schedule)
+    return SamplingSetup(
+        spec, schedule, guided, denoiser.sigmas, PerImageNoise(generators, shape, unet.device)
+    )
+
+
+def sample_latents(
+    model: BaseModel, batch: list[GenerationParams], embeddings: EmbeddingDatabase | None = None
+) -> Tensor:
+    """Run the sampler from each image's seeded noise to latents to decode: (B, 4, H/8, W/8) in fp32."""
+    setup = prepare_sampling(model, batch, embeddings)
+    return run_sampler(
+        setup.spec, setup.denoise, setup.noise, batch[0].steps, setup.model_sigmas, setup.schedule
+    )
 
 
 def generate_batch(
