@@ -90,6 +90,15 @@ class _ChunkBuilder:
         self.chunk.multipliers += [weight] * embedding.length
 
 
+def comma_token(tokenizer) -> int | None:
+    """The id of CLIP's "," word token, or None if the vocabulary has none.
+
+    Looked up by token, not through `get_vocab()`, which copies all 49,408 entries of SD's vocabulary.
+    """
+    token_id = tokenizer.convert_tokens_to_ids(",</w>")
+    return None if token_id is None or token_id == tokenizer.unk_token_id else token_id
+
+
 def tokenize_prompt(
     tokenizer,
     prompt: str,
@@ -99,9 +108,8 @@ def tokenize_prompt(
 ) -> list[PromptChunk]:
     """`prompt` as A1111's chunks of 77 token ids with multipliers; at least one chunk."""
     segments = _weighted_segments(prompt, emphasis)
-    vocab = tokenizer.get_vocab()
     builder = _ChunkBuilder(
-        tokenizer.bos_token_id, tokenizer.eos_token_id, vocab.get(",</w>"), comma_backtrack
+        tokenizer.bos_token_id, tokenizer.eos_token_id, comma_token(tokenizer), comma_backtrack
     )
     texts = [text for text, _ in segments]
     tokenized = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]

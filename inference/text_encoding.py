@@ -145,11 +145,17 @@ def encode_batch_conds(
     behaviour, and across a batch).
     """
     options = options or TextOptions(clip_skip=clip_skip)
-    conds = [encode_prompt(text_encoder, tokenizer, text, options=options) for text in prompts]
-    unconds = [encode_prompt(text_encoder, tokenizer, text, options=options) for text in negative_prompts]
+    encoded: dict[str, Tensor] = {}  # each distinct text once: a batch often repeats its prompts
+
+    def encode(text: str) -> Tensor:
+        if text not in encoded:
+            encoded[text] = encode_prompt(text_encoder, tokenizer, text, options=options)
+        return encoded[text]
+
+    conds, unconds = [encode(text) for text in prompts], [encode(text) for text in negative_prompts]
     lengths = {embeds.shape[1] for embeds in conds + unconds}
     if len(lengths) > 1:
-        empty = encode_prompt(text_encoder, tokenizer, "", options=options)
+        empty = encode("")
         chunks = max(lengths) // empty.shape[1]
         conds = [pad_to_chunks(embeds, chunks, empty) for embeds in conds]
         unconds = [pad_to_chunks(embeds, chunks, empty) for embeds in unconds]

@@ -138,7 +138,8 @@ def prepare_sampling(
         [p.negative_prompt for p in batch],
         options=first.text_options(embeddings),
     )
-    denoiser = EpsDenoiser(unet, model.noise_scheduler.alphas_cumprod.to(unet.device))
+    training = model.noise_scheduler
+    denoiser = EpsDenoiser(unet, training.alphas_cumprod.to(unet.device), training.config.prediction_type)
     # LCM's boundary scaling applies to each half before guidance, as A1111 wraps the model.
     inner = LCMDenoiser(denoiser) if spec.kind == "lcm" else denoiser
     guided = CFGDenoiser(inner, cond.to(unet.device), uncond.to(unet.device), first.cfg_scale)

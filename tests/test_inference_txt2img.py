@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
+from diffusers import DDPMScheduler
 from PIL import Image
 
 from inference.grid import make_grid
@@ -107,6 +110,29 @@ def test_latents_match_diffusers_euler_with_linspace_timesteps(model):
     with torch.no_grad():
         ours = sample_latents(model, [params])
     torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-3)
+
+
+def test_v_prediction_matches_diffusers_euler(model):
+    """An SD 2.x-style v-prediction model (the same UNet read as predicting v) against diffusers' Euler."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    config = {**model.noise_scheduler.config, "prediction_type": "v_prediction"}
+    v_model = dataclasses.replace(model, noise_scheduler=DDPMScheduler.from_config(config))
+    scheduler = EulerDiscreteScheduler.from_config(config, timestep_spacing="linspace")
+    pipe = StableDiffusionPipeline(
+        vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer, unet=model.unet,
+        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    params = GenerationParams("a red circle", "", seed=2, steps=10, cfg_scale=5.0, width=64, height=64)
+    reference = pipe(
+        params.prompt, num_inference_steps=10, guidance_scale=5.0, latents=initial_noise(2, (1, 4, 8, 8)),
+        output_type="latent", height=64, width=64,
+    ).images  # fmt: skip
+    with torch.no_grad():
+        ours, eps_read = sample_latents(v_model, [params]), sample_latents(model, [params])
+    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-3)
+    assert (ours - eps_read).abs().max() > 0.1  # the prediction type is really used
 
 
 def test_a_batch_renders_each_image_as_alone(model):
