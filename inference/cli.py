@@ -3,6 +3,7 @@ written as PNGs."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import time
@@ -92,7 +93,9 @@ class RenderConfig:
     clip_skip: int = 1
     rng: str = "CPU"
     emphasis: str = "Original"
-    model: str = "toy"  # toy | tiny | sd15_arch | a diffusers folder | a hub id
+    model: str = "toy"  # toy | tiny | sd15_arch | a diffusers folder | a hub id | a .safetensors/.ckpt file
+    vae: str | None = None  # VAE override: a file as in A1111's models/VAE, or a diffusers VAE folder
+    tokenizer: str | None = None  # for single-file models, which ship none (default: CLIP ViT-L/14's)
     lora_dir: str | None = None
     embeddings_dir: str | None = None
     device: str = "auto"  # auto: cuda when available, else cpu
@@ -159,19 +162,47 @@ def _lora_tags(prompt: str) -> list[list[str]]:
     return [tag.items for tag in parse_prompt(prompt)[1].get("lora", [])]
 
 
-def load_model(name: str, device: str) -> BaseModel:
-    """A built-in model by name, else a diffusers folder or hub id; frozen and moved to `device`."""
+def load_model(name: str, device: str, vae: str | None = None, tokenizer: str | None = None) -> BaseModel:
+    """A built-in model by name, else a diffusers folder, hub id or single file; frozen and on `device`."""
     from train.config import ModelConfig
     from train.models.loading import load_base_model
 
     kind = name if name in BUILT_IN_MODELS else "pretrained"
-    bundle = load_base_model(ModelConfig(kind=kind, path=None if kind != "pretrained" else name))
+    path = None if kind != "pretrained" else name
+    bundle = load_base_model(ModelConfig(kind=kind, path=path, vae=vae, tokenizer=tokenizer))
     bundle.freeze()
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     for part in (bundle.unet, bundle.vae, bundle.text_encoder):
         part.to(device)
     return bundle
+
+
+def short_file_hash(path: str | Path) -> str:
+    """A1111's short hash of a checkpoint or VAE file: the first 10 hex digits of the file's sha256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:10]
+
+
+def model_fields(config: RenderConfig) -> dict[str, str | None]:
+    """Infotext's "Model hash", "VAE hash" and "VAE" for files, as A1111 writes them (name without suffix)."""
+    fields: dict[str, str | None] = {}
+    if Path(config.model).is_file():
+        fields["Model hash"] = short_file_hash(config.model)
+    if config.vae:
+        vae = Path(config.vae)
+        fields["VAE hash"] = short_file_hash(vae) if vae.is_file() else None
+        fields["VAE"] = vae.name if vae.is_dir() else vae.stem
+    return fields
+
+
+def model_name(config: RenderConfig, source: str) -> str:
+    """The "Model" infotext value: a file's name without its suffix (as A1111), else the folder or id name."""
+    path = Path(config.model)
+    return path.stem if path.is_file() else Path(source).name or source
 
 
 def _params(config: RenderConfig, prompt: str, seed: int, model_name: str | None = None) -> GenerationParams:
@@ -232,14 +263,14 @@ def render(config: RenderConfig) -> RenderResult:
     start = time.perf_counter()
     plain_prompt, networks = parse_prompt(config.prompt)
     loras = resolve_loras(networks.get("lora", []), config.lora_dir)  # fail before the model loads
-    model = load_model(config.model, config.device)
+    model = load_model(config.model, config.device, config.vae, config.tokenizer)
     if vae_scale_factor(model) != 8:
         _params(config, plain_prompt, 0).validate(vae_scale_factor(model))
     embeddings = _embeddings(model, config.embeddings_dir)
     render_batch = _renderer(config, model, embeddings)
     first_seed = random.randrange(MAX_SEED) if config.seed == -1 else config.seed
     seeds = [first_seed + i for i in range(config.batch_count * config.batch_size)]
-    model_name = Path(model.source).name or model.source
+    name, file_fields = model_name(config, model.source), model_fields(config)
     out = Path(config.out)
     number = next_image_number(out) if out.is_dir() else 0
     paths: list[Path] = []
@@ -248,10 +279,10 @@ def render(config: RenderConfig) -> RenderResult:
         for batch_start in range(0, len(seeds), config.batch_size):
             batch_seeds = seeds[batch_start : batch_start + config.batch_size]
             # The text encoder sees the prompt without tags; the infotext keeps them, as A1111 writes it.
-            batch = [_params(config, plain_prompt, seed, model_name) for seed in batch_seeds]
+            batch = [_params(config, plain_prompt, seed, name) for seed in batch_seeds]
             for params, image in zip(batch, render_batch(batch), strict=True):
                 written = replace(params, prompt=config.prompt)
-                extra = {**_mode_fields(config, written), "Lora hashes": lora_hashes(loras)}
+                extra = {**file_fields, **_mode_fields(config, written), "Lora hashes": lora_hashes(loras)}
                 infotext = format_infotext(written, extra)
                 paths.append(save_png(image, out / f"{number:05d}-{params.seed}.png", infotext))
                 number += 1

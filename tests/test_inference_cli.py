@@ -182,3 +182,45 @@ def test_numbering_continues_after_existing_images(tmp_path):
     for name in ("00000-1.png", "00007-3.png", "notes.png"):
         (tmp_path / name).touch()
     assert next_image_number(tmp_path) == 8
+
+
+def test_single_file_model_and_vae_override_as_in_a1111_folders(base_run, tmp_path):
+    """models/Stable-diffusion/<name>.safetensors (+ .yaml) renders as the same weights in a folder do, and
+    the infotext names it and its short hash; a VAE file from models/VAE changes the picture and is named."""
+    import hashlib
+
+    import yaml
+    from safetensors.torch import save_file
+
+    from .ldm_export import bundle_to_ldm, original_config, vae_to_ldm
+
+    tiny = build_tiny(seed=0)  # the weights `model=tiny` renders with
+    checkpoint = tmp_path / "Stable-diffusion" / "tinymix_v1.safetensors"
+    checkpoint.parent.mkdir()
+    save_file({k: v.contiguous() for k, v in bundle_to_ldm(tiny).items()}, checkpoint)
+    checkpoint.with_suffix(".yaml").write_text(yaml.safe_dump(original_config(tiny)))
+    tiny.tokenizer.save_pretrained(tmp_path / "tokenizer")
+    vae_file = tmp_path / "VAE" / "other.vae.safetensors"
+    vae_file.parent.mkdir()
+    save_file({k: v.contiguous() for k, v in vae_to_ldm(build_tiny(seed=5).vae, prefix="").items()}, vae_file)
+
+    common = [f"model={checkpoint}", f"tokenizer={tmp_path / 'tokenizer'}", "prompt=a red circle", "seed=42"]
+    plain = run_cli(tmp_path / "plain", *common)
+    assert plain.returncode == 0, plain.stderr
+    image = next((tmp_path / "plain").glob("*.png"))
+    folder_out, _ = base_run
+    assert np.array_equal(pixels(image), pixels(sorted(folder_out.glob("*-42.png"))[0]))
+    info = parse_infotext(read_infotext(image))
+    assert info["Model"] == "tinymix_v1"
+    assert info["Model hash"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:10]
+    assert "VAE" not in info
+
+    with_vae = run_cli(tmp_path / "vae", *common, f"vae={vae_file}")
+    assert with_vae.returncode == 0, with_vae.stderr
+    image = next((tmp_path / "vae").glob("*.png"))
+    info = parse_infotext(read_infotext(image))
+    assert (
+        info["VAE"] == "other.vae"
+        and info["VAE hash"] == hashlib.sha256(vae_file.read_bytes()).hexdigest()[:10]
+    )
+    assert not np.array_equal(pixels(image), pixels(sorted(folder_out.glob("*-42.png"))[0]))
