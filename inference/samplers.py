@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from inference.scheduled_conds import ScheduledConds, as_scheduled
+
 # Schedule helpers live in inference.schedules; they stay importable from here.
 from inference.schedules import append_zero as append_zero
 from inference.schedules import get_sigmas_karras as get_sigmas_karras
@@ -79,21 +81,48 @@ class EpsDenoiser:
 
 
 class CFGDenoiser:
-    """Classifier-free guidance: uncond + scale * (cond - uncond), both halves in one UNet call."""
+    """Classifier-free guidance: uncond + scale * (cond - uncond), both halves in one UNet call.
+
+    `cond` and `uncond`: (B, L, D) tensors, or `ScheduledConds` for prompt editing. `step` counts the calls
+    so far, as A1111's CFG denoiser does (once per call, so twice in a step of a second-order sampler);
+    schedules are read at it, and the batched conditioning is rebuilt only when a row changes.
+    """
 
     def __init__(
-        self, denoiser: Callable[[Tensor, Tensor, Tensor], Tensor], cond: Tensor, uncond: Tensor, scale: float
+        self,
+        denoiser: Callable[[Tensor, Tensor, Tensor], Tensor],
+        cond: Tensor | ScheduledConds,
+        uncond: Tensor | ScheduledConds,
+        scale: float,
     ) -> None:
-        if cond.shape != uncond.shape:
-            raise ValueError(f"cond {tuple(cond.shape)} and uncond {tuple(uncond.shape)} must match to batch")
+        cond, uncond = as_scheduled(cond), as_scheduled(uncond)
+        cond_shape = (cond.batch_size, *cond.encodings.shape[1:])
+        uncond_shape = (uncond.batch_size, *uncond.encodings.shape[1:])
+        if cond_shape != uncond_shape:
+            raise ValueError(f"cond {cond_shape} and uncond {uncond_shape} must match to batch")
         self.denoiser = denoiser
-        self.cond_in = torch.cat([uncond, cond])
+        self.cond, self.uncond = cond, uncond
         self.scale = scale
+        self.step = 0
+        self._fixed = cond.is_fixed and uncond.is_fixed
+        self._rows = self._rows_at(0)
+        self.cond_in = self._batch(self._rows)  # (2B, L, D): uncond then cond, at the current step
+
+    def _rows_at(self, step: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        return self.uncond.rows_at(step), self.cond.rows_at(step)
+
+    def _batch(self, rows: tuple[tuple[int, ...], tuple[int, ...]]) -> Tensor:
+        return torch.cat([self.uncond.select(rows[0]), self.cond.select(rows[1])])
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         """x: (B, C, H, W), sigma: (B,) → guided denoised x0 (B, C, H, W)."""
+        if not self._fixed:
+            rows = self._rows_at(self.step)
+            if rows != self._rows:
+                self._rows, self.cond_in = rows, self._batch(rows)
         denoised = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), self.cond_in)
         uncond, cond = denoised.chunk(2)
+        self.step += 1
         return uncond + (cond - uncond) * self.scale
 
 

@@ -1,11 +1,13 @@
 """Prompt → CLIP embeddings the way AUTOMATIC1111 does it: 75-token chunks, emphasis, embeddings, clip skip.
 
 Tokenizing into chunks is `inference.prompt_chunks`; this module runs the text encoder on them, places
-textual-inversion vectors, applies emphasis multipliers, and pads cond/uncond batches to one length.
+textual-inversion vectors, applies emphasis multipliers, and pads cond/uncond batches to one length;
+`encode_scheduled_conds` encodes every text a batch's prompt editing reaches (`inference.scheduled_conds`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -15,6 +17,8 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from inference.embeddings import EmbeddingDatabase
 from inference.prompt_chunks import COMMA_BACKTRACK, PromptChunk, tokenize_prompt
+from inference.prompts import get_learned_conditioning_prompt_schedules
+from inference.scheduled_conds import PromptTimeline, ScheduledConds
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,26 @@ def encode_cond_uncond(
     return encode_batch_conds(text_encoder, tokenizer, [prompt], [negative_prompt], clip_skip, options)
 
 
+def encode_texts(
+    text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, texts: Sequence[str], options: TextOptions
+) -> dict[str, Tensor]:
+    """Each distinct text of `texts` encoded once, all to one length: text → (1, 77*k, D).
+
+    The shorter ones are padded with encodings of the empty prompt, as A1111 pads conds (its "Pad conds"
+    behaviour, and across a batch); padding adds "" to the result.
+    """
+    encoded: dict[str, Tensor] = {}
+    for text in dict.fromkeys(texts):
+        encoded[text] = encode_prompt(text_encoder, tokenizer, text, options=options)
+    lengths = {embeds.shape[1] for embeds in encoded.values()}
+    if len(lengths) > 1:
+        if "" not in encoded:
+            encoded[""] = encode_prompt(text_encoder, tokenizer, "", options=options)
+        empty, chunks = encoded[""], max(lengths) // encoded[""].shape[1]
+        encoded = {text: pad_to_chunks(embeds, chunks, empty) for text, embeds in encoded.items()}
+    return encoded
+
+
 def encode_batch_conds(
     text_encoder: CLIPTextModel,
     tokenizer: CLIPTokenizer,
@@ -139,24 +163,34 @@ def encode_batch_conds(
     clip_skip: int = 1,
     options: TextOptions | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Encode a batch's prompts and negative prompts, all to one length: (B, 77*k, D) each.
+    """Encode a batch's prompts and negative prompts as written, all to one length: (B, 77*k, D) each.
 
-    The shorter ones are padded with encodings of the empty prompt, as A1111 pads conds (its "Pad conds"
-    behaviour, and across a batch).
+    Each distinct text is encoded once; padding as in `encode_texts`.
     """
     options = options or TextOptions(clip_skip=clip_skip)
-    encoded: dict[str, Tensor] = {}  # each distinct text once: a batch often repeats its prompts
+    encoded = encode_texts(text_encoder, tokenizer, [*prompts, *negative_prompts], options)
+    return torch.cat([encoded[text] for text in prompts]), torch.cat([encoded[t] for t in negative_prompts])
 
-    def encode(text: str) -> Tensor:
-        if text not in encoded:
-            encoded[text] = encode_prompt(text_encoder, tokenizer, text, options=options)
-        return encoded[text]
 
-    conds, unconds = [encode(text) for text in prompts], [encode(text) for text in negative_prompts]
-    lengths = {embeds.shape[1] for embeds in conds + unconds}
-    if len(lengths) > 1:
-        empty = encode("")
-        chunks = max(lengths) // empty.shape[1]
-        conds = [pad_to_chunks(embeds, chunks, empty) for embeds in conds]
-        unconds = [pad_to_chunks(embeds, chunks, empty) for embeds in unconds]
-    return torch.cat(conds), torch.cat(unconds)
+def encode_scheduled_conds(
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    prompts: list[str],
+    negative_prompts: list[str],
+    timeline: PromptTimeline,
+    options: TextOptions,
+) -> tuple[ScheduledConds, ScheduledConds]:
+    """A batch's prompts and negative prompts with their prompt editing, as (cond, uncond) schedules.
+
+    Every text any schedule reaches is encoded once, all to one length, into one table both share.
+    """
+    schedules = [
+        get_learned_conditioning_prompt_schedules(texts, timeline.base_steps, timeline.hires_steps)
+        for texts in (prompts, negative_prompts)
+    ]
+    texts = [str(text) for batch in schedules for schedule in batch for _, text in schedule]
+    encoded = encode_texts(text_encoder, tokenizer, texts, options)
+    rows = {text: row for row, text in enumerate(encoded)}
+    table = torch.cat(list(encoded.values()))
+    cond, uncond = (ScheduledConds.build(table, rows, batch) for batch in schedules)
+    return cond, uncond

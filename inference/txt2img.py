@@ -1,4 +1,4 @@
-"""Text to image: prompt encoding, seeded per-image noise, any of A1111's samplers, and VAE decoding."""
+"""Text to image: prompt encoding (with prompt editing), seeded per-image noise, A1111's samplers, VAE decoding."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from inference.noise_sources import RNG_SOURCES, find_rng_source, seeded_generat
 from inference.prompt_chunks import COMMA_BACKTRACK, EMPHASIS_MODES
 from inference.sampler_names import SamplerSpec, find_sampler, get_sampler_and_scheduler, run_sampler
 from inference.samplers import CFGDenoiser, EpsDenoiser
-from inference.text_encoding import TextOptions, encode_batch_conds
+from inference.scheduled_conds import PromptTimeline, schedule_steps
+from inference.text_encoding import TextOptions, encode_scheduled_conds
 from inference.timestep_samplers import LCMDenoiser
 
 
@@ -121,22 +122,28 @@ class SamplingSetup:
 
 
 def prepare_sampling(
-    model: BaseModel, batch: list[GenerationParams], embeddings: EmbeddingDatabase | None = None
+    model: BaseModel,
+    batch: list[GenerationParams],
+    embeddings: EmbeddingDatabase | None = None,
+    timeline: PromptTimeline | None = None,
 ) -> SamplingSetup:
     """Encode the batch's prompts, wrap the UNet for its sampler and seed each image's noise stream.
 
     txt2img and img2img share it; each image's noise comes from its own seed and RNG source, so it does not
-    depend on the batch.
+    depend on the batch. Prompt editing is counted in `timeline`'s steps: by default the batch's steps
+    (doubled for second-order samplers, as A1111); the hires pass passes its own.
     """
     spec, schedule = _check_batchable(batch)
     first = batch[0]
     unet = model.unet
-    cond, uncond = encode_batch_conds(
+    timeline = timeline or PromptTimeline(schedule_steps(first.steps, spec.second_order))
+    cond, uncond = encode_scheduled_conds(
         model.text_encoder,
         model.tokenizer,
         [p.prompt for p in batch],
         [p.negative_prompt for p in batch],
-        options=first.text_options(embeddings),
+        timeline,
+        first.text_options(embeddings),
     )
     training = model.noise_scheduler
     denoiser = EpsDenoiser(unet, training.alphas_cumprod.to(unet.device), training.config.prediction_type)
