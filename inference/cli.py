@@ -22,7 +22,7 @@ from inference.components import BaseModel, vae_scale_factor
 from inference.embeddings import EmbeddingDatabase
 from inference.extra_networks import parse_prompt
 from inference.hires import HiresParams, generate_hires_batch, hires_size
-from inference.img2img import check_img2img_sampler, img2img, img2img_steps
+from inference.img2img import img2img, img2img_steps
 from inference.infotext import format_infotext, hires_fields, img2img_fields, save_png
 from inference.prompt_loras import PromptLora, applied_loras, lora_hashes, resolve_loras
 from inference.txt2img import GenerationParams, generate_batch
@@ -136,18 +136,14 @@ def load_render_config(cfg: DictConfig) -> RenderConfig:
 
 def _check_img2img_and_hires(config: RenderConfig) -> None:
     """Raise ValueError for img2img or hires settings no run can use."""
-    sampler = _params(config, config.prompt, 0).resolve()[0]
     if config.init_image is not None:
         if config.hires.enabled:
             raise ValueError("the hires fix is for txt2img: set hires.enabled=false or init_image=null")
         img2img_steps(config.steps, config.denoising_strength)
-        check_img2img_sampler(sampler)
     if not config.hires.enabled:
         return
     hires = config.hires.params()
     hires.validate()
-    if not hires.sampler:
-        check_img2img_sampler(sampler)
     width, height = hires_size(config.width, config.height, hires)
     if min(width, height) <= 0:
         raise ValueError(f"the hires fix would render {width}x{height}: raise hires.scale or the resize")

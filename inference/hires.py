@@ -8,8 +8,8 @@ see `inference.img2img.encode_images`). The second pass draws fresh noise from e
 new size (A1111 makes a new per-image RNG from the same seeds), and always runs exactly `steps` sampler
 steps (A1111 passes the hires steps, so the fixed-steps arithmetic applies).
 
-Prompt editing (`[a:b:0.5]`) is not scheduled per step by our sampling yet, in either pass: A1111 would
-count its steps in the hires pass with the hires steps.
+Prompt editing (`[a:b:0.5]`) counts the first pass's steps in the first pass; in the second it counts the
+hires steps on a timeline that continues the first pass (`hires_timeline`, as A1111's hires conds).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from torch import Tensor
 
 from inference.components import BaseModel, vae_scale_factor
 from inference.embeddings import EmbeddingDatabase
-from inference.img2img import check_img2img_sampler, encode_images, img2img_steps, sample_img2img_latents
+from inference.img2img import encode_images, img2img_steps, sample_img2img_latents
 from inference.sampler_names import find_sampler, get_sampler_and_scheduler
+from inference.scheduled_conds import PromptTimeline, schedule_steps
 from inference.txt2img import GenerationParams, decode_latents, sample_latents
 from inference.upscalers import UPSCALERS, find_upscaler, is_latent_upscaler, upscale_image, upscale_latents
 
@@ -55,13 +56,8 @@ class HiresParams:
             raise ValueError(f"hires scale must be above 0, got {self.scale}")
         if not 0 < self.denoising_strength <= 1:
             raise ValueError(f"hires denoising_strength must be in (0, 1], got {self.denoising_strength}")
-        if self.sampler:
-            spec = find_sampler(self.sampler)
-            if spec is None:
-                raise ValueError(
-                    f"unknown hires sampler {self.sampler!r}; use an A1111 name such as 'Euler a'"
-                )
-            check_img2img_sampler(spec)
+        if self.sampler and find_sampler(self.sampler) is None:
+            raise ValueError(f"unknown hires sampler {self.sampler!r}; use an A1111 name such as 'Euler a'")
 
     def sampler_for(self, params: GenerationParams) -> str:
         """The second pass's sampler name, resolved (the first pass's when none is set)."""
@@ -150,14 +146,28 @@ def generate_hires_batch(
         params.validate(factor)
     hires.validate()
     first = batch[0]
-    check_img2img_sampler(find_sampler(hires.sampler_for(first)))
     target = hires_target(first.width, first.height, hires, factor)
     plan = img2img_steps(first.steps, hires.denoising_strength, requested_steps=hires.steps or first.steps)
+    timeline = hires_timeline(first, hires)
     with torch.no_grad():
         latents = upscale_first_pass(model, sample_latents(model, batch, embeddings), hires.upscaler, target)
         height, width = (size * factor for size in latents.shape[-2:])
         second = second_pass_batch(batch, hires, width, height)
-        return decode_latents(model, sample_img2img_latents(model, second, latents, plan, embeddings))
+        return decode_latents(
+            model, sample_img2img_latents(model, second, latents, plan, embeddings, timeline)
+        )
+
+
+def hires_timeline(params: GenerationParams, hires: HiresParams) -> PromptTimeline:
+    """The steps the second pass's prompt editing counts: the first pass's and the hires pass's, each
+    doubled for a second-order sampler (A1111's firstpass_steps and hires total_steps)."""
+    first_spec = params.resolve()[0]
+    hires_spec = find_sampler(hires.sampler_for(params))
+    assert hires_spec is not None  # sampler_for only returns known names
+    return PromptTimeline(
+        schedule_steps(params.steps, first_spec.second_order),
+        schedule_steps(hires.steps or params.steps, hires_spec.second_order),
+    )
 
 
 def hires_size(width: int, height: int, hires: HiresParams, scale_factor: int = 8) -> tuple[int, int]:

@@ -8,7 +8,8 @@ always for the hires pass) a longer schedule of `int(steps / min(strength, 0.999
 
 Sigma samplers start at init + noise * sigma_sched[0]. DDIM and PLMS start at the VP latent
 sqrt(a) init + sqrt(1 - a) noise for a at timestep `timesteps[t_enc]` and step down from `timesteps[t_enc - 1]`
-(t_enc - 1 steps), as A1111 runs them. UniPC cannot start part-way yet and is refused with a clear error.
+(t_enc - 1 steps), as A1111 runs them. UniPC starts the same way, its time grid running from
+timesteps[t_enc - 1] / 1000 + 1 / 1000 (A1111's t_start) over t_enc steps.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from inference.embeddings import EmbeddingDatabase
 from inference.noise import BrownianNoise, PerImageNoise
 from inference.sampler_names import SamplerSpec, get_sampler_sigmas
 from inference.samplers import Denoise
+from inference.scheduled_conds import PromptTimeline
 from inference.timestep_samplers import ddim_timesteps
 from inference.txt2img import GenerationParams, decode_latents, prepare_sampling
 from inference.upscalers import lanczos
 
 MAX_STRENGTH = 0.999  # A1111 never starts from pure noise: strength 1 is read as 0.999
-NO_IMG2IMG = ("UniPC",)  # samplers that cannot start part-way down their schedule here
 
 
 @dataclass(frozen=True)
@@ -70,15 +71,6 @@ def img2img_steps(
             raise ValueError("denoising_strength must be above 0 when the number of steps is fixed")
         return Img2ImgSteps(int(requested / strength), requested - 1)
     return Img2ImgSteps(steps, int(strength * steps))
-
-
-def check_img2img_sampler(spec: SamplerSpec) -> None:
-    """Raise ValueError for a sampler that cannot run img2img or the hires pass here."""
-    if spec.name in NO_IMG2IMG:
-        raise ValueError(
-            f"sampler {spec.name} cannot start from an init image yet (img2img, hires fix); "
-            "choose another sampler, e.g. 'DPM++ 2M', 'Euler a' or 'DDIM'"
-        )
 
 
 def images_to_tensor(images: Sequence[Image.Image], width: int, height: int) -> Tensor:
@@ -132,12 +124,15 @@ def run_img2img_sampler(
 ) -> Tensor:
     """Sample from `init_latents` (B, C, h, w) noised per `plan`: each image's first draw is its noise, the
     sampler's noise its next ones (as A1111). Returns latents to decode, (B, C, h, w)."""
-    check_img2img_sampler(spec)
     first_draw = noise.randn()
     init = init_latents.to(first_draw.device, first_draw.dtype)
     options = _noise_options(spec, noise)
     if spec.kind == "timesteps":
         start, timesteps = _start_timesteps(init, first_draw, plan, model_sigmas)
+        if len(timesteps) == 0:  # strength below one step: the noised init image is the result, as in A1111
+            return start
+        if spec.name == "UniPC":
+            options["t_start"] = (float(timesteps[-1]) + 1) / len(model_sigmas)
         return spec.function(denoise, start, timesteps, model_sigmas, None, **options)
     sigmas = get_sampler_sigmas(spec, schedule, plan.steps, model_sigmas).to(init.device)
     sigma_sched = sigmas[plan.start :]
@@ -150,9 +145,14 @@ def sample_img2img_latents(
     init_latents: Tensor,
     plan: Img2ImgSteps,
     embeddings: EmbeddingDatabase | None = None,
+    timeline: PromptTimeline | None = None,
 ) -> Tensor:
-    """Sample the batch (sizes from its params) from `init_latents` (B, 4, H/8, W/8) per `plan`: (B, 4, H/8, W/8)."""
-    setup = prepare_sampling(model, batch, embeddings)
+    """Sample the batch (sizes from its params) from `init_latents` (B, 4, H/8, W/8) per `plan`: (B, 4, H/8, W/8).
+
+    Prompt editing counts the params' steps unless `timeline` says otherwise (the hires pass), not the
+    steps `plan` samples, as A1111 does.
+    """
+    setup = prepare_sampling(model, batch, embeddings, timeline)
     if tuple(init_latents.shape) != (len(batch), *setup.noise.shape):
         raise ValueError(
             f"init latents {tuple(init_latents.shape)} do not fit a batch of {len(batch)} at "
@@ -186,7 +186,6 @@ def img2img(
     for item in batch:
         item.validate(vae_scale_factor(model))
     first = batch[0]
-    check_img2img_sampler(first.resolve()[0])
     plan = img2img_steps(first.steps, denoising_strength, fix_steps=fix_steps)
     with torch.no_grad():
         init = encode_images(model, images, first.width, first.height)

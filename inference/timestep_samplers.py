@@ -175,17 +175,19 @@ def sample_unipc(
     *,
     order: int = 3,
     lower_order_final: bool = True,
+    t_start: float = 1.0,
 ) -> Tensor:
-    """UniPC (bh1, data prediction, multistep), A1111's defaults: len(timesteps) steps uniform in t, 1 → 1/T.
+    """UniPC (bh1, data prediction, multistep), A1111's defaults: len(timesteps) steps uniform in t, t_start → 1/T.
 
     Makes len(timesteps) denoiser calls. The UNet's timestep comes from log-sigma interpolation where A1111
     passes (t - 1/T) * 1000; the two agree on whole timesteps and differ by a fraction of one in between.
-    A1111 refuses fewer steps than the order; here the order drops to the number of steps.
+    A1111 refuses fewer steps than the order; here the order drops to the number of steps. img2img starts
+    part-way: A1111 passes t_start = timesteps[-1] / 1000 + 1 / 1000 for the timesteps left to sample.
     """
     vp = _VPTime(_alphas(model_sigmas))
     steps = len(timesteps)
     order = min(order, steps)
-    times = torch.linspace(1.0, 1.0 / vp.steps, steps + 1, dtype=torch.float64).tolist()
+    times = torch.linspace(t_start, 1.0 / vp.steps, steps + 1, dtype=torch.float64).tolist()
 
     def data(x: Tensor, t: float) -> Tensor:
         alpha, sigma = vp.alpha_sigma(t)

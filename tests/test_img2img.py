@@ -147,9 +147,16 @@ def test_init_images_are_resized_and_encoded_deterministically(tiny):
         img2img(tiny, [params, params, params], [picture(), picture()], 0.5)
 
 
-def test_unipc_is_refused_by_name(tiny):
-    with pytest.raises(ValueError, match="UniPC cannot start from an init image"):
-        img2img(tiny, GenerationParams("x", sampler="UniPC", steps=3, **FAST), picture(), 0.5)
+def test_unipc_starts_its_time_grid_just_above_the_last_timestep_left(tiny):
+    params = GenerationParams("a red circle", seed=1, steps=10, sampler="UniPC", **FAST)
+    with UnetCalls(tiny) as recorded:
+        image = img2img(tiny, params, picture(), 0.5)[0]
+    # t_enc = 5: A1111 samples timesteps[:5] with UniPC from t_start = (timesteps[4] + 1) / 1000: 5 calls,
+    # on a uniform grid from timesteps[4] down towards 0: the fifth call is at a fifth of timesteps[4].
+    assert len(recorded.timesteps) == 5
+    assert recorded.timesteps[0] == pytest.approx(float(ddim_timesteps(10)[4]), abs=0.5)
+    assert recorded.timesteps[-1] == pytest.approx(float(ddim_timesteps(10)[4]) / 5, abs=0.5)
+    assert not np.array_equal(np.asarray(image), np.asarray(img2img(tiny, params, picture(), 0.9)[0]))
 
 
 def test_infotext_records_the_denoising_strength_where_a1111_puts_it():
