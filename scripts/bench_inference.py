@@ -29,8 +29,8 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline  # noqa: E
 
 from inference.components import BaseModel  # noqa: E402
 from inference.extra_networks import parse_prompt  # noqa: E402
-from inference.prompts import get_learned_conditioning_prompt_schedules  # noqa: E402
-from inference.text_encoding import TextOptions, encode_batch_conds  # noqa: E402
+from inference.scheduled_conds import PromptTimeline  # noqa: E402
+from inference.text_encoding import TextOptions, encode_scheduled_conds  # noqa: E402
 from inference.txt2img import GenerationParams, generate  # noqa: E402
 from train.config import ModelConfig  # noqa: E402
 from train.models.loading import load_base_model  # noqa: E402
@@ -92,18 +92,12 @@ def timed_unet(unet: torch.nn.Module) -> Iterator[UnetTimer]:
 
 
 def handle_prompt(model: BaseModel, steps: int) -> None:
-    """What A1111 does with a prompt before sampling: strip extra networks, schedule edits, encode.
-
-    Each text of the edit schedule is encoded, as A1111 does (txt2img does not read edits yet, so the image
-    it is compared with encodes the prompt once).
-    """
+    """What txt2img does with a prompt before sampling: strip extra networks, schedule edits, encode."""
     text, _networks = parse_prompt(A1111_PROMPT)
     negative, _ = parse_prompt(A1111_NEGATIVE)
-    [schedule] = get_learned_conditioning_prompt_schedules([text], steps)
-    options = TextOptions(clip_skip=1)
     with torch.no_grad():
-        encode_batch_conds(
-            model.text_encoder, model.tokenizer, [t for _, t in schedule], [negative], options=options
+        encode_scheduled_conds(
+            model.text_encoder, model.tokenizer, [text], [negative], PromptTimeline(steps), TextOptions()
         )
 
 
