@@ -143,15 +143,23 @@ def encode_texts(
     The shorter ones are padded with encodings of the empty prompt, as A1111 pads conds (its "Pad conds"
     behaviour, and across a batch); padding adds "" to the result.
     """
-    encoded: dict[str, Tensor] = {}
-    for text in dict.fromkeys(texts):
-        encoded[text] = encode_prompt(text_encoder, tokenizer, text, options=options)
-    lengths = {embeds.shape[1] for embeds in encoded.values()}
-    if len(lengths) > 1:
-        if "" not in encoded:
-            encoded[""] = encode_prompt(text_encoder, tokenizer, "", options=options)
-        empty, chunks = encoded[""], max(lengths) // encoded[""].shape[1]
-        encoded = {text: pad_to_chunks(embeds, chunks, empty) for text, embeds in encoded.items()}
+    tokenized = {
+        text: tokenize_prompt(tokenizer, text, options.embeddings, options.emphasis, options.comma_backtrack)
+        for text in dict.fromkeys(texts)
+    }
+    longest = max(len(chunks) for chunks in tokenized.values())
+    if any(len(chunks) < longest for chunks in tokenized.values()) and "" not in tokenized:
+        tokenized[""] = tokenize_prompt(tokenizer, "", options.embeddings, options.emphasis)
+    # One text-encoder pass for every chunk of every text: each chunk is encoded on its own row anyway.
+    every_chunk = [chunk for chunks in tokenized.values() for chunk in chunks]
+    joined = encode_chunks(text_encoder, every_chunk, options.clip_skip, options.emphasis)
+    width = joined.shape[1] // len(every_chunk)
+    encoded, start = {}, 0
+    for text, chunks in tokenized.items():
+        encoded[text] = joined[:, start * width : (start + len(chunks)) * width]
+        start += len(chunks)
+    if longest > 1 and "" in encoded:
+        encoded = {text: pad_to_chunks(embeds, longest, encoded[""]) for text, embeds in encoded.items()}
     return encoded
 
 
