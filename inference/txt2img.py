@@ -88,7 +88,9 @@ def initial_noise(seed: int, shape: tuple[int, ...]) -> Tensor:
 def decode_latents(model: BaseModel, latents: Tensor) -> list[Image.Image]:
     """latents: (B, 4, H/8, W/8) in the UNet's scale → B RGB images (W x H)."""
     vae = model.vae
-    pixels = vae.decode(latents.to(vae.device, vae.dtype) / vae.config.scaling_factor).sample
+    scaled = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
+    # One image at a time, as A1111 decodes: a batched decode rounds differently, by a level here and there.
+    pixels = torch.cat([vae.decode(scaled[i : i + 1]).sample for i in range(len(scaled))])
     pixels = ((pixels.float() + 1) / 2).clamp(0, 1)
     # Truncating (not rounding) to uint8 matches A1111's saved pixels.
     array = (255 * pixels.permute(0, 2, 3, 1).cpu().numpy()).astype(np.uint8)
