@@ -25,6 +25,7 @@ from inference.hires import HiresParams, generate_hires_batch, hires_size
 from inference.img2img import img2img, img2img_steps
 from inference.infotext import format_infotext, hires_fields, img2img_fields, save_png
 from inference.prompt_loras import PromptLora, applied_loras, lora_hashes, resolve_loras
+from inference.ti_hashes import ti_hashes
 from inference.txt2img import GenerationParams, generate_batch
 
 BUILT_IN_MODELS = ("toy", "tiny", "sd15_arch")  # names that are not read as a folder or hub id
@@ -267,6 +268,9 @@ def render(config: RenderConfig) -> RenderResult:
     first_seed = random.randrange(MAX_SEED) if config.seed == -1 else config.seed
     seeds = [first_seed + i for i in range(config.batch_count * config.batch_size)]
     name, file_fields = model_name(config, model.source), model_fields(config)
+    used_embeddings = ti_hashes(
+        model.tokenizer, plain_prompt, config.negative_prompt, embeddings, config.steps
+    )
     out = Path(config.out)
     number = next_image_number(out) if out.is_dir() else 0
     paths: list[Path] = []
@@ -279,6 +283,7 @@ def render(config: RenderConfig) -> RenderResult:
             for params, image in zip(batch, render_batch(batch), strict=True):
                 written = replace(params, prompt=config.prompt)
                 extra = {**file_fields, **_mode_fields(config, written), "Lora hashes": lora_hashes(loras)}
+                extra["TI hashes"] = used_embeddings
                 infotext = format_infotext(written, extra)
                 paths.append(save_png(image, out / f"{number:05d}-{params.seed}.png", infotext))
                 number += 1

@@ -8,6 +8,7 @@ A prompt uses an embedding by writing its name; its n vectors take the place of 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ class Embedding:
 
     name: str
     vectors: Tensor
+    shorthash: str | None = None  # A1111's: the first 10 hex digits of the file's sha256 ("TI hashes")
 
     @property
     def length(self) -> int:
@@ -77,7 +79,7 @@ def load_embedding(path: str | Path) -> Embedding:
     vectors = _vectors(_read(path), path)
     if vectors.ndim != 2 or vectors.shape[0] == 0:
         raise EmbeddingError(f"{path}: vectors of shape {tuple(vectors.shape)}; expected (n, D) with n >= 1")
-    return Embedding(path.stem, vectors)
+    return Embedding(path.stem, vectors, hashlib.sha256(path.read_bytes()).hexdigest()[:10])
 
 
 class EmbeddingDatabase:

@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from inference.embeddings import Embedding, EmbeddingDatabase, EmbeddingError, load_embedding
 from inference.prompt_chunks import tokenize_prompt
 from inference.text_encoding import TextOptions, encode_chunks, encode_prompt, tokenize_chunks
+from inference.ti_hashes import ti_hashes
 from train.models.tiny import build_tiny
 
 
@@ -124,6 +125,26 @@ def test_the_longest_matching_embedding_name_wins(model):
     tokens = tok("red_blue red", add_special_tokens=False)["input_ids"]
     assert database.find_at(tokens, 0)[0].name == "red_blue"
     assert database.find_at(tokens, len(tokens) - 1)[0].name == "red"
+
+
+def test_ti_hashes_name_the_embeddings_a_prompt_used_with_their_file_hashes(model, tmp_path):
+    """A1111's "TI hashes": prompt's embeddings first (any text of its edit schedule), then the negative's."""
+    import hashlib
+
+    width = model.text_encoder.config.hidden_size
+    database = EmbeddingDatabase(model.tokenizer, width)
+    for name, seed in (("red", 1), ("blue", 2), ("circle", 3)):
+        path = tmp_path / f"{name}.safetensors"
+        save_file({"emb_params": torch.randn(2, width, generator=torch.Generator().manual_seed(seed))}, path)
+        database.add(load_embedding(path))
+    short = {
+        n: hashlib.sha256((tmp_path / f"{n}.safetensors").read_bytes()).hexdigest()[:10]
+        for n in database.embeddings
+    }
+    value = ti_hashes(model.tokenizer, "a star [blue:red:0.5]", "circle, blue", database, steps=20)
+    assert value == f"blue: {short['blue']}, red: {short['red']}, circle: {short['circle']}"
+    assert ti_hashes(model.tokenizer, "a star", "", database, steps=20) is None
+    assert ti_hashes(model.tokenizer, "red", "", None, steps=20) is None
 
 
 class _Exploit:
