@@ -91,22 +91,28 @@ def test_txt2img_is_deterministic_per_seed(model):
     assert np.asarray(first).std() > 1  # not a blank image
 
 
-def test_latents_match_diffusers_euler_with_linspace_timesteps(model):
-    # An independent implementation of the same sampler: with 10 steps every timestep is an integer
-    # (999/9 = 111), where diffusers' Euler and k-diffusion's agree; the noise starts at sigma_max in both.
+def diffusers_euler_latents(model, scheduler_config, params: GenerationParams) -> torch.Tensor:
+    """diffusers' pipeline with its Euler scheduler (linspace timesteps) over the same model and noise."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
-    scheduler = EulerDiscreteScheduler.from_config(model.noise_scheduler.config, timestep_spacing="linspace")
+    scheduler = EulerDiscreteScheduler.from_config(scheduler_config, timestep_spacing="linspace")
     pipe = StableDiffusionPipeline(
         vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer, unet=model.unet,
         scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
-    params = GenerationParams("a red circle", "blurry", seed=5, steps=10, cfg_scale=6.0, width=64, height=64)
-    reference = pipe(
-        params.prompt, negative_prompt=params.negative_prompt, num_inference_steps=10, guidance_scale=6.0,
-        latents=initial_noise(5, (1, 4, 8, 8)), output_type="latent", height=64, width=64,
+    return pipe(
+        params.prompt, negative_prompt=params.negative_prompt, num_inference_steps=params.steps,
+        guidance_scale=params.cfg_scale, latents=initial_noise(params.seed, (1, 4, 8, 8)),
+        output_type="latent", height=params.height, width=params.width,
     ).images  # fmt: skip
+
+
+def test_latents_match_diffusers_euler_with_linspace_timesteps(model):
+    # An independent implementation of the same sampler: with 10 steps every timestep is an integer
+    # (999/9 = 111), where diffusers' Euler and k-diffusion's agree; the noise starts at sigma_max in both.
+    params = GenerationParams("a red circle", "blurry", seed=5, steps=10, cfg_scale=6.0, width=64, height=64)
+    reference = diffusers_euler_latents(model, model.noise_scheduler.config, params)
     with torch.no_grad():
         ours = sample_latents(model, [params])
     torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-3)
@@ -114,21 +120,10 @@ def test_latents_match_diffusers_euler_with_linspace_timesteps(model):
 
 def test_v_prediction_matches_diffusers_euler(model):
     """An SD 2.x-style v-prediction model (the same UNet read as predicting v) against diffusers' Euler."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
-
     config = {**model.noise_scheduler.config, "prediction_type": "v_prediction"}
     v_model = dataclasses.replace(model, noise_scheduler=DDPMScheduler.from_config(config))
-    scheduler = EulerDiscreteScheduler.from_config(config, timestep_spacing="linspace")
-    pipe = StableDiffusionPipeline(
-        vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer, unet=model.unet,
-        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )  # fmt: skip
-    pipe.set_progress_bar_config(disable=True)
     params = GenerationParams("a red circle", "", seed=2, steps=10, cfg_scale=5.0, width=64, height=64)
-    reference = pipe(
-        params.prompt, num_inference_steps=10, guidance_scale=5.0, latents=initial_noise(2, (1, 4, 8, 8)),
-        output_type="latent", height=64, width=64,
-    ).images  # fmt: skip
+    reference = diffusers_euler_latents(model, config, params)
     with torch.no_grad():
         ours, eps_read = sample_latents(v_model, [params]), sample_latents(model, [params])
     torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-3)

@@ -160,20 +160,18 @@ def check_patch(model, lora, layers, te: float, unet: float) -> None:
     assert_restored(model, before)
 
 
-def test_loha_layers_patch_exactly_and_restore_bitwise(model, tmp_path, ints):
-    layers = loha_layers(ints)
-    write(tmp_path / "loha.safetensors", layers)
-    lora = load_lora_file(tmp_path / "loha.safetensors")
-    assert all(isinstance(module, LohaModule) for module in lora.modules.values())
-    check_patch(model, lora, layers, te=0.25, unet=0.75)
-
-
-def test_lokr_layers_patch_exactly_and_restore_bitwise(model, tmp_path, ints):
-    layers = lokr_layers(ints)
-    write(tmp_path / "lokr.safetensors", layers)
-    lora = load_lora_file(tmp_path / "lokr.safetensors")
-    assert all(isinstance(module, LokrModule) for module in lora.modules.values())
-    check_patch(model, lora, layers, te=0.5, unet=1.0)
+@pytest.mark.parametrize(
+    ("family", "make_layers", "module_type", "te", "unet"),
+    [("loha", loha_layers, LohaModule, 0.25, 0.75), ("lokr", lokr_layers, LokrModule, 0.5, 1.0)],
+)
+def test_lycoris_layers_patch_exactly_and_restore_bitwise(
+    model, tmp_path, ints, family, make_layers, module_type, te, unet
+):
+    layers = make_layers(ints)
+    write(tmp_path / f"{family}.safetensors", layers)
+    lora = load_lora_file(tmp_path / f"{family}.safetensors")
+    assert all(isinstance(module, module_type) for module in lora.modules.values())
+    check_patch(model, lora, layers, te=te, unet=unet)
 
 
 def test_scales_follow_a1111(ints):

@@ -45,6 +45,11 @@ def _write(bundle: ModelBundle, path, state=None, yaml_config=True, **yaml_kwarg
     return path
 
 
+def _assert_same_model(a: ModelBundle, b: ModelBundle) -> None:
+    for part in ("unet", "vae", "text_encoder"):
+        _assert_same_weights(getattr(a, part), getattr(b, part))
+
+
 def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
     state_a, state_b = a.state_dict(), b.state_dict()
     assert state_a.keys() == state_b.keys()
@@ -55,12 +60,7 @@ def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 def test_ldm_file_round_trip_gives_the_same_model(tmp_path, tiny, tokenizer_dir, suffix):
     path = _write(tiny, tmp_path / f"model{suffix}")
     loaded = load_base_model(ModelConfig(kind="pretrained", path=str(path), tokenizer=tokenizer_dir))
-    for original, back in (
-        (tiny.unet, loaded.unet),
-        (tiny.vae, loaded.vae),
-        (tiny.text_encoder, loaded.text_encoder),
-    ):
-        _assert_same_weights(original, back)
+    _assert_same_model(tiny, loaded)
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn(2, 4, 8, 8, generator=generator)
     context = torch.randn(2, 7, tiny.unet.config.cross_attention_dim, generator=generator)
@@ -80,12 +80,7 @@ def test_bundled_toy_model_round_trips_with_plain_blocks(tmp_path):
     folder = tmp_path / "toy_tokenizer"
     toy.tokenizer.save_pretrained(folder)
     loaded = load_single_file(path, tokenizer=str(folder))
-    for original, back in (
-        (toy.unet, loaded.unet),
-        (toy.vae, loaded.vae),
-        (toy.text_encoder, loaded.text_encoder),
-    ):
-        _assert_same_weights(original, back)
+    _assert_same_model(toy, loaded)
 
 
 def test_v_parameterization_in_the_yaml_sets_the_prediction_type(tmp_path, tiny, tokenizer_dir):
@@ -216,12 +211,7 @@ def test_sd15_sized_file_without_yaml_loads_as_sd15(tmp_path):
     folder = tmp_path / "tokenizer"
     model.tokenizer.save_pretrained(folder)
     loaded = load_base_model(ModelConfig(kind="pretrained", path=str(path), tokenizer=str(folder)))
-    for original, back in (
-        (model.unet, loaded.unet),
-        (model.vae, loaded.vae),
-        (model.text_encoder, loaded.text_encoder),
-    ):
-        _assert_same_weights(original, back)
+    _assert_same_model(model, loaded)
 
 
 def test_fp16_file_loads_as_float32(tmp_path, tiny, tokenizer_dir):
