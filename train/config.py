@@ -114,6 +114,12 @@ class TrainingConfig:
     gradient_checkpointing: bool = False
     noise_offset: float = 0.0  # kohya --noise_offset (~0.1 for darker darks / brighter brights)
     min_snr_gamma: float = 0.0  # kohya --min_snr_gamma (5 is the paper's value; 0 = off)
+    multires_noise_iterations: int = (
+        0  # kohya --multires_noise_iterations (pyramid noise; 6-10 common; 0 = off)
+    )
+    multires_noise_discount: float = (
+        0.3  # kohya --multires_noise_discount: weight ratio of each coarser level
+    )
     save_every_n_epochs: int | None = 1  # kohya --save_every_n_epochs; the last epoch is the final file
     save_precision: str = "float"  # float | fp16 | bf16 (kohya --save_precision)
 
@@ -263,6 +269,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_positive("training.gradient_accumulation_steps", t.gradient_accumulation_steps)
     if t.min_snr_gamma < 0:
         raise ConfigError(f"training.min_snr_gamma={t.min_snr_gamma} must be >= 0 (0 = off, 5 is usual)")
+    if t.multires_noise_iterations < 0 or not 0 < t.multires_noise_discount < 1:
+        raise ConfigError(
+            f"training.multires_noise_iterations={t.multires_noise_iterations} must be >= 0 and "
+            f"multires_noise_discount={t.multires_noise_discount} between 0 and 1 (kohya's usual: 6-10, 0.3)"
+        )
     _check_choice("training.mixed_precision", t.mixed_precision, MIXED_PRECISION)
     _check_choice("training.save_precision", t.save_precision, SAVE_PRECISION)
     _check_choice("logger.kind", cfg.logger.kind, LOGGERS)

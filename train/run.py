@@ -183,6 +183,7 @@ class Trainer:
                     cfg.training.noise_offset,
                     cfg.dataset.prior_loss_weight,
                     cfg.training.min_snr_gamma,
+                    (cfg.training.multires_noise_iterations, cfg.training.multires_noise_discount),
                 )
             self.accelerator.backward(loss)
             if self.accelerator.sync_gradients and cfg.training.max_grad_norm:

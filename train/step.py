@@ -33,6 +33,27 @@ def apply_noise_offset(noise: torch.Tensor, offset: float) -> torch.Tensor:
     return noise + offset * shift
 
 
+def apply_multires_noise(noise: torch.Tensor, iterations: int, discount: float) -> torch.Tensor:
+    """Pyramid noise (kohya --multires_noise_iterations / --multires_noise_discount).
+
+    Adds noise drawn at coarser and coarser grids (each 2 to 4 times smaller than the last, at random, until
+    1 x 1), upsampled bilinearly and weighted discount**i, then rescales to unit variance. Low frequencies
+    then carry more noise, so the model learns looks that span the picture (vignettes, lighting) sooner.
+    Draws from torch's global generator, so a seeded run repeats exactly.
+    """
+    if iterations <= 0:
+        return noise
+    batch, channels, height, width = noise.shape
+    for i in range(iterations):
+        ratio = float(torch.rand(())) * 2 + 2
+        h, w = max(1, int(height / ratio**i)), max(1, int(width / ratio**i))
+        coarse = torch.randn(batch, channels, h, w, device=noise.device, dtype=noise.dtype)
+        noise = noise + F.interpolate(coarse, size=(height, width), mode="bilinear") * discount**i
+        if h == 1 or w == 1:
+            break
+    return noise / noise.std()
+
+
 def diffusion_target(scheduler: DDPMScheduler, latents, noise, timesteps) -> torch.Tensor:
     """What the UNet should predict: the noise (epsilon models) or the velocity (v-prediction models)."""
     if scheduler.config.prediction_type == "v_prediction":
@@ -62,13 +83,15 @@ def diffusion_loss(
     noise_offset: float = 0.0,
     prior_loss_weight: float = 1.0,
     min_snr_gamma: float = 0.0,
+    multires: tuple[int, float] = (0, 0.3),
 ) -> torch.Tensor:
     """Mean-squared denoising loss of one batch; regularization images weigh `prior_loss_weight`.
 
     `min_snr_gamma` > 0 weighs each sample by `min_snr_weights` (0 leaves the plain mean, as kohya).
+    `multires` = (iterations, discount) of pyramid noise, applied after the offset as kohya does (0: off).
     """
     latents = encode_images(bundle, batch["pixel_values"])
-    noise = apply_noise_offset(torch.randn_like(latents), noise_offset)
+    noise = apply_multires_noise(apply_noise_offset(torch.randn_like(latents), noise_offset), *multires)
     scheduler = bundle.noise_scheduler
     timesteps = torch.randint(
         0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device

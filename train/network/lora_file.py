@@ -118,6 +118,8 @@ def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
         "ss_gradient_checkpointing": t.gradient_checkpointing,
         "ss_gradient_accumulation_steps": t.gradient_accumulation_steps,
         "ss_noise_offset": t.noise_offset if t.noise_offset else None,
+        "ss_multires_noise_iterations": t.multires_noise_iterations or None,
+        "ss_multires_noise_discount": t.multires_noise_discount if t.multires_noise_iterations else None,
         "ss_min_snr_gamma": t.min_snr_gamma if t.min_snr_gamma else None,
         "ss_clip_skip": cfg.model.clip_skip if cfg.model.clip_skip > 1 else None,
         "ss_resolution": f"({cfg.dataset.resolution}, {cfg.dataset.resolution})",
