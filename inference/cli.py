@@ -94,6 +94,7 @@ class RenderConfig:
     clip_skip: int = 1
     rng: str = "CPU"
     emphasis: str = "Original"
+    exact_batch: bool = False  # one UNet call per image: image i is bit for bit the image rendered alone
     model: str = "toy"  # toy | tiny | sd15_arch | a diffusers folder | a hub id | a .safetensors/.ckpt file
     vae: str | None = None  # VAE override: a file as in A1111's models/VAE, or a diffusers VAE folder
     tokenizer: str | None = None  # for single-file models, which ship none (default: CLIP ViT-L/14's)
@@ -206,6 +207,7 @@ def _params(config: RenderConfig, prompt: str, seed: int, model_name: str | None
     return GenerationParams(
         prompt, config.negative_prompt, seed, config.steps, config.cfg_scale, config.width, config.height,
         config.clip_skip, config.sampler, model_name, config.rng, config.scheduler, config.emphasis,
+        exact_batch=config.exact_batch,
     )  # fmt: skip
 
 

@@ -94,6 +94,7 @@ class CFGDenoiser:
         cond: Tensor | ScheduledConds,
         uncond: Tensor | ScheduledConds,
         scale: float,
+        per_image: bool = False,
     ) -> None:
         cond, uncond = as_scheduled(cond), as_scheduled(uncond)
         cond_shape = (cond.batch_size, *cond.encodings.shape[1:])
@@ -103,6 +104,7 @@ class CFGDenoiser:
         self.denoiser = denoiser
         self.cond, self.uncond = cond, uncond
         self.scale = scale
+        self.per_image = per_image
         self.step = 0
         self._fixed = cond.is_fixed and uncond.is_fixed
         self._rows = self._rows_at(0)
@@ -120,10 +122,21 @@ class CFGDenoiser:
             rows = self._rows_at(self.step)
             if rows != self._rows:
                 self._rows, self.cond_in = rows, self._batch(rows)
-        denoised = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), self.cond_in)
-        uncond, cond = denoised.chunk(2)
+        if self.per_image and len(x) > 1:
+            uncond, cond = self._each_image(x, sigma)
+        else:
+            uncond, cond = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), self.cond_in).chunk(2)
         self.step += 1
         return uncond + (cond - uncond) * self.scale
+
+    def _each_image(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """One UNet call per image, on the very (uncond, cond) pair it gets alone: (B, ...) each."""
+        size, pairs = len(x), []
+        for i in range(size):
+            rows = torch.tensor([i, size + i], device=self.cond_in.device)
+            image = torch.cat([x[i : i + 1]] * 2)
+            pairs.append(self.denoiser(image, torch.cat([sigma[i : i + 1]] * 2), self.cond_in[rows]))
+        return torch.cat([pair[:1] for pair in pairs]), torch.cat([pair[1:] for pair in pairs])
 
 
 def _report(callback: Callback | None, i: int, x: Tensor, sigma: Tensor, denoised: Tensor) -> None:

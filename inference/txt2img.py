@@ -44,6 +44,9 @@ class GenerationParams:
     scheduler: str = "Automatic"
     emphasis: str = "Original"  # A1111's emphasis mode: "Original", "No norm", "Ignore" or "None"
     comma_backtrack: int = COMMA_BACKTRACK  # A1111's "comma padding backtrack" (a setting, not infotext)
+    # True: the UNet runs once per image of a batch, so image i is bit for bit the image rendered alone
+    # (batched matrix products round differently: up to a level or two of a pixel). False: one call.
+    exact_batch: bool = False
 
     def __post_init__(self) -> None:
         self.sampler, self.scheduler = get_sampler_and_scheduler(self.sampler, self.scheduler)
@@ -97,7 +100,7 @@ def decode_latents(model: BaseModel, latents: Tensor) -> list[Image.Image]:
     return [Image.fromarray(image) for image in array]
 
 
-_SHARED = ("steps", "cfg_scale", "width", "height", "clip_skip", "emphasis", "comma_backtrack")
+_SHARED = ("steps", "cfg_scale", "width", "height", "clip_skip", "emphasis", "comma_backtrack", "exact_batch")
 
 
 def _check_batchable(batch: list[GenerationParams]) -> tuple[SamplerSpec, str]:
@@ -151,7 +154,9 @@ def prepare_sampling(
     denoiser = EpsDenoiser(unet, training.alphas_cumprod.to(unet.device), training.config.prediction_type)
     # LCM's boundary scaling applies to each half before guidance, as A1111 wraps the model.
     inner = LCMDenoiser(denoiser) if spec.kind == "lcm" else denoiser
-    guided = CFGDenoiser(inner, cond.to(unet.device), uncond.to(unet.device), first.cfg_scale)
+    guided = CFGDenoiser(
+        inner, cond.to(unet.device), uncond.to(unet.device), first.cfg_scale, per_image=first.exact_batch
+    )
     scale = vae_scale_factor(model)
     shape = (unet.config.in_channels, first.height // scale, first.width // scale)
     generators = [seeded_generator(p.seed, p.rng, unet.device) for p in batch]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -101,6 +103,11 @@ def test_a_batch_samples_each_image_as_alone(model, sampler):
     for index, params in enumerate(batch):
         torch.testing.assert_close(together[index : index + 1], latents(model, params), rtol=1e-4, atol=1e-4)
     assert not torch.allclose(together[0], together[2])
+    # exact_batch: one UNet call per image, so image i is the lone image bit for bit.
+    exact = [dataclasses.replace(params, exact_batch=True) for params in batch]
+    together = latents(model, *exact)
+    for index, params in enumerate(exact):
+        assert torch.equal(together[index : index + 1], latents(model, params))
 
 
 def test_nv_rng_is_deterministic_and_differs_from_cpu(model):
