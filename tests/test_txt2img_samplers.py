@@ -101,7 +101,7 @@ def test_a_batch_samples_each_image_as_alone(model, sampler):
     ]
     together = latents(model, *batch)
     for index, params in enumerate(batch):
-        torch.testing.assert_close(together[index : index + 1], latents(model, params), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(together[index : index + 1], latents(model, params), rtol=1e-3, atol=1e-3)
     assert not torch.allclose(together[0], together[2])
     # exact_batch: one UNet call per image, so image i is the lone image bit for bit.
     exact = [dataclasses.replace(params, exact_batch=True) for params in batch]
