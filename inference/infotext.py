@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
+from packaging.version import InvalidVersion, Version
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -95,8 +97,8 @@ def _decode(value: str) -> str:
     return value
 
 
-def parse_infotext(text: str) -> dict[str, str]:
-    """Split an infotext into "Prompt", "Negative prompt" and its parameters (string values), as A1111 does."""
+def _split_infotext(text: str) -> tuple[str, str, list[tuple[str, str]]]:
+    """An infotext's prompt, negative prompt and (key, value) pairs, values unquoted, as A1111 splits it."""
     lines = text.strip().split("\n")
     # The last line holds the parameters only if it looks like them; otherwise it is still prompt text.
     param_line = lines[-1] if len(_PARAM_RE.findall(lines[-1])) >= 3 else ""
@@ -112,16 +114,20 @@ def parse_infotext(text: str) -> dict[str, str]:
             negative.append(line)
         else:
             prompt.append(line)
-    result = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
-    for key, raw in _PARAM_RE.findall(param_line):
-        value = _decode(raw.strip())
+    pairs = [(key, _decode(raw.strip())) for key, raw in _PARAM_RE.findall(param_line)]
+    return "\n".join(prompt), "\n".join(negative), pairs
+
+
+def parse_infotext(text: str) -> dict[str, str]:
+    """Split an infotext into "Prompt", "Negative prompt" and its parameters (string values), as A1111 does."""
+    prompt, negative, pairs = _split_infotext(text)
+    result = {"Prompt": prompt, "Negative prompt": negative}
+    for key, value in pairs:
         result[key] = value
         size = _SIZE_RE.match(value)
         if size:
             result[f"{key}-1"], result[f"{key}-2"] = size.groups()
-    if "Emphasis" not in result and (
-        uses_emphasis(result["Prompt"]) or uses_emphasis(result["Negative prompt"])
-    ):
+    if "Emphasis" not in result and (uses_emphasis(prompt) or uses_emphasis(negative)):
         result["Emphasis"] = "Original"  # A1111 reads weights in an infotext without the key as Original's
     return {**_PARSE_DEFAULTS, **result}
 
@@ -217,3 +223,73 @@ def read_infotext(path: str | Path) -> str | None:
     """The `parameters` text of a PNG written by A1111 or by us, or None if it has none."""
     with Image.open(path) as image:
         return image.info.get("parameters")
+
+
+# What A1111's parse_generation_parameters fills in for keys an infotext leaves out (v1.10.1).
+_A1111_DEFAULTS: dict[str, Any] = {
+    "Clip skip": "1", "Hires resize-1": 0, "Hires resize-2": 0, "Hires sampler": "Use same sampler",
+    "Hires checkpoint": "Use same checkpoint", "Hires prompt": "", "Hires negative prompt": "",
+    "Mask mode": "Inpaint masked", "Masked content": "original", "Inpaint area": "Whole picture",
+    "Masked area padding": 32, "RNG": "GPU", "Schedule type": "Automatic", "Schedule max sigma": 0,
+    "Schedule min sigma": 0, "Schedule rho": 0, "VAE Encoder": "Full", "VAE Decoder": "Full",
+    "FP8 weight": "Disable",
+}  # fmt: skip
+
+
+def parse_generation_parameters(text: str) -> dict[str, Any]:
+    """A1111's `parse_generation_parameters`: an infotext (A1111's or ours) as the dict its paste button uses.
+
+    "Prompt" and "Negative prompt"; every parameter as its string, `WxH` values split into `key-1` / `key-2`
+    (the key itself left out); A1111's defaults for missing keys; a `Hypernet` appended to the prompt as a
+    tag; an old "First pass size" turned into Size and Hires resize; and the compatibility switches A1111
+    derives from an old `Version`. Prompt styles are not looked up (there is no styles file here).
+    """
+    prompt, negative, pairs = _split_infotext(text)
+    result: dict[str, Any] = {"Prompt": prompt, "Negative prompt": negative}
+    for key, value in pairs:
+        size = _SIZE_RE.match(value)
+        if size:  # "Size: 512x768" is read as Size-1 and Size-2 only
+            result[f"{key}-1"], result[f"{key}-2"] = size.groups()
+        else:
+            result[key] = value
+    result = {**result, **{key: value for key, value in _A1111_DEFAULTS.items() if key not in result}}
+    if "Hypernet" in result:
+        result["Prompt"] += f"<hypernet:{result['Hypernet']}:{result.get('Hypernet strength', '1.0')}>"
+    if result["FP8 weight"] != "Disable":
+        result.setdefault("Cache FP16 weight for LoRA", False)
+    _restore_first_pass_size(result)
+    _backcompat(result)
+    return result
+
+
+def _restore_first_pass_size(result: dict[str, Any]) -> None:
+    """Infotexts from before A1111 1.0 give the first pass's size and the final Size; now Size is the first."""
+    first = result.get("First pass size-1"), result.get("First pass size-2")
+    if None in first:
+        return
+    width, height = int(result.get("Size-1", 512)), int(result.get("Size-2", 512))
+    first_w, first_h = int(first[0]), int(first[1])
+    if first_w == 0 or first_h == 0:  # A1111 then scaled the picture to about 512 x 512, in steps of 64
+        scale = math.sqrt(512 * 512 / (width * height))
+        first_w, first_h = math.ceil(scale * width / 64) * 64, math.ceil(scale * height / 64) * 64
+    result.update({"Size-1": first_w, "Size-2": first_h, "Hires resize-1": width, "Hires resize-2": height})
+
+
+def _backcompat(result: dict[str, Any]) -> None:
+    """A1111's switches for infotexts written by versions before 1.6 / 1.7 / 1.8 (by the `Version` key)."""
+    text = result.get("Version")
+    if text is None:
+        return
+    text = re.sub(r"^([^-]+-[^-]+)-.*", r"\1", str(text))  # "v1.7.0-225-g1a2b3c" → "v1.7.0-225"
+    try:
+        written = Version(text)
+    except InvalidVersion:
+        return
+    if written < Version("1.6.0") and "[" in result["Prompt"]:
+        result["Old prompt editing timelines"] = True
+    if written < Version("1.6.0") and result.get("Sampler") in ("DDIM", "PLMS"):
+        result["Pad conds v0"] = True
+    if written < Version("v1.7.0-225"):
+        result["Downcast alphas_cumprod"] = True
+    if written < Version("1.8.0") and result.get("Refiner"):
+        result["Refiner switch by sampling steps"] = True
