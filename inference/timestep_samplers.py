@@ -16,7 +16,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from inference.samplers import Callback, Denoise, EpsDenoiser, NoiseSampler
+from inference.denoisers import EpsDenoiser
+from inference.samplers import Callback, Denoise, NoiseSampler
 
 
 def ddim_timesteps(steps: int, train_steps: int = 1000) -> Tensor:

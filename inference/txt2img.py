@@ -10,12 +10,12 @@ from PIL import Image
 from torch import Tensor
 
 from inference.components import BaseModel, vae_scale_factor
+from inference.denoisers import CFGDenoiser, EpsDenoiser
 from inference.embeddings import EmbeddingDatabase
 from inference.noise import PerImageNoise
 from inference.noise_sources import RNG_SOURCES, find_rng_source, seeded_generator
 from inference.prompt_chunks import COMMA_BACKTRACK, EMPHASIS_MODES
 from inference.sampler_names import SamplerSpec, find_sampler, get_sampler_and_scheduler, run_sampler
-from inference.samplers import CFGDenoiser, EpsDenoiser
 from inference.scheduled_conds import PromptTimeline, schedule_steps
 from inference.text_encoding import TextOptions, encode_scheduled_conds
 from inference.timestep_samplers import LCMDenoiser

@@ -9,17 +9,10 @@ import pytest
 import torch
 from diffusers import EulerDiscreteScheduler
 
+from inference.denoisers import CFGDenoiser, EpsDenoiser
 from inference.sampler_names import find_sampler
-from inference.samplers import (
-    CFGDenoiser,
-    EpsDenoiser,
-    get_sigmas_karras,
-    get_sigmas_normal,
-    model_sigmas,
-    sample_euler,
-    sigma_to_t,
-    t_to_sigma,
-)
+from inference.samplers import get_sigmas_karras, get_sigmas_normal, sample_euler, t_to_sigma
+from inference.schedules import model_sigmas, sigma_to_t
 
 
 def sd_alphas_cumprod() -> torch.Tensor:

@@ -19,9 +19,10 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
+from inference.denoisers import EpsDenoiser
 from inference.noise import BrownianNoise, PerImageNoise
 from inference.sampler_names import SAMPLER_SPECS, find_sampler, get_sampler_sigmas, run_sampler
-from inference.samplers import EpsDenoiser, ancestral_step, sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_euler
+from inference.samplers import ancestral_step, sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_euler
 from inference.schedules import get_sigmas, model_sigmas
 from inference.timestep_samplers import LCMDenoiser, ddim_timesteps, sample_ddim, sample_plms, sample_unipc
 

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from inference.denoisers import CFGDenoiser, EpsDenoiser
 from inference.embeddings import Embedding, EmbeddingDatabase
 from inference.infotext import format_infotext, params_from_infotext, parse_infotext
 from inference.noise_sources import seeded_generator
 from inference.rng import PhiloxGenerator
 from inference.sampler_names import SAMPLER_SPECS
-from inference.samplers import CFGDenoiser, EpsDenoiser, get_sigmas_normal, sample_euler
+from inference.samplers import get_sigmas_normal, sample_euler
 from inference.text_encoding import encode_batch_conds
 from inference.txt2img import GenerationParams, generate, initial_noise, sample_latents
 from train.models.tiny import build_tiny
