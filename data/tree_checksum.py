@@ -7,19 +7,15 @@ import os
 import stat
 from pathlib import Path
 
-_CHUNK = 1 << 20
+from data.file_hash import file_sha256
 
 
 def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
+        return file_sha256(path)
     except OSError as error:
         # Unreadable files still count through their metadata; a permission change shows in the mode.
         return f"unreadable:{error.strerror}"
-    return digest.hexdigest()
 
 
 def _entry_line(path: Path, relative: str) -> str:

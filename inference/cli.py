@@ -3,7 +3,6 @@ written as PNGs."""
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 import time
@@ -17,6 +16,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from tqdm.auto import tqdm
 
+from data.file_hash import short_file_hash
 from data.typed_config import ConfigError, to_typed
 from inference.components import BaseModel, vae_scale_factor
 from inference.embeddings import EmbeddingDatabase
@@ -174,15 +174,6 @@ def load_model(name: str, device: str, vae: str | None = None, tokenizer: str | 
     for part in (bundle.unet, bundle.vae, bundle.text_encoder):
         part.to(device)
     return bundle
-
-
-def short_file_hash(path: str | Path) -> str:
-    """A1111's short hash of a checkpoint or VAE file: the first 10 hex digits of the file's sha256."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:10]
 
 
 def model_fields(config: RenderConfig) -> dict[str, str | None]:

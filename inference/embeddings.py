@@ -8,7 +8,6 @@ A prompt uses an embedding by writing its name; its n vectors take the place of 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 from torch import Tensor
+
+from data.file_hash import short_file_hash
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def load_embedding(path: str | Path) -> Embedding:
     vectors = _vectors(_read(path), path)
     if vectors.ndim != 2 or vectors.shape[0] == 0:
         raise EmbeddingError(f"{path}: vectors of shape {tuple(vectors.shape)}; expected (n, D) with n >= 1")
-    return Embedding(path.stem, vectors, hashlib.sha256(path.read_bytes()).hexdigest()[:10])
+    return Embedding(path.stem, vectors, short_file_hash(path))
 
 
 class EmbeddingDatabase:

@@ -10,7 +10,6 @@ patches the model.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from data.errors import LoraSmithError
+from data.file_hash import file_sha256
 from inference import loha, lokr
 from inference.components import BaseModel
 from inference.lycoris import LayerFormatError, LayerWeights
@@ -157,13 +157,9 @@ def load_lora_file(path: str | Path) -> LoraWeights:
 
 def lora_file_hash(path: str | Path) -> str:
     """A1111's "addnet" hash: sha256 of a .safetensors file's bytes after its JSON header (hex)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
         header_length = int.from_bytes(handle.read(8), "little")
-        handle.seek(8 + header_length)
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path, start=8 + header_length)
 
 
 def lora_key_map(model: BaseModel) -> dict[str, tuple[nn.Module, str]]:
