@@ -32,7 +32,6 @@ NEGATIVE_PREFIX = "Negative prompt:"
 _PARAM_RE = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
 # What A1111 assumes when a key is absent, so parsed dicts of old and new images look alike.
-_PARSE_DEFAULTS = {"Clip skip": "1", "Schedule type": "Automatic", "RNG": "GPU"}
 
 
 def format_number(value: float) -> str:
@@ -234,6 +233,8 @@ _A1111_DEFAULTS: dict[str, Any] = {
     "Schedule min sigma": 0, "Schedule rho": 0, "VAE Encoder": "Full", "VAE Decoder": "Full",
     "FP8 weight": "Disable",
 }  # fmt: skip
+# The ones `parse_infotext` fills in too: what GenerationParams needs from a text that leaves them out.
+_PARSE_DEFAULTS = {key: _A1111_DEFAULTS[key] for key in ("Clip skip", "Schedule type", "RNG")}
 
 
 def parse_generation_parameters(text: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from data.toy.dataset import write_concept_dataset
+from data.toy.dataset import concept_dataset_dirs, write_concept_dataset
 from train.bucket_batches import BucketBatchSampler
 from train.config import TrainConfig
 from train.dataset import DreamBoothDataset, collate
@@ -54,11 +54,11 @@ def prepare_dataset_dirs(cfg: TrainConfig, run_dir: Path, write: bool = True) ->
     if d.source != "toy":
         return cfg
     root = run_dir / "dataset"
-    train_dir, reg_dir = root / "train", (root / "reg" if d.toy_reg_images else None)
     if write:
-        train_dir, reg_dir = write_concept_dataset(
+        write_concept_dataset(
             root, d.toy_concept, d.toy_images, d.toy_repeats, cfg.seed, d.resolution, d.toy_reg_images
         )
+    train_dir, reg_dir = concept_dataset_dirs(root, d.toy_reg_images)
     dataset = dataclasses.replace(
         cfg.dataset, train_dir=str(train_dir), reg_dir=str(reg_dir) if reg_dir else None
     )

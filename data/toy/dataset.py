@@ -96,6 +96,12 @@ def _reg_scene(rng: np.random.Generator, concept: str) -> Scene:
     return replace(scene, shape="star") if concept == "character" else scene
 
 
+def concept_dataset_dirs(root: str | Path, reg_images: int) -> tuple[Path, Path | None]:
+    """Where `write_concept_dataset` puts the kohya train and reg folders under `root` (reg: None if none)."""
+    root = Path(root)
+    return root / "train", (root / "reg" if reg_images else None)
+
+
 def write_concept_dataset(
     root: str | Path,
     concept: str = "character",
@@ -109,15 +115,14 @@ def write_concept_dataset(
     """Write `root/train/<repeats>_<trigger> <class>/` (+ `root/reg/1_<class>/`); return (train_dir, reg_dir)."""
     _check_args(concept, n_images, repeats, size, reg_images, sentence_fraction)
     held_out = CONCEPTS[concept]
-    root = Path(root)
     width = max(3, len(str(max(n_images, reg_images) - 1)))
-    train_dir, reg_dir = root / "train", root / "reg"
+    train_dir, reg_dir = concept_dataset_dirs(root, reg_images)
     folder = _prepare(train_dir, repeats, held_out.trigger, held_out.class_word)
     # Separate streams: the reg pictures or the caption mix never change the concept pictures.
     rng = np.random.default_rng([seed, 0])
     scenes = [sample_scene(rng, concept) for _ in range(n_images)]
     _write_pictures(folder, scenes, size, sentence_fraction, np.random.default_rng([seed, 1]), width)
-    if reg_images == 0:
+    if reg_dir is None:
         return train_dir, None
     reg_folder = _prepare(reg_dir, 1, "", held_out.class_word)
     rng = np.random.default_rng([seed, 2])
