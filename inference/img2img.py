@@ -25,8 +25,8 @@ from torch import Tensor
 
 from inference.components import BaseModel, vae_scale_factor
 from inference.embeddings import EmbeddingDatabase
-from inference.noise import BrownianNoise, PerImageNoise
-from inference.sampler_names import SamplerSpec, get_sampler_sigmas
+from inference.noise import PerImageNoise
+from inference.sampler_names import SamplerSpec, get_sampler_sigmas, noise_options
 from inference.samplers import Denoise
 from inference.scheduled_conds import PromptTimeline
 from inference.timestep_samplers import ddim_timesteps
@@ -96,14 +96,6 @@ def encode_images(model: BaseModel, images: Sequence[Image.Image], width: int, h
     return torch.cat(latents).float() * vae.config.scaling_factor
 
 
-def _noise_options(spec: SamplerSpec, noise: PerImageNoise) -> dict:
-    if spec.noise == "ancestral":
-        return {"noise_sampler": noise}
-    if spec.noise == "brownian":
-        return {"noise_sampler": BrownianNoise(noise)}
-    return {}
-
-
 def _start_timesteps(init: Tensor, noise: Tensor, plan: Img2ImgSteps, model_sigmas: Tensor):
     """DDIM / PLMS: the VP start latent at timesteps[t_enc] and the timesteps left to sample."""
     timesteps = ddim_timesteps(plan.steps)
@@ -126,7 +118,7 @@ def run_img2img_sampler(
     sampler's noise its next ones (as A1111). Returns latents to decode, (B, C, h, w)."""
     first_draw = noise.randn()
     init = init_latents.to(first_draw.device, first_draw.dtype)
-    options = _noise_options(spec, noise)
+    options = noise_options(spec, noise)
     if spec.kind == "timesteps":
         start, timesteps = _start_timesteps(init, first_draw, plan, model_sigmas)
         if len(timesteps) == 0:  # strength below one step: the noised init image is the result, as in A1111

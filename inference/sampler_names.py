@@ -204,6 +204,15 @@ def get_sampler_sigmas(spec: SamplerSpec, schedule: str, steps: int, model_sigma
     )
 
 
+def noise_options(spec: SamplerSpec, noise: PerImageNoise) -> dict:
+    """The sampler's extra noise source: per-image draws for ancestral samplers, Brownian for SDE ones."""
+    if spec.noise == "ancestral":
+        return {"noise_sampler": noise}
+    if spec.noise == "brownian":
+        return {"noise_sampler": BrownianNoise(noise)}
+    return {}
+
+
 def run_sampler(
     spec: SamplerSpec,
     denoise: Denoise,
@@ -217,11 +226,7 @@ def run_sampler(
     sampler's noise its next ones. Returns latents to decode: (B, *noise.shape). For LCM, `denoise` must
     be built over `LCMDenoiser`."""
     start = noise.randn()
-    options = {}
-    if spec.noise == "ancestral":
-        options["noise_sampler"] = noise
-    elif spec.noise == "brownian":
-        options["noise_sampler"] = BrownianNoise(noise)
+    options = noise_options(spec, noise)
     if spec.kind == "timesteps":
         return spec.function(denoise, start, ddim_timesteps(steps), model_sigmas, callback, **options)
     sigmas = get_sampler_sigmas(spec, schedule, steps, model_sigmas).to(start.device)
