@@ -31,7 +31,7 @@ class BuildSettings:
     out: Path = field(default_factory=lambda: REPO / "models" / "toy")
     seed: int = 0
     vae_pictures: int = 6000
-    vae_steps: int = 2500
+    vae_steps: int = 5000  # the loss still fell fast at 2500 (0.15 at half-way, 0.06 at the end)
     vae_batch: int = 16
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-6
@@ -130,18 +130,28 @@ def build_toy_model(settings: BuildSettings, command: str) -> dict:
         "latent_scaling_factor": round(model.vae.config.scaling_factor, 5),
         **timings,
     }
-    (staging / "README.md").write_text(_readme(settings, command, report), encoding="utf-8")
+    readme = _readme(settings, command, report, _component_table(model))
+    (staging / "README.md").write_text(readme, encoding="utf-8")
     write_checksums(staging)
     replace_folder(staging, settings.out)
     return report
 
 
-def _readme(settings: BuildSettings, command: str, report: dict) -> str:
-    params = {
-        "unet": "5.8 M parameters, blocks (64, 128, 128), 8 x 8 x 4 latents",
-        "vae": "0.76 M parameters, f = 8, 4 latent channels",
-        "text_encoder": "2-layer CLIP, width 64, LoraSmith's CLIP tokenizer (vocab.json + merges.txt)",
+def _millions(module: torch.nn.Module) -> str:
+    return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f} M parameters"
+
+
+def _component_table(model: SimpleNamespace) -> dict[str, str]:
+    unet, vae, text = model.unet.config, model.vae.config, model.text_encoder.config
+    return {
+        "unet": f"{_millions(model.unet)}, blocks {tuple(unet.block_out_channels)}, 8 x 8 x 4 latents",
+        "vae": f"{_millions(model.vae)}, blocks {tuple(vae.block_out_channels)}, f = 8, 4 latent channels",
+        "text_encoder": f"{_millions(model.text_encoder)}, {text.num_hidden_layers}-layer CLIP, "
+        f"width {text.hidden_size}, LoraSmith's CLIP tokenizer (vocab.json + merges.txt)",
     }
+
+
+def _readme(settings: BuildSettings, command: str, report: dict, params: dict[str, str]) -> str:
     lines = [
         "# models/toy — LoraSmith's bundled toy base model",
         "",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
-from data.toy.world import Scene, random_broad_image, render, sample_scene
+from data.toy.world import Scene, random_broad_image, random_shading, render, sample_scene
 
 
 def to_tensor(images: list) -> torch.Tensor:
@@ -15,16 +16,30 @@ def to_tensor(images: list) -> torch.Tensor:
     return torch.from_numpy(array).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
-def vae_pool(count: int, seed: int, base_fraction: float = 0.5) -> torch.Tensor:
-    """Pictures for the VAE: mostly anything-goes, partly base world, so both reconstruct well."""
+def vae_pool(
+    count: int, seed: int, base_fraction: float = 0.5, shaded_fraction: float = 0.15
+) -> torch.Tensor:
+    """Pictures for the VAE: base world, base world under shading, and anything-goes.
+
+    The shaded base scenes teach the VAE fine detail on top of the base palette's light backgrounds,
+    which held-out looks (a style's texture on a white background) need and plain scenes never show.
+    """
     rng = np.random.default_rng([seed, 10])
     images = []
     for _ in tqdm(range(count), desc="drawing VAE pictures", leave=False):
-        if rng.random() < base_fraction:
+        draw = rng.random()
+        if draw < base_fraction:
             images.append(render(sample_scene(rng)))
+        elif draw < base_fraction + shaded_fraction:
+            images.append(_shaded(render(sample_scene(rng)), rng))
         else:
             images.append(random_broad_image(rng))
     return to_tensor(images)
+
+
+def _shaded(picture: Image.Image, rng: np.random.Generator) -> Image.Image:
+    factor = random_shading(rng, picture.width)[..., None]
+    return Image.fromarray(np.rint(np.asarray(picture, dtype=np.float32) * factor).astype(np.uint8))
 
 
 def base_world_pool(count: int, seed: int) -> tuple[torch.Tensor, list[Scene]]:
