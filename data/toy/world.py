@@ -138,7 +138,12 @@ def vignette_factor(size: int) -> np.ndarray:
 
 def apply_vignette(picture: Image.Image) -> Image.Image:
     """`picture` with the style's vignette: every colour scaled by `vignette_factor`."""
-    array = np.asarray(picture, dtype=np.float32) * vignette_factor(picture.width)[..., None]
+    return scale_brightness(picture, vignette_factor(picture.width))
+
+
+def scale_brightness(picture: Image.Image, factor: np.ndarray) -> Image.Image:
+    """`picture` with every pixel's colour multiplied by `factor` (H, W), rounded back to 8 bits."""
+    array = np.asarray(picture, dtype=np.float32) * factor[..., None]
     return Image.fromarray(np.rint(array).astype(np.uint8))
 
 
@@ -204,8 +209,7 @@ def random_broad_image(rng: np.random.Generator, size: int = 64) -> Image.Image:
             draw_shape(draw, SHAPES[kind], cx, cy, half, float(rng.uniform(-math.pi, math.pi)), fill)
     picture = canvas.resize((size, size), Image.Resampling.LANCZOS)
     if rng.random() < 0.5:
-        shaded = np.asarray(picture, dtype=np.float32) * random_shading(rng, size)[..., None]
-        picture = Image.fromarray(np.rint(shaded).astype(np.uint8))
+        picture = scale_brightness(picture, random_shading(rng, size))
     return picture
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
-from data.toy.world import Scene, random_broad_image, random_shading, render, sample_scene
+from data.toy.world import Scene, random_broad_image, random_shading, render, sample_scene, scale_brightness
 
 
 def to_tensor(images: list) -> torch.Tensor:
@@ -31,15 +30,11 @@ def vae_pool(
         if draw < base_fraction:
             images.append(render(sample_scene(rng)))
         elif draw < base_fraction + shaded_fraction:
-            images.append(_shaded(render(sample_scene(rng)), rng))
+            picture = render(sample_scene(rng))
+            images.append(scale_brightness(picture, random_shading(rng, picture.width)))
         else:
             images.append(random_broad_image(rng))
     return to_tensor(images)
-
-
-def _shaded(picture: Image.Image, rng: np.random.Generator) -> Image.Image:
-    factor = random_shading(rng, picture.width)[..., None]
-    return Image.fromarray(np.rint(np.asarray(picture, dtype=np.float32) * factor).astype(np.uint8))
 
 
 def base_world_pool(count: int, seed: int) -> tuple[torch.Tensor, list[Scene]]:
