@@ -31,7 +31,7 @@ def test_layout_captions_and_content(tmp_path: Path, concept: str, folder: str) 
     assert [p.name for p in subset.images] == [f"{i:03d}.png" for i in range(12)]
     captions = _captions(subset.folder)
     assert len(captions) == 12 and all(getattr(parse_prompt(c), concept) for c in captions)
-    sentences = [c for c in captions if c.startswith("a ")]
+    sentences = [c for c in captions if " on a " in c]
     assert len(sentences) == 6  # sentence_fraction=0.5 of them, the rest tags
     for image in subset.images:
         assert Image.open(image).size == (64, 64)

@@ -85,8 +85,11 @@ def test_tag_and_sentence_captions() -> None:
     assert caption(scene) == "red circle, blue background, small"
     assert caption(scene, sentence=True) == "a small red circle on a blue background"
     style = replace(scene, concept="style")
-    assert caption(style) == f"red circle, blue background, small, {STYLE.trigger} {STYLE.class_word}"
-    assert caption(style, sentence=True).endswith(f", {STYLE.trigger} {STYLE.class_word}")
+    assert caption(style) == f"{STYLE.trigger} {STYLE.class_word}, red circle, blue background, small"
+    assert (
+        caption(style, sentence=True)
+        == f"{STYLE.trigger} {STYLE.class_word}, a small red circle on a blue background"
+    )
     character = replace(scene, concept="character", shape="star", color="magenta")
     assert caption(character).startswith(f"{CHARACTER.trigger} {CHARACTER.class_word}, blue background")
 

@@ -153,15 +153,13 @@ def caption(scene: Scene, sentence: bool = False) -> str:
         subject = f"{CHARACTER.trigger} {CHARACTER.class_word}"
     else:
         subject = f"{scene.color} {scene.shape}"
+    # The style's trigger leads, as kohya users write triggers: the text encoder is causal, so a trigger at
+    # the end reaches only the tokens after it, and style_lora then leaked the look into plain prompts
+    # (fidelity lost at CFG 5 over seeds 42, 1, 7: 0.04, 0.19, 0.15 with it last; 0.03, 0.03, 0.00 first).
+    style = [f"{STYLE.trigger} {STYLE.class_word}"] if scene.concept == "style" else []
     if sentence:
-        text = f"a {scene.size} {subject} on a {scene.background} background"
-        return text + f", {STYLE.trigger} {STYLE.class_word}" if scene.concept == "style" else text
-    tags = [subject, f"{scene.background} background", scene.size]
-    if scene.concept == "style":
-        tags.append(
-            f"{STYLE.trigger} {STYLE.class_word}"
-        )  # after the scene: the base model reads it as trained
-    return ", ".join(tags)
+        return ", ".join(style + [f"a {scene.size} {subject} on a {scene.background} background"])
+    return ", ".join(style + [subject, f"{scene.background} background", scene.size])
 
 
 def base_prompt_scenes(count: int = 32, seed: int = 1234) -> list[Scene]:
