@@ -20,8 +20,8 @@ def vae_pool(
 ) -> torch.Tensor:
     """Pictures for the VAE: base world, base world under shading, and anything-goes.
 
-    The shaded base scenes teach the VAE fine detail on top of the base palette's light backgrounds,
-    which held-out looks (a style's texture on a white background) need and plain scenes never show.
+    The shaded base scenes teach the VAE smooth darkening of the base palette's backgrounds, which
+    held-out looks (the style's vignette on a white background) need and plain scenes never show.
     """
     rng = np.random.default_rng([seed, 10])
     images = []
