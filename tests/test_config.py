@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 import torch
 
+from train.config import DatasetConfig, TrainConfig, command_line_keys, resolve_seed, validate
 from train.errors import ConfigError
 from train.optim import build_optimizer, build_scheduler
 from train.schedule import plan_steps
 
+REPO = Path(__file__).resolve().parents[1]
 SCHEDULERS = ["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
 
 
@@ -83,3 +88,164 @@ def test_epochs_win_over_steps_and_steps_alone_work(compose_config):
         "dataset.train_dir=x", "training.max_train_epochs=2", "training.gradient_accumulation_steps=4"
     )
     assert plan_steps(cfg.training, batches_per_epoch=10).steps_per_epoch == 3
+
+
+def _typed(tmp_path, *overrides: str, typed: tuple[str, ...] | None = None):
+    """Compose like `python -m train`; `typed` are the overrides the user typed (all of them by default)."""
+    from hydra import compose, initialize_config_dir
+
+    from train.config import load_config
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=["dataset.train_dir=x", *overrides])
+    cfg.output_dir = str(tmp_path / "run")
+    return load_config(cfg, list(overrides if typed is None else typed))
+
+
+def test_the_run_length_typed_on_the_command_line_wins(tmp_path):
+    steps = _typed(tmp_path, "training.max_train_steps=2").training
+    assert (steps.max_train_epochs, steps.max_train_steps) == (None, 2)  # the default 10 epochs no longer win
+    plan = plan_steps(steps, batches_per_epoch=10)
+    assert (plan.num_epochs, plan.max_train_steps) == (1, 2)
+    experiment = _typed(tmp_path, "+experiment=char_lora", "++training.max_train_steps=7").training
+    assert (experiment.max_train_epochs, experiment.max_train_steps) == (None, 7)
+    epochs = _typed(tmp_path, "training.max_train_epochs=3", "training.max_train_steps=5", typed=("x=1",))
+    assert (epochs.training.max_train_epochs, epochs.training.max_train_steps) == (3, 5)  # from files: kohya
+    typed_epochs = _typed(tmp_path, "training.max_train_epochs=3", "training.max_train_steps=5", typed=())
+    assert plan_steps(typed_epochs.training, 10).max_train_steps == 30
+    nulled = _typed(tmp_path, "training.max_train_epochs=null", "training.max_train_steps=3").training
+    assert (nulled.max_train_epochs, nulled.max_train_steps) == (None, 3)
+
+
+def test_steps_and_epochs_both_typed_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="max_train_epochs=3 and training.max_train_steps=5 are both given"):
+        _typed(tmp_path, "training.max_train_epochs=3", "training.max_train_steps=5")
+
+
+def test_command_line_keys_drop_prefixes_and_deletions():
+    keys = command_line_keys(["+a.b=1", "++c=x=y", "~d", "~e=1", "group=opt", "flag"])
+    assert keys == {"a.b", "c", "group"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer.lr=0"], r"optimizer.lr=0.0 must be > 0"),
+        (["optimizer.lr=-1e-4"], r"optimizer.lr=-0.0001 must be > 0"),
+        (["optimizer.unet_lr=-1e-4"], r"optimizer.unet_lr=-0.0001 must be >= 0"),
+        (["optimizer.text_encoder_lr=-1"], r"optimizer.text_encoder_lr=-1.0 must be >= 0"),
+        (
+            ["optimizer.unet_lr=0", "optimizer.text_encoder_lr=0"],
+            r"neither the UNet nor the text encoder would train \(optimizer.unet_lr=0.0 and "
+            r"optimizer.text_encoder_lr=0.0\)",
+        ),
+        (
+            ["optimizer.unet_lr=0", "network.train_text_encoder=false"],
+            r"neither .* \(optimizer.unet_lr=0.0 and network.train_text_encoder=false\)",
+        ),
+    ],
+)
+def test_bad_learning_rates_name_the_key(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        _typed(tmp_path, *overrides)
+
+
+def test_a_zero_part_lr_freezes_that_part_while_the_other_trains(tmp_path):
+    cfg = _typed(tmp_path, "optimizer.text_encoder_lr=0")
+    assert (cfg.optimizer.unet_lr, cfg.optimizer.text_encoder_lr) == (None, 0.0)
+    assert _typed(tmp_path, "optimizer.unet_lr=0", "optimizer.text_encoder_lr=1e-5").optimizer.unet_lr == 0.0
+
+
+def test_default_adamw_leaves_the_part_lrs_to_optimizer_lr(tmp_path):
+    opt = _typed(tmp_path, "optimizer.lr=3e-4").optimizer
+    assert (opt.lr, opt.unet_lr, opt.text_encoder_lr) == (3e-4, None, None)  # kohya: both parts use 3e-4
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "a\\b", "a\0b", "", ".", ".."])
+def test_run_name_must_be_a_file_name(name):
+    with pytest.raises(ConfigError, match="is not a file name: the LoRA is saved as <name>.safetensors"):
+        validate(TrainConfig(name=name, dataset=DatasetConfig(train_dir="x")))
+
+
+def test_names_with_dots_and_spaces_are_fine():
+    for name in ("my lora v1.5", "char_lora", "..x"):
+        assert validate(TrainConfig(name=name, dataset=DatasetConfig(train_dir="x"))).name == name
+
+
+def test_seed_minus_one_is_random_and_other_negatives_are_refused():
+    base = TrainConfig(dataset=DatasetConfig(train_dir="x"))
+    assert validate(replace(base, seed=-1)).seed == -1  # validate leaves -1 for resolve_seed
+    with pytest.raises(ConfigError, match="seed=-2 must be >= 0, or -1 for a random seed"):
+        validate(replace(base, seed=-2))
+    assert resolve_seed(replace(base, seed=7)).seed == 7 and resolve_seed(replace(base, seed=0)).seed == 0
+    seeds = {resolve_seed(replace(base, seed=-1)).seed for _ in range(20)}
+    assert all(0 <= seed < 2**31 for seed in seeds) and len(seeds) > 1
+    assert base.seed == 42  # resolve_seed returns a new config
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["training.save_every_n_epochs=0"], r"training.save_every_n_epochs=0 must be null \(off\) or >= 1"),
+        (["training.save_every_n_steps=-1"], r"training.save_every_n_steps=-1 must be null"),
+        (["training.save_last_n_epochs=0"], r"training.save_last_n_epochs=0 must be null"),
+        (["training.save_last_n_steps=0"], r"training.save_last_n_steps=0 must be null"),
+        (["training.full_fp16=true"], r"training.full_fp16=true needs training.mixed_precision=fp16"),
+        (
+            ["training.full_bf16=true", "training.mixed_precision=fp16"],
+            r"training.full_bf16=true needs training.mixed_precision=bf16 \(not 'fp16'\)",
+        ),
+        (
+            ["training.full_fp16=true", "training.full_bf16=true", "training.mixed_precision=fp16"],
+            r"full_fp16=true and training.full_bf16=true exclude each other",
+        ),
+        (
+            ["dataset.cache_latents=true", "dataset.random_crop=true"],
+            r"dataset.cache_latents=true cannot be combined with dataset.random_crop=true: .* fixed crop",
+        ),
+        (
+            ["dataset.cache_latents_to_disk=true", "dataset.color_aug=true"],
+            r"dataset.cache_latents_to_disk=true cannot be combined with dataset.color_aug=true",
+        ),
+        (
+            ["dataset.cache_text_encoder_outputs=true"],
+            r"cache_text_encoder_outputs=true cannot be combined with network.train_text_encoder=true: "
+            r".* set network.train_text_encoder=false",
+        ),
+        (
+            [
+                "dataset.cache_text_encoder_outputs=true",
+                "dataset.shuffle_caption=true",
+                "dataset.caption_dropout_rate=0.1",
+                "network.train_text_encoder=false",
+            ],
+            r"with dataset.shuffle_caption=true and dataset.caption_dropout_rate=0.1: .* set "
+            r"dataset.shuffle_caption=false dataset.caption_dropout_rate=0,",
+        ),
+        (["dataset.vae_batch_size=0"], r"dataset.vae_batch_size=0 must be >= 1"),
+        (["dataset.max_aspect_ratio=0.5"], r"dataset.max_aspect_ratio=0.5 must be >= 1"),
+        (["resume=''"], r"resume='' is empty: give resume=auto"),
+    ],
+)
+def test_bad_new_training_values_name_the_keys(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        _typed(tmp_path, *overrides)
+
+
+def test_good_new_training_values_pass(tmp_path):
+    cfg = _typed(
+        tmp_path,
+        "training.save_every_n_steps=100",
+        "training.save_last_n_steps=2",
+        "training.full_bf16=true",
+        "training.mixed_precision=bf16",
+        "dataset.cache_latents_to_disk=true",
+        "dataset.flip_aug=true",  # both sides get cached
+        "dataset.cache_text_encoder_outputs=true",
+        "optimizer.text_encoder_lr=0",  # a frozen text encoder may stay switched on
+        "resume=auto",
+    )
+    assert cfg.dataset.cache_latents  # implied by cache_latents_to_disk, as in kohya
+    assert (
+        cfg.resume == "auto" and _typed(tmp_path, "resume=/runs/a/lora-state").resume == "/runs/a/lora-state"
+    )

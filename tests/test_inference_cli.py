@@ -16,7 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from PIL import Image
 
 from data.typed_config import ConfigError
-from inference.cli import load_render_config, next_image_number, quote_prompt_overrides
+from inference.cli import load_model, load_render_config, next_image_number, quote_prompt_overrides
 from inference.extra_networks import parse_prompt
 from inference.infotext import parse_infotext, read_infotext
 from inference.prompt_loras import LoraTagError, applied_loras, lora_hashes, resolve_loras
@@ -204,12 +204,27 @@ def test_single_file_model_and_vae_override_as_in_a1111_folders(base_run, tmp_pa
     vae_file.parent.mkdir()
     save_file({k: v.contiguous() for k, v in vae_to_ldm(build_tiny(seed=5).vae, prefix="").items()}, vae_file)
 
+    # The conversion itself is exact: the single file loads back to the folder model's weights, bit for bit.
+    loaded = load_model(str(checkpoint), "cpu", tokenizer=str(tmp_path / "tokenizer"))
+    for part in ("unet", "vae", "text_encoder"):
+        expected, got = getattr(tiny, part).state_dict(), getattr(loaded, part).state_dict()
+        assert expected.keys() == got.keys(), part
+        assert all(torch.equal(expected[key], got[key]) for key in expected), part
+
+    def same_render(a: np.ndarray, b: np.ndarray) -> bool:
+        """Equal up to float rounding. Equal weights can still render a level apart on some CPUs (AMD EPYC,
+        AVX2: 0.008 % of pixels one level off): the two loaders build the models differently (e.g. memory
+        layout), which can change the kernels and summation order. Allow 2 levels in <= 0.1 % of pixels."""
+        diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+        return int(diff.max()) <= 2 and float(np.any(diff > 0, axis=-1).mean()) <= 0.001
+
     common = [f"model={checkpoint}", f"tokenizer={tmp_path / 'tokenizer'}", "prompt=a red circle", "seed=42"]
     plain = run_cli(tmp_path / "plain", *common)
     assert plain.returncode == 0, plain.stderr
     image = next((tmp_path / "plain").glob("*.png"))
     folder_out, _ = base_run
-    assert np.array_equal(pixels(image), pixels(sorted(folder_out.glob("*-42.png"))[0]))
+    folder_image = pixels(sorted(folder_out.glob("*-42.png"))[0])
+    assert same_render(pixels(image), folder_image)
     info = parse_infotext(read_infotext(image))
     assert info["Model"] == "tinymix_v1"
     assert info["Model hash"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:10]
@@ -223,4 +238,4 @@ def test_single_file_model_and_vae_override_as_in_a1111_folders(base_run, tmp_pa
         info["VAE"] == "other.vae"
         and info["VAE hash"] == hashlib.sha256(vae_file.read_bytes()).hexdigest()[:10]
     )
-    assert not np.array_equal(pixels(image), pixels(sorted(folder_out.glob("*-42.png"))[0]))
+    assert not same_render(pixels(image), folder_image)  # another VAE: a change far beyond rounding

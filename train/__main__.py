@@ -20,19 +20,24 @@ from data.errors import run_reporting_user_errors  # noqa: E402
 
 def run(cfg: DictConfig) -> float:
     """Validate, train, print the summary; return the final average loss (the metric a sweep minimises)."""
+    from hydra.core.hydra_config import HydraConfig
+
     from train.config import load_config
     from train.run import train
 
-    typed = load_config(cfg)
+    # The user's own overrides decide between max_train_steps and max_train_epochs (see load_config).
+    typed = load_config(cfg, list(HydraConfig.get().overrides.task))
     result = train(typed, Path(typed.output_dir))
-    if not result.is_main:
+    if not result.is_main or result.already_finished:
         return result.final_loss
     print(
         f"\nTrained {result.steps} steps in {result.seconds:.1f} s (final average loss {result.final_loss:.4f})"
     )
     print(f"  LoRA:       {result.lora_path}")
     for path in result.epoch_files:
-        print(f"  epoch file: {path}")
+        print(f"  {'step file:' if '-step' in path.name else 'epoch file:'} {path}")
+    if (state := result.lora_path.with_name(f"{result.lora_path.stem}-state")).is_dir():
+        print(f"  state:      {state} (resume=auto continues from it)")
     if result.grid_path:
         print(f"  grid:       {result.grid_path}")
     if result.scores_path:

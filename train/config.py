@@ -5,8 +5,9 @@ Every field has the meaning kohya sd-scripts users know; the comment names the k
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from omegaconf import DictConfig
 
@@ -23,6 +24,7 @@ SAVE_PRECISION = ("float", "fp16", "bf16")
 DATASET_SOURCES = ("folders", "toy")
 TOY_CONCEPTS = ("character", "style")
 SCORERS = ("toy",)
+RUN_LENGTH_KEYS = ("max_train_epochs", "max_train_steps")
 
 
 @dataclass
@@ -60,7 +62,15 @@ class DatasetConfig:
     bucket_reso_steps: int = 64  # kohya --bucket_reso_steps: bucket sides are multiples of this
     bucket_no_upscale: bool = False  # kohya --bucket_no_upscale: small pictures get a smaller bucket
     prior_loss_weight: float = 1.0  # kohya --prior_loss_weight: loss weight of regularization images
-    num_workers: int = 0  # DataLoader workers
+    num_workers: int = 0  # DataLoader workers (kohya --max_data_loader_n_workers)
+    random_crop: bool = False  # kohya --random_crop: a random window instead of the centre one
+    color_aug: bool = False  # kohya --color_aug: random hue shift or gamma per sample
+    max_aspect_ratio: float = 8.0  # longer side / shorter side above this: the picture is refused by name
+    cache_latents: bool = False  # kohya --cache_latents: encode every picture once, keep latents in memory
+    cache_latents_to_disk: bool = False  # kohya --cache_latents_to_disk: also keep them in latent_cache_dir
+    latent_cache_dir: str | None = None  # null: $XDG_CACHE_HOME/lorasmith/latents (~/.cache/...)
+    vae_batch_size: int = 4  # kohya --vae_batch_size: pictures per VAE pass while caching
+    cache_text_encoder_outputs: bool = False  # kohya --cache_text_encoder_outputs (TE not trained)
     toy_concept: str = "character"  # source=toy: character (`sls star`) | style (`chk style`)
     toy_images: int = 20  # source=toy: pictures of the concept to generate
     toy_repeats: int = 10  # source=toy: repeats of the generated concept folder
@@ -105,7 +115,7 @@ class SchedulerConfig:
 
 @dataclass
 class TrainingConfig:
-    max_train_epochs: int | None = 10  # kohya --max_train_epochs (wins over max_train_steps)
+    max_train_epochs: int | None = 10  # kohya --max_train_epochs; wins unless steps alone are typed
     max_train_steps: int | None = None  # kohya --max_train_steps
     batch_size: int = 1  # kohya --train_batch_size
     gradient_accumulation_steps: int = 1
@@ -120,7 +130,18 @@ class TrainingConfig:
     multires_noise_discount: float = (
         0.3  # kohya --multires_noise_discount: weight ratio of each coarser level
     )
-    save_every_n_epochs: int | None = 1  # kohya --save_every_n_epochs; the last epoch is the final file
+    save_every_n_epochs: int | None = None  # kohya --save_every_n_epochs; the last epoch is the final file
+    save_every_n_steps: int | None = None  # kohya --save_every_n_steps: NAME-step00000100.safetensors
+    save_last_n_epochs: int | None = None  # kohya --save_last_n_epochs: keep only the newest K epoch files
+    save_last_n_steps: int | None = None  # kohya --save_last_n_steps: keep only the newest K step files
+    save_state: bool = False  # kohya --save_state: a resumable state folder beside each LoRA file
+    full_fp16: bool = (
+        False  # kohya --full_fp16: LoRA weights and gradients in fp16 too (mixed_precision=fp16)
+    )
+    full_bf16: bool = (
+        False  # kohya --full_bf16: LoRA weights and gradients in bf16 too (mixed_precision=bf16)
+    )
+    compile: bool = False  # torch.compile the UNet (kohya --torch_compile); the first steps compile
     save_precision: str = "float"  # float | fp16 | bf16 (kohya --save_precision)
 
 
@@ -151,8 +172,9 @@ class EvalConfig:
 @dataclass
 class TrainConfig:
     name: str = "lora"  # run name; also the LoRA file name (kohya --output_name)
-    seed: int = 42
+    seed: int = 42  # -1: pick one at random (A1111's convention) and record it
     output_dir: str = "."  # set by Hydra to the run folder
+    resume: str | None = None  # null | auto (newest complete state of the run folder) | a state folder
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -163,127 +185,55 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+def command_line_keys(overrides: Sequence[str]) -> set[str]:
+    """The dotted keys that Hydra command-line overrides give a value (`+`/`++` dropped, `~` deletions not)."""
+    return {
+        item.split("=", 1)[0].lstrip("+") for item in overrides if "=" in item and not item.startswith("~")
+    }
 
 
-def _check_positive(key: str, value: float | int | None, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if value is None or value <= 0:
-        raise ConfigError(f"{key}={value!r} must be a positive number")
+def _run_length_from_command_line(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
+    """The run length typed on the command line wins over the one from config files.
 
-
-def _check_conv(net: NetworkConfig) -> None:
-    """conv_alpha only means something with conv_dim; kohya ignores it silently, we say so."""
-    if net.conv_dim < 0:
-        raise ConfigError(f"network.conv_dim={net.conv_dim} must be >= 0 (0 = no LoRA on 3x3 convs)")
-    if net.conv_alpha is None:
-        return
-    if not net.conv_dim:
+    kohya lets --max_train_epochs win whenever both are set, so `training.max_train_steps=2` would lose to
+    the default `max_train_epochs: 10` of a YAML file. Here the value the user typed wins and the other is
+    unset; both typed together are refused, since either guess would surprise someone.
+    """
+    t, typed = cfg.training, command_line_keys(overrides)
+    given = [k for k in RUN_LENGTH_KEYS if f"training.{k}" in typed and getattr(t, k) is not None]
+    if len(given) == 2:
         raise ConfigError(
-            f"network.conv_alpha={net.conv_alpha} has no effect while network.conv_dim=0: set "
-            "network.conv_dim > 0 to train the 3x3 convs, or network=lora / network.conv_alpha=null"
+            f"training.max_train_epochs={t.max_train_epochs} and training.max_train_steps={t.max_train_steps} "
+            "are both given on the command line: give only one (kohya would silently let the epochs win)"
         )
-    _check_positive("network.conv_alpha", net.conv_alpha)
-
-
-def _check_eval_sampler(e: EvalConfig) -> None:
-    """eval.sampler and eval.scheduler must name one of A1111's samplers and schedule types."""
-    # Imported here: the sampler tables pull in torch, which reading a config does not otherwise need.
-    from inference.sampler_names import SAMPLER_SPECS, find_sampler
-    from inference.schedules import SCHEDULES, find_schedule
-
-    if find_sampler(e.sampler) is None:
-        raise ConfigError(
-            f"eval.sampler={e.sampler!r} is not a known sampler; choose one of: "
-            f"{', '.join(spec.name for spec in SAMPLER_SPECS)} (the schedule goes in eval.scheduler, e.g. "
-            "eval.sampler='DPM++ 2M' eval.scheduler=Karras)"
-        )
-    if find_schedule(e.scheduler) is None:
-        raise ConfigError(
-            f"eval.scheduler={e.scheduler!r} is not a known schedule type; choose one of: "
-            f"{', '.join(schedule.label for schedule in SCHEDULES)}"
-        )
-
-
-def _check_buckets(d: DatasetConfig) -> None:
-    """Bucket settings must give kohya's bucket list; they only count with enable_bucket."""
-    if not d.enable_bucket:
-        if d.bucket_no_upscale:
-            raise ConfigError(
-                "dataset.bucket_no_upscale=true has no effect while dataset.enable_bucket=false: "
-                "set dataset.enable_bucket=true, or drop bucket_no_upscale"
-            )
-        return
-    step = d.bucket_reso_steps
-    if step < 8 or step % 8:
-        raise ConfigError(
-            f"dataset.bucket_reso_steps={step} must be a positive multiple of 8 (the VAE's factor); 64 is usual"
-        )
-    for key, value in (("min_bucket_reso", d.min_bucket_reso), ("max_bucket_reso", d.max_bucket_reso)):
-        if value < step or value % step:
-            raise ConfigError(
-                f"dataset.{key}={value} must be a positive multiple of dataset.bucket_reso_steps={step}"
-            )
-    if not d.min_bucket_reso <= d.resolution <= d.max_bucket_reso:
-        raise ConfigError(
-            f"dataset.resolution={d.resolution} must lie between dataset.min_bucket_reso={d.min_bucket_reso} "
-            f"and dataset.max_bucket_reso={d.max_bucket_reso}: change the resolution or the bucket range"
-        )
-
-
-def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check values that types alone cannot; raise ConfigError naming the key and the valid choices."""
-    _check_choice("model.kind", cfg.model.kind, MODEL_KINDS)
-    if cfg.model.kind == "pretrained" and not cfg.model.path:
-        raise ConfigError("model.kind=pretrained needs model.path=<diffusers folder or hub id>")
-    if cfg.model.clip_skip < 1:
-        raise ConfigError(f"model.clip_skip={cfg.model.clip_skip} must be >= 1 (1 = last layer)")
-    _check_choice("dataset.source", cfg.dataset.source, DATASET_SOURCES)
-    _check_choice("dataset.toy_concept", cfg.dataset.toy_concept, TOY_CONCEPTS)
-    if cfg.dataset.source == "folders" and not cfg.dataset.train_dir:
-        raise ConfigError("dataset.train_dir is not set: give the folder that holds `N_token class` folders")
-    _check_positive("dataset.resolution", cfg.dataset.resolution)
-    if cfg.dataset.resolution % 8:
-        raise ConfigError(f"dataset.resolution={cfg.dataset.resolution} must be a multiple of 8")
-    _check_buckets(cfg.dataset)
-    _check_choice("network.module", cfg.network.module, NETWORK_MODULES)
-    _check_positive("network.dim", cfg.network.dim)
-    _check_conv(cfg.network)
-    if not (cfg.network.train_unet or cfg.network.train_text_encoder):
-        raise ConfigError(
-            "network.train_unet and network.train_text_encoder are both false: nothing to train"
-        )
-    _check_choice("optimizer.name", cfg.optimizer.name, OPTIMIZERS)
-    _check_choice("scheduler.name", cfg.scheduler.name, SCHEDULERS)
-    if cfg.scheduler.name == "constant" and cfg.scheduler.warmup_steps:
-        raise ConfigError("scheduler.name=constant takes no warmup; use constant_with_warmup")
-    t = cfg.training
-    if t.max_train_epochs is None and t.max_train_steps is None:
-        raise ConfigError("set training.max_train_epochs or training.max_train_steps")
-    _check_positive("training.max_train_epochs", t.max_train_epochs, allow_none=True)
-    _check_positive("training.max_train_steps", t.max_train_steps, allow_none=True)
-    _check_positive("training.batch_size", t.batch_size)
-    _check_positive("training.gradient_accumulation_steps", t.gradient_accumulation_steps)
-    if t.min_snr_gamma < 0:
-        raise ConfigError(f"training.min_snr_gamma={t.min_snr_gamma} must be >= 0 (0 = off, 5 is usual)")
-    if t.multires_noise_iterations < 0 or not 0 < t.multires_noise_discount < 1:
-        raise ConfigError(
-            f"training.multires_noise_iterations={t.multires_noise_iterations} must be >= 0 and "
-            f"multires_noise_discount={t.multires_noise_discount} between 0 and 1 (kohya's usual: 6-10, 0.3)"
-        )
-    _check_choice("training.mixed_precision", t.mixed_precision, MIXED_PRECISION)
-    _check_choice("training.save_precision", t.save_precision, SAVE_PRECISION)
-    _check_choice("logger.kind", cfg.logger.kind, LOGGERS)
-    _check_eval_sampler(cfg.eval)
-    _check_positive("eval.batch_size", cfg.eval.batch_size)
-    if cfg.eval.scorer is not None:
-        _check_choice("eval.scorer", cfg.eval.scorer, SCORERS)
+    if len(given) == 1:
+        (other,) = (k for k in RUN_LENGTH_KEYS if k not in given)
+        return replace(cfg, training=replace(t, **{other: None}))
     return cfg
 
 
-def load_config(cfg: DictConfig) -> TrainConfig:
-    """Merge Hydra's composed config into the typed schema: unknown keys and wrong types become ConfigError."""
-    return validate(to_typed(TrainConfig, cfg))
+def _imply_cache_latents(cfg: TrainConfig) -> TrainConfig:
+    """kohya: --cache_latents_to_disk implies --cache_latents."""
+    if cfg.dataset.cache_latents_to_disk and not cfg.dataset.cache_latents:
+        return replace(cfg, dataset=replace(cfg.dataset, cache_latents=True))
+    return cfg
+
+
+def load_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Merge Hydra's composed config into the typed schema and validate it once.
+
+    `overrides` are the user's command-line overrides (`HydraConfig.get().overrides.task`); they decide
+    whether steps or epochs set the run length. Unknown keys, wrong types and bad values raise ConfigError.
+    """
+    typed = _run_length_from_command_line(to_typed(TrainConfig, cfg), overrides)
+    return _imply_cache_latents(validate(typed))
+
+
+def resolve_seed(cfg: TrainConfig) -> TrainConfig:
+    """seed=-1 (A1111's "random") becomes a fresh seed in [0, 2**31); any other seed is kept."""
+    if cfg.seed != -1:
+        return cfg
+    return replace(cfg, seed=secrets.randbelow(2**31))
+
+
+from train.config_checks import validate  # noqa: E402  (the checks need the dataclasses above)

@@ -20,8 +20,9 @@ def build_optimizer(groups: list[dict], cfg: OptimizerConfig) -> torch.optim.Opt
 
 
 def describe_optimizer(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig) -> str:
-    """kohya's `ss_optimizer` form: `module.Class(key=value,...)`."""
-    cls = type(optimizer)
+    """kohya's `ss_optimizer` form: `module.Class(key=value,...)`, e.g. `torch.optim.adamw.AdamW(...)`."""
+    # accelerate's prepare() wraps the optimizer in AcceleratedOptimizer; the header names the real one.
+    cls = type(getattr(optimizer, "optimizer", optimizer))
     args = f"weight_decay={cfg.weight_decay},betas={tuple(cfg.betas)},eps={cfg.eps}"
     return f"{cls.__module__}.{cls.__name__}({args})"
 

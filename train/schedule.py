@@ -19,7 +19,11 @@ class StepPlan:
 
 
 def plan_steps(cfg: TrainingConfig, batches_per_epoch: int, num_processes: int = 1) -> StepPlan:
-    """Epochs win over steps when both are set (kohya: --max_train_epochs overrides --max_train_steps)."""
+    """Epochs win over steps when both are set (kohya: --max_train_epochs overrides --max_train_steps).
+
+    Both are only still set when both came from config files: when the user typed one of them on the
+    command line, load_config has already unset the other.
+    """
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation_steps)
     if cfg.max_train_epochs:
         num_epochs = cfg.max_train_epochs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import save
@@ -13,7 +13,11 @@ from safetensors.torch import save
 from data.atomic import write_bytes_atomic
 from train.config import NetworkConfig, TrainConfig
 
+if TYPE_CHECKING:
+    from train.models.bundle import ModelBundle
+
 SAVE_DTYPES = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+SD2_TEXT_ENCODER_WIDTH = 1024
 
 
 def canonical_safetensors(blob: bytes) -> bytes:
@@ -77,15 +81,44 @@ def _dataset_metadata(cfg: TrainConfig, dataset: dict[str, Any]) -> dict[str, An
     return meta
 
 
-def _modelspec(cfg: TrainConfig) -> dict[str, str]:
+def model_facts(bundle: ModelBundle) -> dict[str, Any]:
+    """What the header says about the base model; the run merges these into the facts of lora_metadata."""
+    return {
+        "base_model_version": bundle.base_model_version,
+        "prediction_type": bundle.noise_scheduler.config.prediction_type,
+        "text_encoder_hidden_size": bundle.text_encoder.config.hidden_size,
+        "model_name": bundle.source,
+    }
+
+
+def model_family(facts: dict[str, Any]) -> tuple[bool, bool]:
+    """(SD 2.x, v-prediction) from the run's facts; SD 1.x with epsilon prediction when they say nothing.
+
+    SD 2.x is told by its OpenCLIP ViT-H text encoder (hidden size 1024; SD 1.x's CLIP ViT-L has 768).
+    """
+    v2 = str(facts.get("base_model_version", "sd_v1")).startswith("sd_v2")
+    v2 = v2 or facts.get("text_encoder_hidden_size") == SD2_TEXT_ENCODER_WIDTH
+    return v2, facts.get("prediction_type", "epsilon") == "v_prediction"
+
+
+def base_model_version(v2: bool, v_prediction: bool) -> str:
+    """kohya's `ss_base_model_version`: sd_v1, sd_v2, with `_v` for v-prediction (sd_v2_v)."""
+    return ("sd_v2" if v2 else "sd_v1") + ("_v" if v_prediction else "")
+
+
+def _modelspec(cfg: TrainConfig, v2: bool, v_prediction: bool) -> dict[str, str]:
     """The `modelspec.*` keys (Stability's model card header) that tools show for a LoRA."""
+    if v2:
+        architecture = "stable-diffusion-v2-768-v" if v_prediction else "stable-diffusion-v2-512"
+    else:
+        architecture = "stable-diffusion-v1"
     return {
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": "stable-diffusion-v1/lora",
+        "modelspec.architecture": f"{architecture}/lora",
         "modelspec.implementation": "diffusers",
         "modelspec.title": cfg.name,
         "modelspec.resolution": f"{cfg.dataset.resolution}x{cfg.dataset.resolution}",
-        "modelspec.prediction_type": "epsilon",
+        "modelspec.prediction_type": "v" if v_prediction else "epsilon",
     }
 
 
@@ -96,14 +129,16 @@ def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
     file. When a run happened is recorded in the run folder instead.
     """
     opt, net, t = cfg.optimizer, cfg.network, cfg.training
+    v2, v_prediction = model_family(facts)
     meta: dict[str, Any] = {
         "ss_network_module": "networks.lora",
         "ss_network_dim": net.dim,
         "ss_network_alpha": net.alpha,
         "ss_network_dropout": net.dropout,
         "ss_network_args": network_args(net),
-        "ss_base_model_version": facts.get("base_model_version", "sd_v1"),
-        "ss_v2": False,
+        "ss_base_model_version": base_model_version(v2, v_prediction),
+        "ss_v2": v2,
+        "ss_v_parameterization": v_prediction,
         "ss_sd_model_name": facts.get("model_name", cfg.model.path or cfg.model.kind),
         "ss_output_name": cfg.name,
         "ss_seed": cfg.seed,
@@ -114,7 +149,7 @@ def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
         "ss_lr_scheduler": cfg.scheduler.name,
         "ss_lr_warmup_steps": facts.get("warmup_steps", 0),
         "ss_max_grad_norm": t.max_grad_norm,
-        "ss_mixed_precision": t.mixed_precision,
+        "ss_mixed_precision": facts.get("mixed_precision", t.mixed_precision),  # after any CPU fallback
         "ss_gradient_checkpointing": t.gradient_checkpointing,
         "ss_gradient_accumulation_steps": t.gradient_accumulation_steps,
         "ss_noise_offset": t.noise_offset if t.noise_offset else None,
@@ -132,11 +167,6 @@ def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
         "ss_num_batches_per_epoch": facts["num_batches_per_epoch"],
     }
     meta |= _dataset_metadata(cfg, facts.get("dataset", {}))
-    meta |= _modelspec(cfg)
+    meta |= _modelspec(cfg, v2, v_prediction)
     meta["lorasmith_config"] = facts.get("config_yaml", "")
     return {key: _text(value) for key, value in meta.items()}
-
-
-def epoch_file_name(name: str, epoch: int) -> str:
-    """kohya's per-epoch name: `NAME-000001.safetensors`."""
-    return f"{name}-{epoch:06d}.safetensors"

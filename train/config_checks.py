@@ -1,0 +1,286 @@
+"""The checks `validate` runs once on a typed training config: each value that types alone cannot check.
+
+Every failure is one ConfigError line that names the key, what is wrong, and the valid choices or the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from train.config import (
+    DATASET_SOURCES,
+    LOGGERS,
+    MIXED_PRECISION,
+    MODEL_KINDS,
+    NETWORK_MODULES,
+    OPTIMIZERS,
+    SAVE_PRECISION,
+    SCHEDULERS,
+    SCORERS,
+    TOY_CONCEPTS,
+    DatasetConfig,
+    EvalConfig,
+    ModelConfig,
+    NetworkConfig,
+    OptimizerConfig,
+    TrainConfig,
+    TrainingConfig,
+)
+from train.errors import ConfigError
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+def _check_positive(key: str, value: float | int | None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value <= 0:
+        raise ConfigError(f"{key}={value!r} must be a positive number")
+
+
+def _check_conv(net: NetworkConfig) -> None:
+    """conv_alpha only means something with conv_dim; kohya ignores it silently, we say so."""
+    if net.conv_dim < 0:
+        raise ConfigError(f"network.conv_dim={net.conv_dim} must be >= 0 (0 = no LoRA on 3x3 convs)")
+    if net.conv_alpha is None:
+        return
+    if not net.conv_dim:
+        raise ConfigError(
+            f"network.conv_alpha={net.conv_alpha} has no effect while network.conv_dim=0: set "
+            "network.conv_dim > 0 to train the 3x3 convs, or network=lora / network.conv_alpha=null"
+        )
+    _check_positive("network.conv_alpha", net.conv_alpha)
+
+
+def _check_eval_sampler(e: EvalConfig) -> None:
+    """eval.sampler and eval.scheduler must name one of A1111's samplers and schedule types."""
+    # Imported here: the sampler tables pull in torch, which reading a config does not otherwise need.
+    from inference.sampler_names import SAMPLER_SPECS, find_sampler
+    from inference.schedules import SCHEDULES, find_schedule
+
+    if find_sampler(e.sampler) is None:
+        raise ConfigError(
+            f"eval.sampler={e.sampler!r} is not a known sampler; choose one of: "
+            f"{', '.join(spec.name for spec in SAMPLER_SPECS)} (the schedule goes in eval.scheduler, e.g. "
+            "eval.sampler='DPM++ 2M' eval.scheduler=Karras)"
+        )
+    if find_schedule(e.scheduler) is None:
+        raise ConfigError(
+            f"eval.scheduler={e.scheduler!r} is not a known schedule type; choose one of: "
+            f"{', '.join(schedule.label for schedule in SCHEDULES)}"
+        )
+
+
+def _check_buckets(d: DatasetConfig) -> None:
+    """Bucket settings must give kohya's bucket list; they only count with enable_bucket."""
+    if not d.enable_bucket:
+        if d.bucket_no_upscale:
+            raise ConfigError(
+                "dataset.bucket_no_upscale=true has no effect while dataset.enable_bucket=false: "
+                "set dataset.enable_bucket=true, or drop bucket_no_upscale"
+            )
+        return
+    step = d.bucket_reso_steps
+    if step < 8 or step % 8:
+        raise ConfigError(
+            f"dataset.bucket_reso_steps={step} must be a positive multiple of 8 (the VAE's factor); 64 is usual"
+        )
+    for key, value in (("min_bucket_reso", d.min_bucket_reso), ("max_bucket_reso", d.max_bucket_reso)):
+        if value < step or value % step:
+            raise ConfigError(
+                f"dataset.{key}={value} must be a positive multiple of dataset.bucket_reso_steps={step}"
+            )
+    if not d.min_bucket_reso <= d.resolution <= d.max_bucket_reso:
+        raise ConfigError(
+            f"dataset.resolution={d.resolution} must lie between dataset.min_bucket_reso={d.min_bucket_reso} "
+            f"and dataset.max_bucket_reso={d.max_bucket_reso}: change the resolution or the bucket range"
+        )
+
+
+def _check_name(name: str) -> None:
+    """The run name becomes `<name>.safetensors` inside the run folder, so it must be a plain file name."""
+    if name in ("", ".", "..") or any(char in name for char in "/\\\0"):
+        raise ConfigError(
+            f"name={name!r} is not a file name: the LoRA is saved as <name>.safetensors inside the run folder; "
+            "give a plain name without /, \\ or .. (e.g. name=my_lora)"
+        )
+
+
+def _check_seed_and_resume(cfg: TrainConfig) -> None:
+    if cfg.seed < -1:
+        raise ConfigError(f"seed={cfg.seed} must be >= 0, or -1 for a random seed")
+    if cfg.resume is not None and not cfg.resume.strip():
+        raise ConfigError("resume='' is empty: give resume=auto, a state folder, or resume=null")
+
+
+def _check_model(m: ModelConfig) -> None:
+    _check_choice("model.kind", m.kind, MODEL_KINDS)
+    if m.kind == "pretrained" and not m.path:
+        raise ConfigError("model.kind=pretrained needs model.path=<diffusers folder or hub id>")
+    if m.clip_skip < 1:
+        raise ConfigError(f"model.clip_skip={m.clip_skip} must be >= 1 (1 = last layer)")
+
+
+def _check_dataset(d: DatasetConfig) -> None:
+    _check_choice("dataset.source", d.source, DATASET_SOURCES)
+    _check_choice("dataset.toy_concept", d.toy_concept, TOY_CONCEPTS)
+    if d.source == "folders" and not d.train_dir:
+        raise ConfigError("dataset.train_dir is not set: give the folder that holds `N_token class` folders")
+    _check_positive("dataset.resolution", d.resolution)
+    if d.resolution % 8:
+        raise ConfigError(f"dataset.resolution={d.resolution} must be a multiple of 8")
+    _check_buckets(d)
+    if d.vae_batch_size < 1:
+        raise ConfigError(f"dataset.vae_batch_size={d.vae_batch_size} must be >= 1 (pictures per VAE pass)")
+    if not d.max_aspect_ratio >= 1:
+        raise ConfigError(
+            f"dataset.max_aspect_ratio={d.max_aspect_ratio} must be >= 1 (longer side / shorter side)"
+        )
+
+
+def _check_latent_cache(d: DatasetConfig) -> None:
+    """A cached latent is encoded once, so per-step augmentations of the picture cannot reach it.
+
+    flip_aug is fine: both the picture and its mirror image are cached.
+    """
+    if not (d.cache_latents or d.cache_latents_to_disk):
+        return
+    key = "dataset.cache_latents" if d.cache_latents else "dataset.cache_latents_to_disk"
+    for aug, on, why in (
+        ("dataset.random_crop", d.random_crop, "a cached latent is one fixed crop"),
+        ("dataset.color_aug", d.color_aug, "a cached latent has one fixed colouring"),
+    ):
+        if on:
+            raise ConfigError(f"{key}=true cannot be combined with {aug}=true: {why}; turn one of them off")
+
+
+def _part_lr(own: float | None, lr: float) -> float:
+    """kohya's rule: a part without its own learning rate uses --learning_rate."""
+    return lr if own is None else own
+
+
+def _check_text_encoder_cache(cfg: TrainConfig) -> None:
+    """Cached text-encoder outputs are computed once from fixed captions by a text encoder that never changes."""
+    d, net, opt = cfg.dataset, cfg.network, cfg.optimizer
+    if not d.cache_text_encoder_outputs:
+        return
+    conflicts = []
+    if d.shuffle_caption:
+        conflicts.append(("dataset.shuffle_caption=true", "dataset.shuffle_caption=false"))
+    if d.caption_dropout_rate > 0:
+        conflicts.append(
+            (f"dataset.caption_dropout_rate={d.caption_dropout_rate}", "dataset.caption_dropout_rate=0")
+        )
+    if net.train_text_encoder and _part_lr(opt.text_encoder_lr, opt.lr) != 0:
+        conflicts.append(("network.train_text_encoder=true", "network.train_text_encoder=false"))
+    if conflicts:
+        raise ConfigError(
+            f"dataset.cache_text_encoder_outputs=true cannot be combined with "
+            f"{' and '.join(c for c, _ in conflicts)}: the outputs are encoded once from fixed captions by a "
+            f"frozen text encoder; set {' '.join(f for _, f in conflicts)}, "
+            "or dataset.cache_text_encoder_outputs=false"
+        )
+
+
+def _check_network(net: NetworkConfig) -> None:
+    _check_choice("network.module", net.module, NETWORK_MODULES)
+    _check_positive("network.dim", net.dim)
+    _check_conv(net)
+    if not (net.train_unet or net.train_text_encoder):
+        raise ConfigError(
+            "network.train_unet and network.train_text_encoder are both false: nothing to train"
+        )
+
+
+def _check_learning_rates(opt: OptimizerConfig, net: NetworkConfig) -> None:
+    """lr > 0; a part's own lr may be 0 (kohya's way to freeze that part) while the other part still trains."""
+    if not opt.lr > 0:
+        raise ConfigError(
+            f"optimizer.lr={opt.lr} must be > 0 (kohya --learning_rate; 1e-4 is usual for a LoRA)"
+        )
+    parts = {
+        "unet": (opt.unet_lr, net.train_unet),
+        "text_encoder": (opt.text_encoder_lr, net.train_text_encoder),
+    }
+    for part, (own, _) in parts.items():
+        if own is not None and not own >= 0:
+            raise ConfigError(
+                f"optimizer.{part}_lr={own} must be >= 0 (0 freezes that part as in kohya; null uses optimizer.lr)"
+            )
+    if any(on and _part_lr(own, opt.lr) > 0 for own, on in parts.values()):
+        return
+    frozen = " and ".join(
+        f"optimizer.{part}_lr={own}" if on else f"network.train_{part}=false"
+        for part, (own, on) in parts.items()
+    )
+    raise ConfigError(
+        f"neither the UNet nor the text encoder would train ({frozen}): give one of them a learning rate > 0 "
+        "(or null to use optimizer.lr)"
+    )
+
+
+def _check_run_length(t: TrainingConfig) -> None:
+    if t.max_train_epochs is None and t.max_train_steps is None:
+        raise ConfigError("set training.max_train_epochs or training.max_train_steps")
+    _check_positive("training.max_train_epochs", t.max_train_epochs, allow_none=True)
+    _check_positive("training.max_train_steps", t.max_train_steps, allow_none=True)
+    for key in ("save_every_n_epochs", "save_every_n_steps", "save_last_n_epochs", "save_last_n_steps"):
+        value = getattr(t, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"training.{key}={value} must be null (off) or >= 1")
+
+
+def _check_precision(t: TrainingConfig) -> None:
+    """full_fp16 / full_bf16 keep the LoRA itself in the half type that mixed precision computes in."""
+    _check_choice("training.mixed_precision", t.mixed_precision, MIXED_PRECISION)
+    _check_choice("training.save_precision", t.save_precision, SAVE_PRECISION)
+    if t.full_fp16 and t.full_bf16:
+        raise ConfigError(
+            "training.full_fp16=true and training.full_bf16=true exclude each other: set one of them to false"
+        )
+    for key, on, needed in (("full_fp16", t.full_fp16, "fp16"), ("full_bf16", t.full_bf16, "bf16")):
+        if on and t.mixed_precision != needed:
+            raise ConfigError(
+                f"training.{key}=true needs training.mixed_precision={needed} (not {t.mixed_precision!r}): "
+                f"set training.mixed_precision={needed}, or training.{key}=false"
+            )
+
+
+def _check_training(t: TrainingConfig) -> None:
+    _check_run_length(t)
+    _check_positive("training.batch_size", t.batch_size)
+    _check_positive("training.gradient_accumulation_steps", t.gradient_accumulation_steps)
+    if t.min_snr_gamma < 0:
+        raise ConfigError(f"training.min_snr_gamma={t.min_snr_gamma} must be >= 0 (0 = off, 5 is usual)")
+    if t.multires_noise_iterations < 0 or not 0 < t.multires_noise_discount < 1:
+        raise ConfigError(
+            f"training.multires_noise_iterations={t.multires_noise_iterations} must be >= 0 and "
+            f"multires_noise_discount={t.multires_noise_discount} between 0 and 1 (kohya's usual: 6-10, 0.3)"
+        )
+    _check_precision(t)
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check values that types alone cannot; raise ConfigError naming the key and the valid choices."""
+    _check_name(cfg.name)
+    _check_seed_and_resume(cfg)
+    _check_model(cfg.model)
+    _check_dataset(cfg.dataset)
+    _check_network(cfg.network)
+    _check_choice("optimizer.name", cfg.optimizer.name, OPTIMIZERS)
+    _check_learning_rates(cfg.optimizer, cfg.network)
+    _check_latent_cache(cfg.dataset)
+    _check_text_encoder_cache(cfg)
+    _check_choice("scheduler.name", cfg.scheduler.name, SCHEDULERS)
+    if cfg.scheduler.name == "constant" and cfg.scheduler.warmup_steps:
+        raise ConfigError("scheduler.name=constant takes no warmup; use constant_with_warmup")
+    _check_training(cfg.training)
+    _check_choice("logger.kind", cfg.logger.kind, LOGGERS)
+    _check_eval_sampler(cfg.eval)
+    _check_positive("eval.batch_size", cfg.eval.batch_size)
+    if cfg.eval.scorer is not None:
+        _check_choice("eval.scorer", cfg.eval.scorer, SCORERS)
+    return cfg
