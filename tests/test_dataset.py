@@ -244,3 +244,11 @@ def test_resize_center_crop_covers_and_centres() -> None:
     assert np.asarray(out)[5, 5].tolist() == [255, 255, 255]
     tall = resize_center_crop(Image.new("RGB", (7, 30)), 16, 8)
     assert tall.size == (16, 8)
+
+
+def test_plain_batches_hold_only_the_plain_keys(folders: tuple[Path, Path], tokenizer: Any) -> None:
+    """Without caches nothing new appears: the loop tells a latent batch from a pixel batch by its keys."""
+    ds = DreamBoothDataset(_config(folders, flip_aug=True, random_crop=True, color_aug=True), tokenizer)
+    batch = collate([ds[i] for i in range(3)])
+    assert set(batch) == {"pixel_values", "input_ids", "is_reg", "captions"}
+    assert batch["pixel_values"].shape == (3, 3, RES, RES)

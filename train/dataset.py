@@ -4,27 +4,40 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from data.balance import RegPlan, balance_reg, count_samples
-from data.buckets import Size, bucket_resize_box
+from data.buckets import Box, Size, bucket_resize_box
 from data.captions import drop_caption, read_caption, shuffle_tags, tag_frequency
 from data.folders import Subset, scan_dataset_dir
-from data.images import load_rgb, resize_center_crop, upright_size
+from data.images import (
+    centre_window,
+    color_augment,
+    cover_size,
+    load_rgb,
+    random_window,
+    resize_window,
+    upright_size,
+    window_in_source,
+)
 from train.bucket_batches import bucket_chooser, bucket_info
 from train.config import DatasetConfig
-from train.errors import ConfigError
+from train.errors import ConfigError, DatasetError, LoraSmithError
+from train.preflight import check_pictures
 
 log = logging.getLogger(__name__)
 
 MAX_TOKENS = 77  # CLIP's context: BOS + 75 tokens + EOS
+
+LatentLookup = Callable[[Path, bool], dict[str, torch.Tensor]]  # (picture, flipped) → latent_mean, latent_std
+TextLookup = Callable[[str], torch.Tensor]  # caption → encoder hidden states (77, D)
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,21 @@ class Record:
     caption: str
     is_reg: bool
     folder: str
+
+
+class SampleError(DatasetError):
+    """A DatasetError from __getitem__ that stays one line when a DataLoader worker process raised it.
+
+    torch re-raises a worker's exception in the main process as `type(error)(text)`, where text is
+    "Caught SampleError in DataLoader worker process N.\nOriginal Traceback ...\n<module>.SampleError: <msg>";
+    the constructor keeps only <msg>, so the CLI prints the same `error:` line as without workers.
+    """
+
+    def __init__(self, message: str) -> None:
+        marker = f"{type(self).__module__}.{type(self).__qualname__}: "
+        if message.startswith("Caught ") and marker in message:
+            message = message.rsplit(marker, 1)[1].rstrip("\n")
+        super().__init__(message)
 
 
 def _check_config(config: DatasetConfig) -> None:
@@ -76,6 +104,9 @@ class DreamBoothDataset(Dataset):
         for entry in self.reg_plan.entries:
             self._register(entry.path, entry.subset, entry.times_used)
         self._pixels_cache: dict[Path, np.ndarray] = {}
+        self._latent_lookup: LatentLookup | None = None
+        self._text_lookup: TextLookup | None = None
+        self._sizes: dict[Path, Size] = {}  # upright (w, h) of each picture, from its header
         # Bucket (w, h) of each picture with enable_bucket; headers only, pixels are decoded when first used.
         self._buckets: dict[Path, Size] = {}
         self._ar_errors: list[float] = []  # |bucket aspect ratio - picture aspect ratio| per picture
@@ -130,10 +161,16 @@ class DreamBoothDataset(Dataset):
         buckets: dict[Path, Size] = {}
         errors: list[float] = []
         for record in self.records:
-            width, height = upright_size(record.path)
+            width, height = self.picture_size(record.path)
             bucket = buckets[record.path] = choose((width, height))
             errors.append(abs(bucket[0] / bucket[1] - width / height))
         return buckets, errors
+
+    def picture_size(self, path: Path) -> Size:
+        """The upright (w, h) of a picture, from its header (cached)."""
+        if path not in self._sizes:
+            self._sizes[path] = upright_size(path)
+        return self._sizes[path]
 
     def sample_buckets(self) -> list[Size]:
         """The bucket (w, h) of every sample index (repeats included); [] without enable_bucket."""
@@ -162,27 +199,87 @@ class DreamBoothDataset(Dataset):
         caption = shuffle_tags(base, self.config.keep_tokens, rng) if self.config.shuffle_caption else base
         return drop_caption(caption, self.config.caption_dropout_rate, rng)
 
+    def _scaling(self, path: Path, size: Size) -> tuple[Size, Size]:
+        """(scaled size, output size) for a picture of `size`: its bucket's fit, else the R × R cover."""
+        bucket = self._buckets.get(path)
+        if bucket is None:
+            target = (self.resolution, self.resolution)
+            return cover_size(size, target), target
+        return bucket_resize_box(size, bucket).resized, bucket
+
+    def _render(self, path: Path, shift: tuple[float, float] | None = None) -> np.ndarray:
+        """uint8 (H, W, 3): the centre window of the scaled picture, or the one at `shift` (u, v in [0, 1))."""
+        image = load_rgb(path)
+        resized, target = self._scaling(path, image.size)
+        window = centre_window(resized, target) if shift is None else random_window(resized, target, *shift)
+        # The window is chosen first and only it is scaled: an extreme picture never allocates its whole scale.
+        return np.array(resize_window(image, resized, window), dtype=np.uint8)  # writable, for torch
+
     def pixels(self, path: Path) -> np.ndarray:
         """The decoded, resized and centre-cropped picture: uint8 (H, W, 3) of its bucket, else (R, R, 3); cached."""
         cached = self._pixels_cache.get(path)
         if cached is None:
-            bucket = self._buckets.get(path)
-            if bucket is None:
-                image = resize_center_crop(load_rgb(path), self.resolution, self.resolution)
-            else:
-                image = load_rgb(path)
-                fit = bucket_resize_box(image.size, bucket)
-                if fit.resized != image.size:
-                    image = image.resize(fit.resized, Image.Resampling.LANCZOS)
-                image = image.crop(fit.crop)
-            cached = np.array(image, dtype=np.uint8)  # a writable copy: torch.from_numpy warns on read-only
-            self._pixels_cache[path] = cached
+            cached = self._pixels_cache[path] = self._render(path)
         return cached
 
+    def crop_plan(self, path: Path) -> tuple[Size, Box]:
+        """The output (w, h) of a picture and its centre crop (l, t, r, b) in its own upright pixels, rounded.
+
+        From the header alone, and what pixels(path) shows: the latent cache keys its entries on it.
+        """
+        if self.config.random_crop:
+            raise ConfigError(
+                "dataset.random_crop=true draws a new crop every epoch: there is no one crop plan"
+            )
+        size = self.picture_size(path)
+        resized, target = self._scaling(path, size)
+        return target, window_in_source(size, resized, centre_window(resized, target))
+
     def preload(self) -> None:
-        """Decode every picture now, e.g. before DataLoader workers fork and share the cache."""
+        """Decode every centre crop now, e.g. before DataLoader workers fork and share the cache.
+
+        Nothing to do under random_crop (each sample scales its own window) or with a latent cache.
+        """
+        if self.config.random_crop or self._latent_lookup is not None:
+            return
         for record in self.records:
             self.pixels(record.path)
+
+    def unique_pictures(self) -> list[Path]:
+        """Every picture a sample can show, once, train then reg, in dataset order."""
+        return list(dict.fromkeys(record.path for record in self.records))
+
+    def unique_captions(self) -> list[str]:
+        """Every caption a sample can have while shuffle_caption and caption dropout are off, once."""
+        return list(dict.fromkeys(record.caption for record in self.records))
+
+    def check_pictures(self, progress: bool = True) -> None:
+        """Decode every picture once before training; DatasetError naming the first broken or too-long one."""
+        check_pictures(self.unique_pictures(), self.config.max_aspect_ratio, progress=progress)
+
+    def attach_latent_cache(self, lookup: LatentLookup) -> None:
+        """Serve cached latents instead of pixels: lookup(path, flipped) → latent_mean, latent_std (4, h/8, w/8).
+
+        __getitem__ then decodes no picture; `flipped` follows the same flip draw as the pixels would. The
+        decoded crops (kept by pixels() while the cache was built) are let go.
+        """
+        for key, on in (("random_crop", self.config.random_crop), ("color_aug", self.config.color_aug)):
+            if on:
+                raise ConfigError(
+                    f"dataset.{key}=true changes each picture every epoch, so its latents cannot be cached: "
+                    f"turn off dataset.{key} or latent caching"
+                )
+        self._latent_lookup = lookup
+        self._pixels_cache.clear()
+
+    def attach_text_cache(self, lookup: TextLookup) -> None:
+        """Add cached text-encoder outputs: lookup(caption) → encoder_hidden_states (77, D) per sample."""
+        if self.config.shuffle_caption or self.config.caption_dropout_rate > 0:
+            raise ConfigError(
+                "cached text-encoder outputs need fixed captions: turn off dataset.shuffle_caption and set "
+                "dataset.caption_dropout_rate=0, or turn off dataset.cache_text_encoder_outputs"
+            )
+        self._text_lookup = lookup
 
     def bind_tokenizer(self, tokenizer: Any) -> None:
         """Set the tokenizer once the model is loaded (the folders are checked before that slow step)."""
@@ -198,26 +295,49 @@ class DreamBoothDataset(Dataset):
         return ids.to(torch.long)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        """pixel_values (3, H, W) in [-1, 1] (the bucket's size, else R × R), input_ids (77,), is_reg, caption."""
+        """pixel_values (3, H, W) in [-1, 1] (the bucket's size, else R × R), input_ids (77,), is_reg, caption.
+
+        With a latent cache: latent_mean and latent_std (4, H/8, W/8) instead of pixel_values; with a text
+        cache, encoder_hidden_states (77, D) as well. A DatasetError comes out as a one-line SampleError.
+        """
         if index < 0:
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(f"sample {index} out of range for a dataset of {len(self)}")
+        try:
+            return self._sample(index)
+        except LoraSmithError as error:
+            raise SampleError(str(error)) from None
+
+    def _sample(self, index: int) -> dict[str, Any]:
         record = self.records[self._index[index]]
         rng = self.rng_for(index)
         # Drawn even without flip_aug, so turning it on or off leaves the caption draws unchanged.
-        flip = rng.random() < 0.5
+        flip = rng.random() < 0.5 and self.config.flip_aug
         caption = self.caption_for(record.caption, rng)
-        array = self.pixels(record.path)
-        if self.config.flip_aug and flip:
+        # After the caption's draws, and always drawn, so that neither option shifts the other's draws.
+        shift = (rng.random(), rng.random())
+        color = (rng.random(), rng.random(), rng.random())
+        if self._latent_lookup is not None:
+            latents = self._latent_lookup(record.path, flip)
+            item = {key: latents[key] for key in ("latent_mean", "latent_std")}
+        else:
+            item = {"pixel_values": self._pixel_values(record.path, flip, shift, color)}
+        item.update(input_ids=self.tokenize(caption), is_reg=record.is_reg, caption=caption)
+        if self._text_lookup is not None:
+            item["encoder_hidden_states"] = self._text_lookup(caption)
+        return item
+
+    def _pixel_values(
+        self, path: Path, flip: bool, shift: tuple[float, float], color: tuple[float, float, float]
+    ) -> torch.Tensor:
+        """(3, H, W) in [-1, 1]: the crop (random under random_crop), then color_aug, then the flip, as kohya."""
+        array = self._render(path, shift) if self.config.random_crop else self.pixels(path)
+        if self.config.color_aug:
+            array = color_augment(array, color)
+        if flip:
             array = array[:, ::-1]
-        pixel_values = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 127.5 - 1.0
-        return {
-            "pixel_values": pixel_values,
-            "input_ids": self.tokenize(caption),
-            "is_reg": record.is_reg,
-            "caption": caption,
-        }
+        return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 127.5 - 1.0
 
     def summary(self) -> dict[str, Any]:
         """Counts, folders and tag frequencies, for the LoRA metadata (kohya's ss_* keys) and the run log."""
@@ -248,11 +368,15 @@ class DreamBoothDataset(Dataset):
         }
 
 
+STACKED = ("pixel_values", "latent_mean", "latent_std", "input_ids", "encoder_hidden_states")
+
+
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack samples of one size: pixel_values (B, 3, H, W), input_ids (B, 77), is_reg bool (B,), captions list[str]."""
+    """Stack samples of one size: pixel_values (B, 3, H, W) or latent_mean/latent_std (B, 4, H/8, W/8),
+    input_ids (B, 77), encoder_hidden_states (B, 77, D) when cached, is_reg bool (B,), captions list[str]."""
+    stacked = {key: torch.stack([item[key] for item in batch]) for key in STACKED if key in batch[0]}
     return {
-        "pixel_values": torch.stack([item["pixel_values"] for item in batch]),
-        "input_ids": torch.stack([item["input_ids"] for item in batch]),
+        **stacked,
         "is_reg": torch.tensor([bool(item["is_reg"]) for item in batch], dtype=torch.bool),
         "captions": [item["caption"] for item in batch],
     }
