@@ -10,17 +10,24 @@ class DatasetError(LoraSmithError):
 
 
 def run_reporting_user_errors(run, cfg):
-    """Call `run(cfg)`; a LoraSmithError becomes one `error:` line on stderr and exit status 2.
+    """Call `run(cfg)`; a LoraSmithError becomes one `error:` line on stderr and exit status 2 (or the
+    error's own `exit_code`, e.g. 130 after Ctrl-C); a Ctrl-C outside any handler says "interrupted".
 
     HYDRA_FULL_ERROR=1 re-raises it instead, for the traceback. Every `python -m` entry point uses this.
     """
     import os
     import sys
 
+    full = os.environ.get("HYDRA_FULL_ERROR", "0") not in ("0", "", "false")
     try:
         return run(cfg)
     except LoraSmithError as error:
-        if os.environ.get("HYDRA_FULL_ERROR", "0") not in ("0", "", "false"):
+        if full:
             raise
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(error, "exit_code", 2))
+    except KeyboardInterrupt:
+        if full:
+            raise
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-
-from torch.utils.data import Sampler
+from collections.abc import Callable, Sequence
 
 from data import buckets as bucket_rules
 from data.buckets import Size
+from train.batch_order import EpochBatchSampler
 from train.config import DatasetConfig
 
 
@@ -41,7 +40,7 @@ def bucket_info(buckets: Sequence[Size], ar_errors: Sequence[float]) -> dict:
     }
 
 
-class BucketBatchSampler(Sampler[list[int]]):
+class BucketBatchSampler(EpochBatchSampler):
     """Batches of sample indices that share a bucket: shuffled within each bucket, then batches shuffled.
 
     `buckets[i]` is the bucket of sample i (repeats are separate samples). The order depends only on
@@ -51,16 +50,11 @@ class BucketBatchSampler(Sampler[list[int]]):
     def __init__(self, buckets: Sequence[Size], batch_size: int, seed: int = 0) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be at least 1")
+        super().__init__(seed)
         self.buckets = list(buckets)
         # Not named `batch_size`: without that attribute accelerate deals whole batches of any length out
         # round-robin over the processes; with it, it drops every round whose last batch is short.
         self.max_batch_size = batch_size
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose shuffle the next pass uses."""
-        self.epoch = epoch
 
     def batches(self) -> list[list[int]]:
         """This epoch's batches, in order."""
@@ -77,9 +71,6 @@ class BucketBatchSampler(Sampler[list[int]]):
             ]
         rng.shuffle(batches)
         return batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches())
 
     def __len__(self) -> int:
         return count_bucket_batches(self.buckets, self.max_batch_size)

@@ -1,48 +1,53 @@
-"""A training run from a validated config: data, model, network, the loop on accelerate, files, eval."""
+"""A training run from a validated config: data, model, network and optimizer on accelerate, then the loop.
+
+`train()` is the whole run: it takes the run folder's lock, decides whether to resume, builds the `Trainer`
+(data first, so a finished run or a folder mistake is reported before the slow model load), runs the loop
+(train/loop.py) and the final evaluation. The step is train/step.py; caching, precision, states and saving
+each have their own module.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
-from dataclasses import dataclass, field
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import broadcast_object_list, parse_flag_from_env, set_seed
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
+from data.atomic import write_text_atomic
 from data.toy.dataset import concept_dataset_dirs, write_concept_dataset
+from train.batch_order import EpochBatchSampler, ShuffledBatchSampler
 from train.bucket_batches import BucketBatchSampler
-from train.config import TrainConfig
+from train.config import TrainConfig, resolve_seed
 from train.dataset import DreamBoothDataset, collate
 from train.eval import render_eval_grid, score_metrics, write_scores
+from train.loop import run_loop
+from train.model_setup import cache_latents, cache_text_outputs, park_unused, place_trained_models, uncompile
 from train.models.bundle import ModelBundle
 from train.models.loading import load_base_model
 from train.network.lora import LoRANetwork
-from train.network.lora_file import SAVE_DTYPES, epoch_file_name, lora_metadata, save_lora
+from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts, save_lora
 from train.optim import build_optimizer, build_scheduler, describe_optimizer, warmup_steps
+from train.precision import allow_fp16_gradients, announce, choose_precision
+from train.result import RunResult
+from train.resume import finished_result, fits_record, open_run, restore_progress
+from train.run_folder import (
+    lock_run_folder,
+)
+from train.saving import check_finite, final_file_name, prune, write_lora_and_state
 from train.schedule import StepPlan, plan_steps
+from train.signals import graceful_stop
+from train.state import Progress, load_state, write_state_files
 from train.step import diffusion_loss
 from train.tracking import MetricsLog, start_trackers, tracker_name
 
-
-@dataclass
-class RunResult:
-    """What a finished run wrote and how it went."""
-
-    run_dir: Path
-    lora_path: Path
-    epoch_files: list[Path] = field(default_factory=list)
-    grid_path: Path | None = None
-    scores_path: Path | None = None
-    scores: dict | None = None
-    final_loss: float = float("nan")
-    steps: int = 0
-    seconds: float = 0.0
-    is_main: bool = True  # False in the other processes of a multi-process launch: they print nothing
+log = logging.getLogger(__name__)
 
 
 def prepare_dataset_dirs(cfg: TrainConfig, run_dir: Path, write: bool = True) -> TrainConfig:
@@ -66,116 +71,144 @@ def prepare_dataset_dirs(cfg: TrainConfig, run_dir: Path, write: bool = True) ->
 
 
 def config_for_record(cfg: TrainConfig) -> dict:
-    """The config as the user gave it: without the run folder, nor the toy dataset's place inside it,
-    so that equal configs record equal text (and give byte-identical LoRA files)."""
+    """The config as the user gave it: without the run folder, the toy dataset's place inside it, nor
+    `resume` (how the run was started, not what it trains), so equal configs give byte-identical LoRAs."""
     record = OmegaConf.to_container(OmegaConf.structured(cfg))
     record.pop("output_dir", None)
+    record.pop("resume", None)
     if cfg.dataset.source == "toy":
         record["dataset"]["train_dir"] = record["dataset"]["reg_dir"] = None
     return record
 
 
-def build_loader(
-    dataset: DreamBoothDataset, cfg: TrainConfig
-) -> tuple[DataLoader, BucketBatchSampler | None]:
-    """Shuffled batches; with enable_bucket, batches of one bucket each (len = kohya's per-bucket count)."""
-    batch_size, workers = cfg.training.batch_size, cfg.dataset.num_workers
-    if not cfg.dataset.enable_bucket:
-        loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=True,
-            collate_fn=collate,
-            num_workers=workers,
-            generator=torch.Generator().manual_seed(cfg.seed),
-        )
-        return loader, None
-    sampler = BucketBatchSampler(dataset.sample_buckets(), batch_size, cfg.seed)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers), sampler
+def build_loader(dataset: DreamBoothDataset, cfg: TrainConfig) -> tuple[DataLoader, EpochBatchSampler]:
+    """Batches in an order fixed by (seed, epoch); with enable_bucket, each batch holds one bucket."""
+    batch_size = cfg.training.batch_size
+    if cfg.dataset.enable_bucket:
+        sampler: EpochBatchSampler = BucketBatchSampler(dataset.sample_buckets(), batch_size, cfg.seed)
+    else:
+        sampler = ShuffledBatchSampler(len(dataset), batch_size, cfg.seed)
+    # A generator of its own: creating an iterator then never draws from the global stream the step uses.
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=cfg.dataset.num_workers,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        persistent_workers=cfg.dataset.num_workers > 0,
+    )
+    return loader, sampler
+
+
+def launch_state() -> PartialState:
+    """accelerate's view of this launch (process index, device) as the Accelerator will have it.
+
+    A bare PartialState() ignores ACCELERATE_USE_CPU, and the first one made is shared by all later ones: a
+    CPU launch of two processes would then see two lone main processes.
+    """
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def shared_seed(cfg: TrainConfig) -> TrainConfig:
+    """seed=-1 picks a random seed; every process of a launch gets the main process's pick."""
+    cfg = resolve_seed(cfg)
+    if launch_state().num_processes > 1:
+        box = [cfg.seed]
+        broadcast_object_list(box)
+        cfg = dataclasses.replace(cfg, seed=box[0])
+    return cfg
 
 
 class Trainer:
-    """Holds the pieces of one run; `fit()` runs the loop and writes the LoRA files."""
+    """Holds the pieces of one run. `__init__` reads the data; `load_model()` builds everything else."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path):
-        self.cfg, self.run_dir = cfg, run_dir
+        self.run_dir = run_dir
         t = cfg.training
+        self.precision = choose_precision(t, launch_state().device)
         self.accelerator = Accelerator(
             gradient_accumulation_steps=t.gradient_accumulation_steps,
-            mixed_precision=t.mixed_precision,
+            mixed_precision=self.precision.mixed_precision,
             log_with=tracker_name(cfg.logger),
             project_dir=str(run_dir),
         )
+        if self.accelerator.is_main_process:
+            announce(self.precision)
         with self.accelerator.main_process_first():  # one process writes the toy dataset, the others wait
             cfg = self.cfg = prepare_dataset_dirs(cfg, run_dir, write=self.accelerator.is_main_process)
-        set_seed(cfg.seed)
-        # The folders are read first: a layout mistake is reported before the slow model load.
         self.dataset = DreamBoothDataset(cfg.dataset, seed=cfg.seed)
+        loader, self.sampler = build_loader(self.dataset, cfg)
+        self.plan: StepPlan = plan_steps(t, len(loader), self.accelerator.num_processes)
+        self._raw_loader = loader
+        self.metrics = MetricsLog(self.accelerator, run_dir / "metrics.jsonl")
+
+    def load_model(self) -> None:
+        """Check the pictures, load the base model, cache what can be cached, add the LoRA, the optimizer."""
+        cfg, device = self.cfg, self.accelerator.device
+        self.dataset.check_pictures()
         self.bundle: ModelBundle = load_base_model(cfg.model)
         self.bundle.freeze()
         self.dataset.bind_tokenizer(self.bundle.tokenizer)
+        d = cfg.dataset
+        if d.cache_latents or d.cache_latents_to_disk:
+            cache_latents(self.dataset, self.bundle, cfg, self.precision, device)
+        text_cached = d.cache_text_encoder_outputs
+        if text_cached:
+            cache_text_outputs(self.dataset, self.bundle, cfg, self.precision, device)
+        if d.cache_latents or d.cache_latents_to_disk or text_cached:
+            park_unused(self.bundle, cfg.eval.enabled and bool(cfg.eval.prompts), text_cached)
+        set_seed(cfg.seed)  # the LoRA's initial weights depend on the seed alone, not on what loaded before
         self.network = LoRANetwork(self.bundle, cfg.network)
-        self._move_models()
+        place_trained_models(self.bundle, self.network, cfg, self.precision, device, text_cached)
         opt = cfg.optimizer
-        unet_lr = opt.unet_lr if opt.unet_lr is not None else opt.lr
-        te_lr = opt.text_encoder_lr if opt.text_encoder_lr is not None else opt.lr
-        self.optimizer = build_optimizer(self.network.param_groups(unet_lr, te_lr), opt)
-        loader, self.bucket_sampler = build_loader(self.dataset, cfg)
-        self.plan: StepPlan = plan_steps(t, len(loader), self.accelerator.num_processes)
+        self.lrs = (
+            opt.unet_lr if opt.unet_lr is not None else opt.lr,
+            opt.text_encoder_lr if opt.text_encoder_lr is not None else opt.lr,
+        )
+        self.optimizer = build_optimizer(self.network.param_groups(*self.lrs), opt)
         self.lr_scheduler = build_scheduler(self.optimizer, cfg.scheduler, self.plan.max_train_steps)
-        self.loader = self.accelerator.prepare_data_loader(loader)
+        self.loader = self.accelerator.prepare_data_loader(self._raw_loader)
         self.optimizer, self.lr_scheduler = self.accelerator.prepare(self.optimizer, self.lr_scheduler)
-        self.metrics = MetricsLog(self.accelerator, run_dir / "metrics.jsonl")
+        if self.precision.trained_dtype == torch.float16 and self.accelerator.scaler is not None:
+            allow_fp16_gradients(self.accelerator.scaler)
 
-    def _move_models(self) -> None:
-        device, bundle, t = self.accelerator.device, self.bundle, self.cfg.training
-        weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(t.mixed_precision, torch.float32)
-        bundle.vae.to(device)
-        if weight_dtype != torch.float32:  # the frozen VAE only encodes: half precision is enough
-            bundle.vae.to(dtype=weight_dtype)
-        for model in (bundle.unet, bundle.text_encoder):
-            model.to(device)
-        if t.gradient_checkpointing:
-            bundle.unet.enable_gradient_checkpointing()
-            if self.network.text_encoder_layers:
-                bundle.text_encoder.gradient_checkpointing_enable()
-        # Trained models run in train mode so LoRA dropout is active; their own dropout rates are 0 in SD.
-        bundle.unet.train(bool(self.network.unet_layers))
-        bundle.text_encoder.train(bool(self.network.text_encoder_layers))
+    def describe_lrs(self) -> str:
+        unet, te = self.lrs
+        return f"UNet {unet:g}, text encoder {te:g}"
 
-    def _facts(self, step: int, epoch: int) -> dict:
+    def _facts(self, progress: Progress) -> dict:
         return {
-            "steps": step,
-            "epoch": epoch,
+            "steps": progress.step,
+            "epoch": progress.epoch,
             "num_epochs": self.plan.num_epochs,
             "max_train_steps": self.plan.max_train_steps,
             "num_batches_per_epoch": self.plan.batches_per_epoch,
             "warmup_steps": warmup_steps(self.cfg.scheduler, self.plan.max_train_steps),
             "optimizer": describe_optimizer(self.optimizer, self.cfg.optimizer),
             "dataset": self.dataset.summary(),
-            "base_model_version": self.bundle.base_model_version,
-            "model_name": self.bundle.source,
+            **model_facts(self.bundle),
+            "mixed_precision": self.precision.mixed_precision,
             "num_processes": self.accelerator.num_processes,
             "config_yaml": OmegaConf.to_yaml(config_for_record(self.cfg)),
         }
 
-    def save(self, path: Path, step: int, epoch: int) -> Path:
-        """Write the LoRA as it is now (main process only)."""
-        tensors = self.network.state_dict(SAVE_DTYPES[self.cfg.training.save_precision])
-        return save_lora(path, tensors, lora_metadata(self.cfg, self._facts(step, epoch)))
+    def start_epoch(self, epoch: int, start_batch: int) -> None:
+        """Point the data at `epoch` (augmentations and order), starting after `start_batch` batches."""
+        self.dataset.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
+        self.sampler.skip(start_batch)
+        if hasattr(
+            self.loader, "set_epoch"
+        ):  # accelerate's pass counter, which it hands to both at each pass
+            self.loader.set_epoch(epoch)
 
-    def _optimizer_step(self, batch: dict) -> float:
-        cfg = self.cfg
-        models = [
-            m
-            for m, on in (
-                (self.bundle.unet, self.network.unet_layers),
-                (self.bundle.text_encoder, self.network.text_encoder_layers),
-            )
-            if on
-        ]
-        with self.accelerator.accumulate(*models):
-            with self.accelerator.autocast():
+    def optimizer_step(self, batch: dict) -> float:
+        """One (micro-)batch: loss, backward, and on accumulation boundaries the optimizer and lr steps."""
+        cfg, acc = self.cfg, self.accelerator
+        trained = [m for m, on in ((self.bundle.unet, self.network.unet_layers),
+                                   (self.bundle.text_encoder, self.network.text_encoder_layers)) if on]  # fmt: skip
+        with acc.accumulate(*trained):
+            with acc.autocast():
                 loss = diffusion_loss(
                     self.bundle,
                     batch,
@@ -184,62 +217,95 @@ class Trainer:
                     cfg.dataset.prior_loss_weight,
                     cfg.training.min_snr_gamma,
                     (cfg.training.multires_noise_iterations, cfg.training.multires_noise_discount),
+                    train_text_encoder=bool(self.network.text_encoder_layers),
                 )
-            self.accelerator.backward(loss)
-            if self.accelerator.sync_gradients and cfg.training.max_grad_norm:
-                params = [p for g in self.optimizer.param_groups for p in g["params"]]
-                self.accelerator.clip_grad_norm_(params, cfg.training.max_grad_norm)
+            acc.backward(loss)
+            if acc.sync_gradients and cfg.training.max_grad_norm:
+                acc.clip_grad_norm_(self.network.parameters(), cfg.training.max_grad_norm)
             self.optimizer.step()
             self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         return loss.detach().item()
 
-    def _step_logs(self, loss: float, average: float) -> dict[str, float]:
-        logs = {"loss/current": loss, "loss/average": average}
+    def log_step(self, loss: float, average: float, step: int, seconds: float) -> None:
+        logs = {"loss/current": loss, "loss/average": average, "time/step": seconds}
         for group, lr in zip(self.optimizer.param_groups, self.lr_scheduler.get_last_lr(), strict=True):
             logs["lr/unet" if group.get("name") == "unet" else "lr/textencoder"] = lr
-        return logs
+        if torch.cuda.is_available():
+            logs["memory/peak_vram_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        self.metrics.log(logs, step)
 
-    def fit(self) -> RunResult:
-        """Run all epochs; save every N epochs and the final file; return what was written."""
-        cfg, plan, acc = self.cfg, self.plan, self.accelerator
-        start, step, losses, epoch_files = time.time(), 0, [], []
-        bar = tqdm(total=plan.max_train_steps, desc="training", disable=not acc.is_local_main_process)
-        for epoch in range(1, plan.num_epochs + 1):
-            self.dataset.set_epoch(epoch)
-            if self.bucket_sampler is not None:
-                self.bucket_sampler.set_epoch(epoch)
-            epoch_losses = []
-            for batch in self.loader:
-                loss = self._optimizer_step(batch)
-                epoch_losses.append(loss)
-                if not acc.sync_gradients:
-                    continue
-                step += 1
-                losses.append(loss)
-                average = sum(losses[-50:]) / len(losses[-50:])
-                self.metrics.log(self._step_logs(loss, average), step)
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{average:.4f}")
-                if step >= plan.max_train_steps:
-                    break
-            self.metrics.log({"loss/epoch_average": sum(epoch_losses) / max(len(epoch_losses), 1)}, step)
-            done = step >= plan.max_train_steps or epoch == plan.num_epochs
-            every = cfg.training.save_every_n_epochs
-            if not done and every and epoch % every == 0 and acc.is_main_process:
-                epoch_files.append(self.save(self.run_dir / epoch_file_name(cfg.name, epoch), step, epoch))
-            if done:
-                break
-        bar.close()
-        acc.wait_for_everyone()
-        final = self.run_dir / f"{cfg.name}.safetensors"
-        if acc.is_main_process:
-            self.save(final, step, epoch)
-        final_loss = sum(losses[-50:]) / max(len(losses[-50:]), 1)
-        return RunResult(
-            self.run_dir, final, epoch_files, final_loss=final_loss, steps=step, seconds=time.time() - start,
-            is_main=acc.is_main_process,
-        )  # fmt: skip
+    def _write_lora(self, path: Path, progress: Progress) -> Path:
+        tensors = self.network.state_dict(SAVE_DTYPES[self.cfg.training.save_precision])
+        check_finite(tensors, str(path))
+        return save_lora(path, tensors, lora_metadata(self.cfg, self._facts(progress)))
+
+    def _write_state(self, folder: Path, progress: Progress) -> None:
+        from data.atomic import atomic_directory
+
+        tensors = self.network.trainable_tensors()
+        check_finite(tensors, str(folder))
+        scaler = self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else None
+        progress.lr_step = getattr(self.lr_scheduler, "scheduler", self.lr_scheduler).last_epoch
+        with atomic_directory(folder) as tmp:
+            write_state_files(tmp, progress, fits_record(self), tensors, self.optimizer.state_dict(), scaler)
+
+    def save_checkpoint(self, name: str, progress: Progress, state: bool | None = None) -> Path:
+        """Write LoRA file `name` (and its state with save_state, or when `state`), then apply keep-newest."""
+        path = self.run_dir / name
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            with_state = self.cfg.training.save_state if state is None else state
+            if name not in progress.saved:
+                progress.saved.append(name)
+            write_lora_and_state(
+                path,
+                lambda p: self._write_lora(p, progress),
+                (lambda f: self._write_state(f, progress)) if with_state else None,
+            )
+            progress.saved = prune(
+                self.run_dir, self.cfg.training, self.cfg.name, progress.saved, progress.epoch, progress.step
+            )
+        return path
+
+    def save_final(self, progress: Progress) -> Path:
+        """The final `NAME.safetensors` (and `NAME-state/` with save_state, so the run can be extended)."""
+        path = self.run_dir / final_file_name(self.cfg.name)
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            state = self.cfg.training.save_state
+            write_lora_and_state(
+                path,
+                lambda p: self._write_lora(p, progress),
+                (lambda f: self._write_state(f, progress)) if state else None,
+            )
+        return path
+
+
+def fit(trainer: Trainer, start: Path | None) -> RunResult:
+    """Load the model, restore the state if resuming, run the loop; the LoRA files are written."""
+    trainer.load_model()
+    progress = restore_progress(trainer, load_state(start)) if start else Progress()
+    began, first_step = time.time(), progress.step
+    with graceful_stop(enabled=trainer.accelerator.is_local_main_process) as stop:
+        final = run_loop(trainer, progress, stop)
+    epoch_files = [trainer.run_dir / f for f in progress.saved]
+    return RunResult(
+        trainer.run_dir, final, epoch_files, final_loss=progress.average, steps=progress.step - first_step,
+        seconds=time.time() - began, is_main=trainer.accelerator.is_main_process,
+    )  # fmt: skip
+
+
+def evaluate(trainer: Trainer, result: RunResult) -> None:
+    """Render the eval grid with the final LoRA and score it (main process)."""
+    cfg, run_dir = trainer.cfg, trainer.run_dir
+    trainer.network.remove()
+    uncompile(trainer.bundle.unet)
+    outcome = render_eval_grid(trainer.bundle, cfg, result.lora_path, run_dir / "eval")
+    result.grid_path, result.scores = outcome.grid_path, outcome.scores
+    if outcome.scores is not None:
+        result.scores_path = write_scores(outcome.scores, run_dir / "scores.json")
+        trainer.metrics.log(score_metrics(outcome.scores), trainer.plan.max_train_steps)
 
 
 def train(cfg: TrainConfig, run_dir: Path) -> RunResult:
@@ -249,20 +315,21 @@ def train(cfg: TrainConfig, run_dir: Path) -> RunResult:
     grid); the others wait for the toy dataset, then train on their share of the batches.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, run_dir)
-    cfg = trainer.cfg  # with the toy dataset's folders filled in
-    if trainer.accelerator.is_main_process:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)), encoding="utf-8")
-    start_trackers(trainer.accelerator, cfg.logger, run_dir, cfg.name, config_for_record(cfg))
-    try:
-        result = trainer.fit()
-        if cfg.eval.enabled and cfg.eval.prompts and trainer.accelerator.is_main_process:
-            trainer.network.remove()
-            outcome = render_eval_grid(trainer.bundle, cfg, result.lora_path, run_dir / "eval")
-            result.grid_path, result.scores = outcome.grid_path, outcome.scores
-            if outcome.scores is not None:
-                result.scores_path = write_scores(outcome.scores, run_dir / "scores.json")
-                trainer.metrics.log(score_metrics(outcome.scores), result.steps)
-    finally:
-        trainer.accelerator.end_training()
+    cfg = shared_seed(cfg)
+    is_main = launch_state().is_main_process
+    with lock_run_folder(run_dir) if is_main else nullcontext():
+        start = open_run(cfg, run_dir, is_main)
+        trainer = Trainer(cfg, run_dir)
+        if (done := finished_result(trainer, start)) is not None:
+            return done
+        cfg = trainer.cfg  # with the toy dataset's folders filled in
+        if is_main:
+            write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        start_trackers(trainer.accelerator, cfg.logger, run_dir, cfg.name, config_for_record(cfg))
+        try:
+            result = fit(trainer, start)
+            if cfg.eval.enabled and cfg.eval.prompts and is_main:
+                evaluate(trainer, result)
+        finally:
+            trainer.accelerator.end_training()
     return result

@@ -25,6 +25,31 @@ def encode_images(bundle: ModelBundle, pixel_values: torch.Tensor) -> torch.Tens
     return bundle.vae.encode(pixel_values).latent_dist.sample() * bundle.latent_scale
 
 
+def sample_cached_latents(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """A sample of cached posteriors (B, 4, h, w): `mean + std * randn`, drawn as the VAE's own sample() draws."""
+    return mean + std * torch.randn(mean.shape, device=mean.device, dtype=mean.dtype)
+
+
+def batch_latents(bundle: ModelBundle, batch: dict, device: torch.device) -> torch.Tensor:
+    """The batch's latents: sampled from the cached posteriors when the batch has them, else encoded now."""
+    if "latent_mean" in batch:
+        return sample_cached_latents(batch["latent_mean"].to(device), batch["latent_std"].to(device))
+    return encode_images(bundle, batch["pixel_values"])
+
+
+def batch_text_states(
+    bundle: ModelBundle, batch: dict, device: torch.device, clip_skip: int, train_text_encoder: bool
+) -> torch.Tensor:
+    """The batch's text-encoder states (B, 77, D): cached ones when present, else encoded now.
+
+    An untrained text encoder runs under no_grad: nobody needs its activations kept for a backward pass.
+    """
+    if "encoder_hidden_states" in batch:
+        return batch["encoder_hidden_states"].to(device)
+    with torch.set_grad_enabled(train_text_encoder and torch.is_grad_enabled()):
+        return encode_text(bundle.text_encoder, batch["input_ids"].to(device), clip_skip)
+
+
 def apply_noise_offset(noise: torch.Tensor, offset: float) -> torch.Tensor:
     """Add a per-channel constant so the model can learn overall brightness (kohya --noise_offset)."""
     if not offset:
@@ -84,20 +109,25 @@ def diffusion_loss(
     prior_loss_weight: float = 1.0,
     min_snr_gamma: float = 0.0,
     multires: tuple[int, float] = (0, 0.3),
+    train_text_encoder: bool = True,
 ) -> torch.Tensor:
     """Mean-squared denoising loss of one batch; regularization images weigh `prior_loss_weight`.
 
     `min_snr_gamma` > 0 weighs each sample by `min_snr_weights` (0 leaves the plain mean, as kohya).
     `multires` = (iterations, discount) of pyramid noise, applied after the offset as kohya does (0: off).
     """
-    latents = encode_images(bundle, batch["pixel_values"])
-    noise = apply_multires_noise(apply_noise_offset(torch.randn_like(latents), noise_offset), *multires)
+    device = bundle.unet.device
+    latents = batch_latents(bundle, batch, device)
+    # randn by shape, not randn_like: a VAE posterior is a strided view, and torch draws a strided tensor's
+    # numbers in another order (and count) than a contiguous one's, so cached and uncached runs would part.
+    noise = torch.randn(latents.shape, device=latents.device, dtype=latents.dtype)
+    noise = apply_multires_noise(apply_noise_offset(noise, noise_offset), *multires)
     scheduler = bundle.noise_scheduler
     timesteps = torch.randint(
         0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device
     )
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    states = encode_text(bundle.text_encoder, batch["input_ids"].to(latents.device), clip_skip)
+    states = batch_text_states(bundle, batch, device, clip_skip, train_text_encoder)
     prediction = bundle.unet(noisy, timesteps, states).sample
     target = diffusion_target(scheduler, latents, noise, timesteps)
     per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))

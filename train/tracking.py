@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -54,9 +55,32 @@ class MetricsLog:
         self.path = path
 
     def log(self, values: dict[str, float], step: int) -> None:
-        """Record `values` at optimizer step `step` (main process only)."""
+        """Record `values` at optimizer step `step` (main process only); NaN and infinity become null."""
         if not self.accelerator.is_main_process:
             return
+        record = {"step": step, **{k: _json_number(v) for k, v in values.items()}}
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"step": step, **values}) + "\n")
+            handle.write(json.dumps(record, allow_nan=False) + "\n")
         self.accelerator.log(values, step=step)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines logged after `step` (by a killed run that a resume now replays), atomically."""
+        if not self.accelerator.is_main_process or not self.path.is_file():
+            return
+        from data.atomic import write_text_atomic
+
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except ValueError:  # a line cut short by the kill
+                continue
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
+
+
+def _json_number(value):
+    """A float that JSON can hold: NaN and infinity have no JSON form, so they are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

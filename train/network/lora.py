@@ -85,6 +85,10 @@ class LoRANetwork:
     def _params(layers: list[AdaptedLayer]) -> list[nn.Parameter]:
         return [p for layer in layers for p in (*layer.down.parameters(), *layer.up.parameters())]
 
+    def parameters(self) -> list[nn.Parameter]:
+        """Every trained weight (text encoder first, then UNet)."""
+        return self._params(self.layers)
+
     def param_groups(self, unet_lr: float, text_encoder_lr: float) -> list[dict]:
         """Optimizer groups; a group whose learning rate is 0 is left out (frozen), as in kohya."""
         groups = []
@@ -108,6 +112,36 @@ class LoRANetwork:
             tensors[f"{name}.lora_up.weight"] = layer.up.weight.detach().to("cpu", dtype).contiguous()
             tensors[f"{name}.alpha"] = torch.tensor(layer.alpha, dtype=dtype)
         return tensors
+
+    def trainable_tensors(self) -> dict[str, torch.Tensor]:
+        """The trained weights exactly as they are (dtype included), on the CPU: what a resume state keeps."""
+        tensors: dict[str, torch.Tensor] = {}
+        for layer in self.layers:
+            name = layer.target.kohya_name
+            tensors[f"{name}.lora_down.weight"] = layer.down.weight.detach().to("cpu", copy=True)
+            tensors[f"{name}.lora_up.weight"] = layer.up.weight.detach().to("cpu", copy=True)
+        return tensors
+
+    def load_trainable_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy weights saved by `trainable_tensors` back in, bit for bit (shapes were checked by the caller)."""
+        with torch.no_grad():
+            for layer in self.layers:
+                name = layer.target.kohya_name
+                layer.down.weight.copy_(tensors[f"{name}.lora_down.weight"])
+                layer.up.weight.copy_(tensors[f"{name}.lora_up.weight"])
+
+    def shape_signature(self) -> str:
+        """A digest of every trained tensor's name, shape and dtype: a state fits only an equal network."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for layer in self.layers:
+            for part, module in (("down", layer.down), ("up", layer.up)):
+                weight = module.weight
+                digest.update(
+                    f"{layer.target.kohya_name}.{part}{tuple(weight.shape)}{weight.dtype};".encode()
+                )
+        return digest.hexdigest()[:16]
 
     def remove(self) -> None:
         """Put the original layers back: the base model is as loaded, the LoRA lives on in saved files."""

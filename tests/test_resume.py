@@ -1,0 +1,141 @@
+"""Exact resume: SIGKILL at random moments (saving included) or Ctrl-C, then resume=auto, gives the bytes of an
+uninterrupted run; a finished run says so and exits 0; a state made for another network is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .test_buckets_training import BUCKETS, folders  # noqa: F401  (the mixed-size folder fixture)
+from .test_cli import REPO, run_train
+
+NAME = "resumed"
+
+
+def resumable(train: Path, reg: Path) -> list[str]:
+    """Buckets of three shapes, cached latents and LoCon layers, a state every 3 steps: 3 epochs of 11 steps."""
+    overrides = [f"dataset.{key}={value}" for key, value in BUCKETS.items()]
+    overrides += [f"dataset.train_dir={train}", f"dataset.reg_dir={reg}", "dataset=folders", "model=tiny"]
+    overrides += ["dataset.enable_bucket=true", "dataset.cache_latents=true", "network=locon"]
+    overrides += ["training.batch_size=2", "training.max_train_epochs=3", "training.save_every_n_steps=3"]
+    overrides += ["training.save_state=true", "logger=none", "eval.enabled=false", f"name={NAME}"]
+    return overrides
+
+
+def start_train(run_dir: Path, *overrides: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "train", *overrides, f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def header(run_dir: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(run_dir / f"{NAME}.safetensors"), framework="pt") as f:
+        return f.metadata()
+
+
+def steps_logged(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    return sum('"loss/current"' in line for line in path.read_text().splitlines())
+
+
+def kill_after_step(process: subprocess.Popen, run_dir: Path, step: int) -> None:
+    """SIGKILL as soon as `step` steps are logged (the run is then somewhere inside a later step)."""
+    while process.poll() is None and steps_logged(run_dir) < step:
+        time.sleep(0.002)
+    process.kill()
+
+
+def kill_while_saving(process: subprocess.Popen, run_dir: Path) -> None:
+    """SIGKILL the moment a temporary file or folder of a save shows up in the run folder."""
+    while process.poll() is None:
+        if any(".tmp" in name for name in os.listdir(run_dir)):
+            process.kill()
+            return
+        time.sleep(0.0005)
+    pytest.fail("the run ended before a save could be caught half-way")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(folders, tmp_path_factory) -> tuple[Path, list[str]]:  # noqa: F811
+    overrides = resumable(*folders)
+    run_dir = tmp_path_factory.mktemp("whole") / "run"
+    result = run_train(run_dir, *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, overrides
+
+
+def test_sigkill_three_times_then_resume_auto_gives_the_same_bytes(uninterrupted, tmp_path):
+    whole, overrides = uninterrupted
+    run_dir = tmp_path / "killed"
+    run_dir.mkdir()
+    chooser = random.Random(20261206)
+    kills = [
+        lambda p: kill_after_step(p, run_dir, chooser.randint(4, 9)),  # inside epoch 1
+        lambda p: kill_while_saving(p, run_dir),
+        lambda p: kill_after_step(p, run_dir, chooser.randint(24, 30)),  # inside epoch 3
+    ]
+    for kill in kills:
+        process = start_train(run_dir, *overrides, "resume=auto")
+        kill(process)
+        process.wait(timeout=120)
+        assert process.returncode == -signal.SIGKILL
+    final = run_train(run_dir, *overrides, "resume=auto")
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert "resuming from" in final.stdout
+    assert (run_dir / f"{NAME}.safetensors").read_bytes() == (whole / f"{NAME}.safetensors").read_bytes()
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [json.loads(line)["step"] for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert not [p for p in run_dir.rglob("*") if ".tmp" in p.name]
+
+    again = run_train(run_dir, *overrides, "resume=auto")
+    assert again.returncode == 0, again.stderr[-3000:]
+    total = header(whole)["ss_max_train_steps"]
+    assert f"already finished at step {total} of {total}" in again.stdout
+
+
+def test_ctrl_c_saves_then_resume_auto_gives_the_same_bytes(uninterrupted, tmp_path):
+    whole, overrides = uninterrupted
+    run_dir = tmp_path / "stopped"
+    run_dir.mkdir()
+    process = start_train(run_dir, *overrides)
+    while process.poll() is None and steps_logged(run_dir) < 5:
+        time.sleep(0.002)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "resume=auto" in errors[0] and "Traceback" not in stderr
+    saved = sorted(run_dir.glob(f"{NAME}-step*.safetensors"))[-1]
+    assert saved.with_name(f"{saved.stem}-state").is_dir()
+    final = run_train(run_dir, *overrides, "resume=auto")
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert (run_dir / f"{NAME}.safetensors").read_bytes() == (whole / f"{NAME}.safetensors").read_bytes()
+
+
+def test_extending_epochs_continues_and_a_state_of_another_network_is_refused(uninterrupted, tmp_path):
+    whole, overrides = uninterrupted
+    state = whole / f"{NAME}-state"
+    longer = run_train(tmp_path / "longer", *overrides, "training.max_train_epochs=4", f"resume={state}")
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    per_epoch = header(whole)["ss_num_batches_per_epoch"]
+    assert "resuming from" in longer.stdout and f"Trained {per_epoch} steps" in longer.stdout
+    other = run_train(
+        tmp_path / "other", *overrides, "training.max_train_epochs=4", "network.conv_dim=2", f"resume={state}"
+    )
+    assert other.returncode == 2
+    assert "does not fit this run" in other.stderr and "conv_dim" in other.stderr
+    assert "Traceback" not in other.stderr

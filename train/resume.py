@@ -1,0 +1,165 @@
+"""Continuing a run from a state folder: check that it fits, then put every tensor and stream back.
+
+What must match is what the state's tensors mean: the network's layers and shapes and the base model. What
+may change is what a user extends or tunes on resume: the number of epochs or steps, the learning rates
+(the optimizer keeps its moments, takes the new rates; the schedule is rebuilt for the new length and set
+to the saved step).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors import safe_open
+
+from train.result import RunResult
+from train.run_folder import check_fresh_run_folder, clean_stale_temp_files, previous_run_outputs
+from train.saving import final_file_name
+from train.state import Progress, ResumeError, SavedState, find_states, mismatch, read_progress, restore_rng
+
+if TYPE_CHECKING:
+    from train.config import TrainConfig
+    from train.run import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def model_fingerprint(trainer: Trainer) -> str:
+    """A digest of a few base-model tensors that differ between any two models (input/output layers)."""
+    digest = hashlib.sha256()
+    unet, text_encoder = trainer.bundle.unet, trainer.bundle.text_encoder
+    parts = [unet.conv_in.weight, unet.conv_out.weight]
+    if text_encoder is not None:
+        parts.append(text_encoder.get_input_embeddings().weight[:8])
+    for tensor in parts:
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def fits_record(trainer: Trainer) -> dict[str, Any]:
+    """What a state must share with the run that resumes it."""
+    net = trainer.cfg.network
+    return {
+        "base model": f"{trainer.bundle.source} ({model_fingerprint(trainer)})",
+        "network": f"{net.module} dim {net.dim} alpha {net.alpha} conv_dim {net.conv_dim} "
+        f"conv_alpha {net.resolved_conv_alpha}",
+        "network layers": trainer.network.shape_signature(),
+        "processes": trainer.accelerator.num_processes,
+        "batches per epoch": trainer.plan.batches_per_epoch,
+    }
+
+
+def restore_progress(trainer: Trainer, saved: SavedState) -> Progress:
+    """Load `saved` into the trainer (network, optimizer moments, schedule position, scaler, RNG)."""
+    problems = mismatch(saved.fits, fits_record(trainer))
+    if problems:
+        raise ResumeError(f"the state {saved.folder} does not fit this run: {problems}")
+    trainer.network.load_trainable_tensors(saved.network)
+    _load_optimizer_moments(trainer.optimizer, saved.optimizer)
+    _set_schedule_step(trainer.lr_scheduler, saved.progress.lr_step)
+    if saved.scaler is not None and trainer.accelerator.scaler is not None:
+        trainer.accelerator.scaler.load_state_dict(saved.scaler)
+    restore_rng(saved.rng)
+    progress = saved.progress
+    trainer.metrics.truncate_after(progress.step)  # lines logged after the state by the killed run
+    print(f"resuming from {saved.folder} at step {progress.step} (epoch {progress.epoch})")
+    return progress
+
+
+def _load_optimizer_moments(optimizer, saved: dict[str, Any]) -> None:
+    """The saved per-parameter state (moments, step counts) with this run's hyper-parameters (new lr)."""
+    current = optimizer.state_dict()
+    if len(current["param_groups"]) != len(saved["param_groups"]):
+        raise ResumeError(
+            "the state's optimizer has other parameter groups (a text-encoder or UNet lr set to 0 on one side "
+            "only): resume with the learning rates the state was trained with"
+        )
+    current["state"] = saved["state"]
+    optimizer.load_state_dict(current)
+
+
+def _set_schedule_step(scheduler, step: int) -> None:
+    """Put the lr schedule at `step`, as if it had been stepped that many times (base rates from this run)."""
+    inner = getattr(scheduler, "scheduler", scheduler)
+    inner.last_epoch = step - 1
+    with torch.no_grad():
+        _step_quietly(inner)
+
+
+def _step_quietly(inner) -> None:
+    """One `step()` to recompute the rates, without the 'scheduler before optimizer' warning."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        inner.step()
+
+
+def resume_point(cfg: TrainConfig, run_dir: Path) -> Path | None:
+    """The state folder to continue from: none, the newest complete one (`auto`), or the one given."""
+    if cfg.resume is None:
+        return None
+    if cfg.resume == "auto":
+        states = find_states(run_dir)
+        if not states:
+            log.warning("resume=auto: %s holds no training state yet: starting from the beginning", run_dir)
+        return states[-1] if states else None
+    folder = Path(cfg.resume).expanduser()
+    read_progress(folder)  # a clear error when it is not a complete state
+    return folder
+
+
+def steps_done(trainer: Trainer, start: Path | None) -> int | None:
+    """Steps an earlier run in this folder already trained: from the state resumed, else (resume=auto in a
+    folder whose run kept no state) from its final LoRA's header; None when there is no earlier run."""
+    if start is not None:
+        return read_progress(start)[0].step
+    cfg, run_dir = trainer.cfg, trainer.run_dir
+    if cfg.resume != "auto" or not previous_run_outputs(run_dir, cfg.name):
+        return None
+    final = run_dir / final_file_name(cfg.name)
+    if final.is_file():
+        with safe_open(str(final), framework="pt") as handle:
+            return int((handle.metadata() or {}).get("ss_steps", 0))
+    raise ResumeError(
+        f"{run_dir} holds LoRA files of an earlier run but no training state to continue from (states are "
+        "written with training.save_state=true, and on Ctrl-C): choose another hydra.run.dir"
+    )
+
+
+def finished_result(trainer: Trainer, start: Path | None) -> RunResult | None:
+    """When the earlier run already reached the step budget: say so in one line and return its result."""
+    done = steps_done(trainer, start)
+    if done is None or done < trainer.plan.max_train_steps:
+        if start is None and done is not None:
+            raise ResumeError(
+                f"{trainer.run_dir} holds a LoRA trained for {done} steps but no training state to continue "
+                "from (train with training.save_state=true to keep one): choose another hydra.run.dir"
+            )
+        return None
+    if trainer.accelerator.is_main_process:
+        print(
+            f"already finished at step {done} of {trainer.plan.max_train_steps}; raise "
+            "training.max_train_epochs (or training.max_train_steps) to train further"
+        )
+    final = trainer.run_dir / final_file_name(trainer.cfg.name)
+    return RunResult(trainer.run_dir, final, steps=done, already_finished=True,
+                     is_main=trainer.accelerator.is_main_process)  # fmt: skip
+
+
+def open_run(cfg: TrainConfig, run_dir: Path, is_main: bool) -> Path | None:
+    """Clear what a killed run left half-written and pick the state to continue from (None: from scratch).
+
+    Without `resume`, a folder that already holds an earlier run's LoRA files is refused: mixing the epoch
+    files of two runs would lose track of which is which.
+    """
+    if is_main:
+        clean_stale_temp_files(run_dir)
+    start = resume_point(cfg, run_dir)
+    if is_main and cfg.resume is None:
+        check_fresh_run_folder(run_dir, cfg.name, resuming=False)
+    return start
