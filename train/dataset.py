@@ -35,6 +35,7 @@ from train.preflight import check_pictures
 log = logging.getLogger(__name__)
 
 MAX_TOKENS = 77  # CLIP's context: BOS + 75 tokens + EOS
+TOKEN_MEMO = 8192  # captions whose token ids are kept (0.6 KiB each)
 
 LatentLookup = Callable[[Path, bool], dict[str, torch.Tensor]]  # (picture, flipped) → latent_mean, latent_std
 TextLookup = Callable[[str], torch.Tensor]  # caption → encoder hidden states (77, D)
@@ -284,15 +285,25 @@ class DreamBoothDataset(Dataset):
     def bind_tokenizer(self, tokenizer: Any) -> None:
         """Set the tokenizer once the model is loaded (the folders are checked before that slow step)."""
         self.tokenizer = tokenizer
+        self._token_ids = {}
 
     def tokenize(self, caption: str) -> torch.Tensor:
         """Token ids padded/truncated to 77: LongTensor (77,)."""
         if self.tokenizer is None:
             raise RuntimeError("DreamBoothDataset has no tokenizer yet: call bind_tokenizer(tokenizer) first")
-        ids = self.tokenizer(
-            caption, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
-        ).input_ids[0]
-        return ids.to(torch.long)
+        memo: dict[str, torch.Tensor] = self.__dict__.setdefault("_token_ids", {})
+        ids = memo.get(caption)
+        if ids is None:  # captions repeat every epoch; shuffled ones are bounded by the memo's size
+            if len(memo) >= TOKEN_MEMO:
+                memo.clear()
+            ids = memo[caption] = (
+                self.tokenizer(
+                    caption, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
+                )
+                .input_ids[0]
+                .to(torch.long)
+            )
+        return ids.clone()
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """pixel_values (3, H, W) in [-1, 1] (the bucket's size, else R × R), input_ids (77,), is_reg, caption.

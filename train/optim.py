@@ -9,13 +9,27 @@ from diffusers.optimization import get_scheduler
 
 from train.config import OptimizerConfig, SchedulerConfig
 
+FUSED_DTYPES = {
+    "cpu": (torch.float32, torch.bfloat16),
+    "cuda": (torch.float32, torch.float16, torch.bfloat16),
+}
+
+
+def fused_option(groups: list[dict]) -> dict[str, bool]:
+    """`fused=True` where every parameter allows it: one kernel updates them all. On a CPU torch's default
+    is a Python loop over the tensors (a toy LoRA step: 11 ms of 133 ms, 1 ms fused)."""
+    params = [p for group in groups for p in group["params"]]
+    fits = all(p.dtype in FUSED_DTYPES.get(p.device.type, ()) for p in params)
+    return {"fused": True} if params and fits else {}
+
 
 def build_optimizer(groups: list[dict], cfg: OptimizerConfig) -> torch.optim.Optimizer:
     """The optimizer named by `cfg.name` over LoRA parameter groups (each carries its own lr)."""
     if cfg.name == "AdamW":
         return torch.optim.AdamW(
-            groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay
-        )
+            groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay,
+            **fused_option(groups),
+        )  # fmt: skip
     raise ValueError(f"unknown optimizer {cfg.name}")  # validated earlier; kept for direct callers
 
 

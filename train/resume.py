@@ -28,14 +28,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def model_fingerprint(trainer: Trainer) -> str:
-    """A digest of a few base-model tensors that differ between any two models (input/output layers)."""
+def model_fingerprint(bundle) -> str:
+    """A digest of a few UNet tensors that differ between any two base models (its input and output layers);
+    taken as loaded, before any cast to half precision, so a state fits whatever precision resumes it."""
     digest = hashlib.sha256()
-    unet, text_encoder = trainer.bundle.unet, trainer.bundle.text_encoder
-    parts = [unet.conv_in.weight, unet.conv_out.weight]
-    if text_encoder is not None:
-        parts.append(text_encoder.get_input_embeddings().weight[:8])
-    for tensor in parts:
+    for tensor in (bundle.unet.conv_in.weight, bundle.unet.conv_out.weight):
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
@@ -44,7 +41,7 @@ def fits_record(trainer: Trainer) -> dict[str, Any]:
     """What a state must share with the run that resumes it."""
     net = trainer.cfg.network
     return {
-        "base model": f"{trainer.bundle.source} ({model_fingerprint(trainer)})",
+        "base model": f"{trainer.bundle.source} ({trainer.model_fingerprint})",
         "network": f"{net.module} dim {net.dim} alpha {net.alpha} conv_dim {net.conv_dim} "
         f"conv_alpha {net.resolved_conv_alpha}",
         "network layers": trainer.network.shape_signature(),

@@ -36,7 +36,7 @@ from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts, sav
 from train.optim import build_optimizer, build_scheduler, describe_optimizer, warmup_steps
 from train.precision import allow_fp16_gradients, announce, choose_precision
 from train.result import RunResult
-from train.resume import finished_result, fits_record, open_run, restore_progress
+from train.resume import finished_result, fits_record, model_fingerprint, open_run, restore_progress
 from train.run_folder import (
     lock_run_folder,
 )
@@ -148,6 +148,8 @@ class Trainer:
         self.dataset.check_pictures()
         self.bundle: ModelBundle = load_base_model(cfg.model)
         self.bundle.freeze()
+        self.model_facts = model_facts(self.bundle)  # before caching may free the text encoder
+        self.model_fingerprint = model_fingerprint(self.bundle)
         self.dataset.bind_tokenizer(self.bundle.tokenizer)
         d = cfg.dataset
         if d.cache_latents or d.cache_latents_to_disk:
@@ -186,7 +188,7 @@ class Trainer:
             "warmup_steps": warmup_steps(self.cfg.scheduler, self.plan.max_train_steps),
             "optimizer": describe_optimizer(self.optimizer, self.cfg.optimizer),
             "dataset": self.dataset.summary(),
-            **model_facts(self.bundle),
+            **self.model_facts,
             "mixed_precision": self.precision.mixed_precision,
             "num_processes": self.accelerator.num_processes,
             "config_yaml": OmegaConf.to_yaml(config_for_record(self.cfg)),
@@ -301,6 +303,9 @@ def evaluate(trainer: Trainer, result: RunResult) -> None:
     cfg, run_dir = trainer.cfg, trainer.run_dir
     trainer.network.remove()
     uncompile(trainer.bundle.unet)
+    for part in (trainer.bundle.vae, trainer.bundle.text_encoder):  # parked on the CPU after caching
+        if part is not None:
+            part.to(trainer.accelerator.device)
     outcome = render_eval_grid(trainer.bundle, cfg, result.lora_path, run_dir / "eval")
     result.grid_path, result.scores = outcome.grid_path, outcome.scores
     if outcome.scores is not None:

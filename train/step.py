@@ -116,7 +116,7 @@ def diffusion_loss(
     `min_snr_gamma` > 0 weighs each sample by `min_snr_weights` (0 leaves the plain mean, as kohya).
     `multires` = (iterations, discount) of pyramid noise, applied after the offset as kohya does (0: off).
     """
-    device = bundle.unet.device
+    device = bundle.unet.conv_in.weight.device  # not unet.device: diffusers walks every module for it
     latents = batch_latents(bundle, batch, device)
     # randn by shape, not randn_like: a VAE posterior is a strided view, and torch draws a strided tensor's
     # numbers in another order (and count) than a contiguous one's, so cached and uncached runs would part.
