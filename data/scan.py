@@ -84,8 +84,9 @@ class _Skip(Exception):
 
 
 @contextmanager
-def _strict_truncation() -> Iterator[None]:
-    # Some libraries switch this on at import; a truncated file must fail here, not load as grey.
+def strict_truncation() -> Iterator[None]:
+    """Pillow refuses truncated files inside this block, whatever a library switched on at import (then a
+    truncated file would load as grey instead of failing)."""
     old = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
@@ -235,7 +236,7 @@ def scan_source(root: str | Path, min_size: int = 64, background: Color = WHITE)
     result = ScanResult(root=root)
     captions: list[Path] = []
     picture_stems: set[tuple[Path, str]] = set()
-    with _strict_truncation():
+    with strict_truncation():
         for path in walk_files(
             root, lambda path, why: result.skipped.append(Skipped(path, why)), _is_picture_name
         ):
@@ -262,7 +263,7 @@ def load_source_image(image: SourceImage, background: Color = WHITE) -> Image.Im
         data = _read_file(image.path)
         if hashlib.sha256(data).hexdigest() != image.sha256:
             raise _Skip("changed since the scan: scan the folder again")
-        with _strict_truncation(), warnings.catch_warnings():
+        with strict_truncation(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
                 with Image.open(io.BytesIO(data)) as opened:

@@ -4,16 +4,16 @@ instead of crashing the run when a batch first draws it."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from data.errors import DatasetError
 from data.images import shown_size
+from data.scan import strict_truncation
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +26,6 @@ THREADS = 2
 # (120 JPEGs of 1600×1200: 0.40 s instead of 0.73 s).
 _DRAFT_SIDE = 64
 _MOVE_OUT = "re-save it as PNG or JPEG, or move it out of the dataset folder"
-
-
-@contextmanager
-def _strict_truncation() -> Iterator[None]:
-    # Some libraries switch this on at import; then a truncated file would load as grey instead of failing.
-    old = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    try:
-        yield
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = old
 
 
 def _describe(error: Exception) -> str:
@@ -92,7 +81,7 @@ def check_pictures(
 
     The others are logged one per line first, so one run lists everything to fix.
     """
-    with _strict_truncation(), ThreadPoolExecutor(max_workers=threads) as pool:
+    with strict_truncation(), ThreadPoolExecutor(max_workers=threads) as pool:
         found = pool.map(lambda path: picture_problem(path, max_aspect_ratio), paths)
         bar = tqdm(found, total=len(paths), desc="checking pictures", unit="picture", disable=not progress)
         problems = [(path, why) for path, why in zip(paths, bar, strict=True) if why]
