@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -28,8 +27,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image, ImageDraw
+
+from data.toy import world
+from train.precision import cpu_has_native_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = REPO / "scripts" / "bench_train_baseline.py"
@@ -37,11 +39,6 @@ MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 RANK = (16, 8.0)  # network.dim / network.alpha of the SD-size rows
 TOY = {"resolution": 64, "batch": 8, "rank": (8, 8.0), "conv": (8, 8.0)}  # what +experiment=char_lora sets
 CHILD_TIMEOUT_S = 3 * 3600
-
-
-COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40),
-          "white": (245, 245, 245), "black": (15, 15, 15), "magenta": (210, 40, 200)}  # fmt: skip
-SHAPES = ("circle", "square", "triangle")
 
 
 @dataclass
@@ -91,20 +88,6 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def native_cpu_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 / AMX), not by emulation."""
-    try:
-        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return True
-    except (AttributeError, RuntimeError):
-        pass
-    try:
-        flags = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_precisions(wanted: list[str], device: str) -> list[str]:
     """`best` → bf16 on CUDA if supported else fp16; on CPU bf16 only where native, else dropped (said why)."""
     chosen = []
@@ -112,7 +95,7 @@ def resolve_precisions(wanted: list[str], device: str) -> list[str]:
         if name == "best" and device == "cuda":
             name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         elif name == "best":
-            if not native_cpu_bf16():
+            if not cpu_has_native_bf16():
                 print("no native bf16 on this CPU: fp32 is the best precision here")
                 continue
             name = "bf16"
@@ -260,31 +243,14 @@ def measure(args: argparse.Namespace, rows: list[Row], work: Path) -> None:
         row.flops = flops.get((row.model, row.resolution, row.batch))
 
 
-def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], color) -> None:
-    left, top, right, bottom = box
-    if shape == "circle":
-        draw.ellipse(box, fill=color)
-    elif shape == "square":
-        draw.rectangle(box, fill=color)
-    else:
-        draw.polygon([((left + right) // 2, top), (right, bottom), (left, bottom)], fill=color)
-
-
 def write_pictures(folder: Path, resolution: int, count: int = 8, seed: int = 0) -> None:
-    """`count` PNGs of `resolution`² px, each a few random shapes on a plain background, with .txt captions."""
+    """`count` toy-world scenes (data/toy/world.py) of `resolution`² px, with .txt captions."""
     folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
+    rng = np.random.default_rng(seed)
     for index in range(count):
-        background, *others = rng.sample(sorted(COLORS), 4)
-        picture = Image.new("RGB", (resolution, resolution), COLORS[background])
-        draw, words = ImageDraw.Draw(picture), []
-        for color in others:
-            shape, side = rng.choice(SHAPES), rng.randint(resolution // 6, resolution // 2)
-            left, top = rng.randint(0, resolution - side), rng.randint(0, resolution - side)
-            draw_shape(draw, shape, (left, top, left + side, top + side), COLORS[color])
-            words.append(f"a {color} {shape}")
-        picture.save(folder / f"{index:03d}.png")
-        caption = f"bench person, {', '.join(words)} on a {background} background"
+        scene = world.sample_scene(rng)
+        world.render(scene, resolution).save(folder / f"{index:03d}.png")
+        caption = f"bench person, {world.caption(scene)}"
         (folder / f"{index:03d}.txt").write_text(caption + "\n", encoding="utf-8")
 
 
