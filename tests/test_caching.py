@@ -101,3 +101,13 @@ def test_disk_cache_reuses_valid_entries_and_never_a_stale_one(world, tmp_path):
         not torch.equal(rebuilt.entries[k]["latent_mean"], first.entries[k]["latent_mean"])
         for k in rebuilt.entries
     )
+
+
+def test_an_unusable_cache_folder_is_one_line_naming_the_key(tmp_path):
+    from train.errors import ConfigError
+
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    store = DiskStore(blocker / "latents", "vae")
+    with pytest.raises(ConfigError, match="dataset.latent_cache_dir"):
+        store.write("ab" * 32, {"latent_mean": torch.zeros(4, 2, 2), "latent_std": torch.ones(4, 2, 2)})

@@ -104,6 +104,12 @@ class OptimizerConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
 
+    @property
+    def part_lrs(self) -> tuple[float, float]:
+        """(UNet, text encoder) learning rates: kohya's rule, a part without its own uses `lr`."""
+        unet = self.lr if self.unet_lr is None else self.unet_lr
+        return unet, self.lr if self.text_encoder_lr is None else self.text_encoder_lr
+
 
 @dataclass
 class SchedulerConfig:

@@ -157,11 +157,6 @@ def _check_latent_cache(d: DatasetConfig) -> None:
             raise ConfigError(f"{key}=true cannot be combined with {aug}=true: {why}; turn one of them off")
 
 
-def _part_lr(own: float | None, lr: float) -> float:
-    """kohya's rule: a part without its own learning rate uses --learning_rate."""
-    return lr if own is None else own
-
-
 def _check_text_encoder_cache(cfg: TrainConfig) -> None:
     """Cached text-encoder outputs are computed once from fixed captions by a text encoder that never changes."""
     d, net, opt = cfg.dataset, cfg.network, cfg.optimizer
@@ -174,7 +169,7 @@ def _check_text_encoder_cache(cfg: TrainConfig) -> None:
         conflicts.append(
             (f"dataset.caption_dropout_rate={d.caption_dropout_rate}", "dataset.caption_dropout_rate=0")
         )
-    if net.train_text_encoder and _part_lr(opt.text_encoder_lr, opt.lr) != 0:
+    if net.train_text_encoder and opt.part_lrs[1] != 0:
         conflicts.append(("network.train_text_encoder=true", "network.train_text_encoder=false"))
     if conflicts:
         raise ConfigError(
@@ -210,7 +205,7 @@ def _check_learning_rates(opt: OptimizerConfig, net: NetworkConfig) -> None:
             raise ConfigError(
                 f"optimizer.{part}_lr={own} must be >= 0 (0 freezes that part as in kohya; null uses optimizer.lr)"
             )
-    if any(on and _part_lr(own, opt.lr) > 0 for own, on in parts.values()):
+    if any(on and lr > 0 for (_, on), lr in zip(parts.values(), opt.part_lrs, strict=True)):
         return
     frozen = " and ".join(
         f"optimizer.{part}_lr={own}" if on else f"network.train_{part}=false"

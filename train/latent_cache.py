@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from data.atomic import write_bytes_atomic
+from train.errors import ConfigError
 
 CACHE_FORMAT = "lorasmith-latents-1"  # part of every key: a new format never reads old entries
 Entry = tuple[Path, bool]  # (picture, flipped)
@@ -100,7 +101,13 @@ class DiskStore:
         return tensors if {"latent_mean", "latent_std"} <= set(tensors) else None
 
     def write(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
-        write_bytes_atomic(self.file(key), save(tensors), durable=False)
+        try:
+            write_bytes_atomic(self.file(key), save(tensors), durable=False)
+        except (PermissionError, NotADirectoryError, FileExistsError) as error:
+            raise ConfigError(
+                f"dataset.latent_cache_dir={self.folder} cannot hold the cache ({error.strerror}): give a "
+                "folder you can write, or dataset.cache_latents_to_disk=false"
+            ) from error
 
 
 @torch.no_grad()

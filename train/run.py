@@ -20,7 +20,7 @@ from accelerate.utils import broadcast_object_list, parse_flag_from_env, set_see
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from data.atomic import write_text_atomic
+from data.atomic import atomic_directory, write_text_atomic
 from data.toy.dataset import concept_dataset_dirs, write_concept_dataset
 from train.batch_order import EpochBatchSampler, ShuffledBatchSampler
 from train.bucket_batches import BucketBatchSampler
@@ -162,12 +162,8 @@ class Trainer:
         set_seed(cfg.seed)  # the LoRA's initial weights depend on the seed alone, not on what loaded before
         self.network = LoRANetwork(self.bundle, cfg.network)
         place_trained_models(self.bundle, self.network, cfg, self.precision, device, text_cached)
-        opt = cfg.optimizer
-        self.lrs = (
-            opt.unet_lr if opt.unet_lr is not None else opt.lr,
-            opt.text_encoder_lr if opt.text_encoder_lr is not None else opt.lr,
-        )
-        self.optimizer = build_optimizer(self.network.param_groups(*self.lrs), opt)
+        self.lrs = cfg.optimizer.part_lrs
+        self.optimizer = build_optimizer(self.network.param_groups(*self.lrs), cfg.optimizer)
         self.lr_scheduler = build_scheduler(self.optimizer, cfg.scheduler, self.plan.max_train_steps)
         self.loader = self.accelerator.prepare_data_loader(self._raw_loader)
         self.optimizer, self.lr_scheduler = self.accelerator.prepare(self.optimizer, self.lr_scheduler)
@@ -243,8 +239,6 @@ class Trainer:
         return save_lora(path, tensors, lora_metadata(self.cfg, self._facts(progress)))
 
     def _write_state(self, folder: Path, progress: Progress) -> None:
-        from data.atomic import atomic_directory
-
         tensors = self.network.trainable_tensors()
         check_finite(tensors, str(folder))
         scaler = self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else None
