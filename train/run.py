@@ -25,6 +25,7 @@ from data.toy.dataset import concept_dataset_dirs, write_concept_dataset
 from train.batch_order import EpochBatchSampler, ShuffledBatchSampler
 from train.bucket_batches import BucketBatchSampler
 from train.config import TrainConfig, resolve_seed
+from train.cpu_speed import speed_up_cpu_training, unroute_convs
 from train.dataset import DreamBoothDataset, collate
 from train.eval import render_eval_grid, score_metrics, write_scores
 from train.loop import run_loop
@@ -162,6 +163,8 @@ class Trainer:
         set_seed(cfg.seed)  # the LoRA's initial weights depend on the seed alone, not on what loaded before
         self.network = LoRANetwork(self.bundle, cfg.network)
         place_trained_models(self.bundle, self.network, cfg, self.precision, device, text_cached)
+        if device.type == "cpu" and self.precision.weight_dtype == torch.float32 and not cfg.training.compile:
+            speed_up_cpu_training(self.bundle.unet)  # a compiled UNet gets its convolutions from inductor
         self.lrs = cfg.optimizer.part_lrs
         self.optimizer = build_optimizer(self.network.param_groups(*self.lrs), cfg.optimizer)
         self.lr_scheduler = build_scheduler(self.optimizer, cfg.scheduler, self.plan.max_train_steps)
@@ -297,6 +300,7 @@ def evaluate(trainer: Trainer, result: RunResult) -> None:
     cfg, run_dir = trainer.cfg, trainer.run_dir
     trainer.network.remove()
     uncompile(trainer.bundle.unet)
+    unroute_convs(trainer.bundle.unet)
     for part in (trainer.bundle.vae, trainer.bundle.text_encoder):  # parked on the CPU after caching
         if part is not None:
             part.to(trainer.accelerator.device)
