@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from data.atomic import write_text_atomic
 from inference.lora_grid import LoraGridResult, render_lora_grid
 from train.config import TrainConfig
 from train.models.bundle import ModelBundle
@@ -70,8 +71,7 @@ def score_grid(
 
 def write_scores(scores: dict, path: Path) -> Path:
     """`scores.json`: `{"weight": {"1.0": {"concept_score": …, "base_fidelity": …}, …}}`."""
-    path.write_text(json.dumps({"weight": scores}, indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_text_atomic(path, json.dumps({"weight": scores}, indent=2) + "\n")
 
 
 def score_metrics(scores: dict[str, dict[str, float | None]]) -> dict[str, float]:
