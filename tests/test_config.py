@@ -90,6 +90,13 @@ def test_epochs_win_over_steps_and_steps_alone_work(compose_config):
     assert plan_steps(cfg.training, batches_per_epoch=10).steps_per_epoch == 3
 
 
+def test_processes_share_the_epoch_batches(compose_config):
+    """Each of N processes draws ceil(batches / N) of an epoch's batches (kohya divides the same way)."""
+    cfg = compose_config("dataset.train_dir=x", "training.max_train_epochs=2")
+    plan = plan_steps(cfg.training, batches_per_epoch=11, num_processes=2)
+    assert (plan.batches_per_epoch, plan.steps_per_epoch, plan.max_train_steps) == (6, 6, 12)
+
+
 def _typed(tmp_path, *overrides: str, typed: tuple[str, ...] | None = None):
     """Compose like `python -m train`; `typed` are the overrides the user typed (all of them by default)."""
     from hydra import compose, initialize_config_dir

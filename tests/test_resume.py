@@ -139,3 +139,26 @@ def test_extending_epochs_continues_and_a_state_of_another_network_is_refused(un
     assert other.returncode == 2
     assert "does not fit this run" in other.stderr and "conv_dim" in other.stderr
     assert "Traceback" not in other.stderr
+
+
+def test_two_processes_resume_each_from_its_own_random_streams(folders, tmp_path):  # noqa: F811
+    """With buckets the two processes draw different amounts of noise, so their random streams part ways;
+    a state holds each one's (rng-0.pt, rng-1.pt) and a resumed run continues to the same bytes."""
+    # accelerate launch --cpu starts one process (several need MPI); torchrun starts two gloo processes
+    # that accelerate joins (ACCELERATE_USE_CPU), as on a multi-CPU machine.
+    launcher = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2"]
+    overrides = [o for o in resumable(*folders) if not o.startswith("training.max_train_epochs")]
+    overrides += ["training.max_train_epochs=2"]
+    env = {"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    whole = run_train(tmp_path / "whole", *overrides, env=env, launcher=launcher)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    states = sorted((tmp_path / "whole").glob(f"{NAME}-step*-state"))
+    assert states, "no intermediate state was written"
+    middle = states[len(states) // 2]
+    assert sorted(p.name for p in middle.glob("rng-*.pt")) == ["rng-0.pt", "rng-1.pt"]
+    assert int(header(tmp_path / "whole")["ss_max_train_steps"]) == steps_logged(tmp_path / "whole")
+    resumed = run_train(tmp_path / "resumed", *overrides, f"resume={middle}", env=env, launcher=launcher)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout
+    final = f"{NAME}.safetensors"
+    assert (tmp_path / "resumed" / final).read_bytes() == (tmp_path / "whole" / final).read_bytes()

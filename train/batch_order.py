@@ -8,6 +8,10 @@ the seed and the epoch number alone, and can start an epoch part-way (`skip(n)` 
 accelerate calls `set_epoch(n)` on a batch sampler at every pass with its own count of passes; the trainer
 sets that count to the epoch first (`DataLoaderShard.set_epoch`), so both agree, and `set_epoch` leaves a
 pending `skip` alone.
+
+With N processes accelerate deals the batches out in turn (batch i to process i mod N). The sampler pads the
+epoch itself to a multiple of N, repeating its first batches as accelerate would, so the padding does not
+depend on where a pass started, and `skip(n)` passes over every process's first n batches.
 """
 
 from __future__ import annotations
@@ -25,21 +29,35 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.seed = seed
         self.epoch = 0
         self.start_batch = 0
+        self.processes = 1  # the processes the batches are dealt out to (set by the trainer)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order the next pass uses."""
         self.epoch = epoch
 
     def skip(self, batches: int) -> None:
-        """Let the next pass (only) start after its first `batches` batches."""
-        self.start_batch = batches
+        """Let the next pass (only) start after each process's first `batches` batches."""
+        self.start_batch = batches * self.processes
 
     def batches(self) -> list[list[int]]:
         raise NotImplementedError
 
+    def dealt_batches(self) -> list[list[int]]:
+        """The epoch's batches, padded with its first ones to a multiple of the processes."""
+        batches = self.batches()
+        return batches + batches[: -len(batches) % self.processes]
+
     def __iter__(self) -> Iterator[list[int]]:
         start, self.start_batch = self.start_batch, 0
-        return iter(self.batches()[start:])
+        return iter(self.dealt_batches()[start:])
+
+    def __len__(self) -> int:
+        unpadded = self.batch_count()
+        return unpadded + -unpadded % self.processes
+
+    def batch_count(self) -> int:
+        """The epoch's batches before padding."""
+        raise NotImplementedError
 
 
 class ShuffledBatchSampler(EpochBatchSampler):
@@ -59,5 +77,5 @@ class ShuffledBatchSampler(EpochBatchSampler):
         size = self.max_batch_size
         return [order[i : i + size] for i in range(0, len(order), size)]
 
-    def __len__(self) -> int:
+    def batch_count(self) -> int:
         return -(-self.num_samples // self.max_batch_size)

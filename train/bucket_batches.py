@@ -72,5 +72,5 @@ class BucketBatchSampler(EpochBatchSampler):
         rng.shuffle(batches)
         return batches
 
-    def __len__(self) -> int:
+    def batch_count(self) -> int:
         return count_bucket_batches(self.buckets, self.max_batch_size)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import broadcast_object_list, parse_flag_from_env, set_seed
+from accelerate.utils import broadcast_object_list, gather_object, parse_flag_from_env, set_seed
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
@@ -44,7 +44,7 @@ from train.run_folder import (
 from train.saving import check_finite, final_file_name, prune, write_lora_and_state
 from train.schedule import StepPlan, plan_steps
 from train.signals import graceful_stop
-from train.state import Progress, load_state, write_state_files
+from train.state import Progress, capture_rng, load_state, write_state_files
 from train.step import diffusion_loss
 from train.tracking import MetricsLog, start_trackers, tracker_name
 
@@ -120,6 +120,11 @@ def shared_seed(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def every_process_rng() -> list[dict]:
+    """Each process's random streams, in process order (called by every process; one entry when alone)."""
+    return gather_object([capture_rng()])
+
+
 class Trainer:
     """Holds the pieces of one run. `__init__` reads the data; `load_model()` builds everything else."""
 
@@ -139,6 +144,7 @@ class Trainer:
             cfg = self.cfg = prepare_dataset_dirs(cfg, run_dir, write=self.accelerator.is_main_process)
         self.dataset = DreamBoothDataset(cfg.dataset, seed=cfg.seed)
         loader, self.sampler = build_loader(self.dataset, cfg)
+        self.sampler.processes = self.accelerator.num_processes
         self.plan: StepPlan = plan_steps(t, len(loader), self.accelerator.num_processes)
         self._raw_loader = loader
         self.metrics = MetricsLog(self.accelerator, run_dir / "metrics.jsonl")
@@ -241,26 +247,29 @@ class Trainer:
         check_finite(tensors, str(path))
         return save_lora(path, tensors, lora_metadata(self.cfg, self._facts(progress)))
 
-    def _write_state(self, folder: Path, progress: Progress) -> None:
+    def _write_state(self, folder: Path, progress: Progress, rngs: list[dict]) -> None:
         tensors = self.network.trainable_tensors()
         check_finite(tensors, str(folder))
         scaler = self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else None
         progress.lr_step = getattr(self.lr_scheduler, "scheduler", self.lr_scheduler).last_epoch
         with atomic_directory(folder) as tmp:
-            write_state_files(tmp, progress, fits_record(self), tensors, self.optimizer.state_dict(), scaler)
+            write_state_files(
+                tmp, progress, fits_record(self), tensors, self.optimizer.state_dict(), scaler, rngs
+            )
 
     def save_checkpoint(self, name: str, progress: Progress, state: bool | None = None) -> Path:
         """Write LoRA file `name` (and its state with save_state, or when `state`), then apply keep-newest."""
         path = self.run_dir / name
+        with_state = self.cfg.training.save_state if state is None else state
+        rngs = every_process_rng() if with_state else []
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            with_state = self.cfg.training.save_state if state is None else state
             if name not in progress.saved:
                 progress.saved.append(name)
             write_lora_and_state(
                 path,
                 lambda p: self._write_lora(p, progress),
-                (lambda f: self._write_state(f, progress)) if with_state else None,
+                (lambda f: self._write_state(f, progress, rngs)) if with_state else None,
             )
             progress.saved = prune(
                 self.run_dir, self.cfg.training, self.cfg.name, progress.saved, progress.epoch, progress.step
@@ -270,13 +279,14 @@ class Trainer:
     def save_final(self, progress: Progress) -> Path:
         """The final `NAME.safetensors` (and `NAME-state/` with save_state, so the run can be extended)."""
         path = self.run_dir / final_file_name(self.cfg.name)
+        state = self.cfg.training.save_state
+        rngs = every_process_rng() if state else []
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            state = self.cfg.training.save_state
             write_lora_and_state(
                 path,
                 lambda p: self._write_lora(p, progress),
-                (lambda f: self._write_state(f, progress)) if state else None,
+                (lambda f: self._write_state(f, progress, rngs)) if state else None,
             )
         return path
 
@@ -284,7 +294,11 @@ class Trainer:
 def fit(trainer: Trainer, start: Path | None) -> RunResult:
     """Load the model, restore the state if resuming, run the loop; the LoRA files are written."""
     trainer.load_model()
-    progress = restore_progress(trainer, load_state(start)) if start else Progress()
+    progress = (
+        restore_progress(trainer, load_state(start, trainer.accelerator.process_index))
+        if start
+        else Progress()
+    )
     began, first_step = time.time(), progress.step
     with graceful_stop(enabled=trainer.accelerator.is_local_main_process) as stop:
         final = run_loop(trainer, progress, stop)

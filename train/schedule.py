@@ -12,7 +12,7 @@ from train.config import TrainingConfig
 class StepPlan:
     """Optimizer steps per epoch, epochs to run and the step budget."""
 
-    batches_per_epoch: int
+    batches_per_epoch: int  # batches each process draws in one epoch
     steps_per_epoch: int
     num_epochs: int
     max_train_steps: int
@@ -24,11 +24,13 @@ def plan_steps(cfg: TrainingConfig, batches_per_epoch: int, num_processes: int =
     Both are only still set when both came from config files: when the user typed one of them on the
     command line, load_config has already unset the other.
     """
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation_steps)
+    # accelerate deals the loader's batches out in turn, so each process draws ceil(batches / processes).
+    per_process = math.ceil(batches_per_epoch / num_processes)
+    steps_per_epoch = math.ceil(per_process / cfg.gradient_accumulation_steps)
     if cfg.max_train_epochs:
         num_epochs = cfg.max_train_epochs
         max_steps = num_epochs * steps_per_epoch
     else:
         max_steps = int(cfg.max_train_steps or 0)
         num_epochs = math.ceil(max_steps / steps_per_epoch)
-    return StepPlan(batches_per_epoch, steps_per_epoch, num_epochs, max_steps)
+    return StepPlan(per_process, steps_per_epoch, num_epochs, max_steps)

@@ -2,7 +2,7 @@
 
 A state folder (`NAME-000004-state/`, `NAME-step00000300-state/`, `NAME-state/`) holds the trained tensors
 (`network.safetensors`, exact dtype), the optimizer's moments (`optimizer.pt`), the random streams of each
-process (`rng-0.pt`: torch, CUDA, Python, NumPy), the loss scaler (`scaler.pt`, fp16 only) and
+process (`rng-0.pt`, `rng-1.pt`, ... by process index: torch, CUDA, Python, NumPy), the loss scaler (`scaler.pt`, fp16 only) and
 `train_state.json` (step, epoch, position inside the epoch, recent losses, files written, what the state
 fits). Pickles are read with `weights_only=True`: a state folder cannot run code. The folder is written
 under a temporary name and renamed into place, so a folder with the final name is always complete.
@@ -100,14 +100,20 @@ def write_state_files(
     network: dict[str, torch.Tensor],
     optimizer: dict[str, Any],
     scaler: dict[str, Any] | None,
+    rngs: list[dict[str, Any]],
 ) -> None:
-    """Write the state into `folder` (an empty temporary folder: the caller renames it into place)."""
+    """Write the state into `folder` (an empty temporary folder: the caller renames it into place).
+
+    `rngs` holds every process's `capture_rng()`, in process order: with buckets the processes draw
+    different amounts of noise, so their streams differ and each resumes from its own.
+    """
     from safetensors.torch import save
 
     # Through Python's open (the umask's ordinary mode), not save_file, which creates files 0600.
     (folder / "network.safetensors").write_bytes(save({k: v.contiguous() for k, v in network.items()}))
     torch.save(optimizer, folder / "optimizer.pt")
-    torch.save(capture_rng(), folder / "rng-0.pt")
+    for index, rng in enumerate(rngs):
+        torch.save(rng, folder / rng_file_name(index))
     if scaler is not None:
         torch.save(scaler, folder / "scaler.pt")
     record = {"format": STATE_FORMAT, "progress": asdict(progress), "fits": fits}
@@ -124,15 +130,19 @@ def read_progress(folder: Path) -> tuple[Progress, dict[str, Any]]:
         raise ResumeError(f"{folder} is not a complete training state ({path.name}: {error})") from error
 
 
-def load_state(folder: Path) -> SavedState:
-    """Read a state folder; pickled parts only as plain tensors and containers (weights_only=True)."""
+def rng_file_name(process_index: int) -> str:
+    return f"rng-{process_index}.pt"
+
+
+def load_state(folder: Path, process_index: int = 0) -> SavedState:
+    """Read a state folder for process `process_index`; pickles only as plain tensors (weights_only=True)."""
     from safetensors.torch import load_file
 
     progress, fits = read_progress(folder)
     try:
         network = load_file(str(folder / "network.safetensors"))
         optimizer = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
-        rng = torch.load(folder / "rng-0.pt", map_location="cpu", weights_only=True)
+        rng = torch.load(folder / rng_file_name(process_index), map_location="cpu", weights_only=True)
         scaler_file = folder / "scaler.pt"
         scaler = torch.load(scaler_file, weights_only=True) if scaler_file.exists() else None
     except (OSError, RuntimeError, ValueError) as error:
