@@ -148,7 +148,7 @@ def test_two_processes_resume_each_from_its_own_random_streams(folders, tmp_path
     # that accelerate joins (ACCELERATE_USE_CPU), as on a multi-CPU machine.
     launcher = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", "2"]
     overrides = [o for o in resumable(*folders) if not o.startswith("training.max_train_epochs")]
-    overrides += ["training.max_train_epochs=2"]
+    overrides += ["training.max_train_epochs=2", "scheduler=linear"]
     env = {"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     whole = run_train(tmp_path / "whole", *overrides, env=env, launcher=launcher)
     assert whole.returncode == 0, whole.stderr[-3000:]
@@ -156,7 +156,12 @@ def test_two_processes_resume_each_from_its_own_random_streams(folders, tmp_path
     assert states, "no intermediate state was written"
     middle = states[len(states) // 2]
     assert sorted(p.name for p in middle.glob("rng-*.pt")) == ["rng-0.pt", "rng-1.pt"]
-    assert int(header(tmp_path / "whole")["ss_max_train_steps"]) == steps_logged(tmp_path / "whole")
+    total = int(header(tmp_path / "whole")["ss_max_train_steps"])
+    assert total == steps_logged(tmp_path / "whole")
+    # the linear schedule spans the whole run, though accelerate steps it once per process
+    records = map(json.loads, (tmp_path / "whole" / "metrics.jsonl").open())
+    lrs = {r["step"]: r["lr/unet"] for r in records if "lr/unet" in r}  # the rate after each step
+    assert lrs[total] == 0 and lrs[total - 1] > 0
     resumed = run_train(tmp_path / "resumed", *overrides, f"resume={middle}", env=env, launcher=launcher)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout

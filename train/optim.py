@@ -48,13 +48,19 @@ def warmup_steps(cfg: SchedulerConfig, total_steps: int) -> int:
     return int(cfg.warmup_steps)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, total_steps: int):
-    """The learning-rate schedule over `total_steps` optimizer steps."""
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, total_steps: int, processes: int = 1
+):
+    """The learning-rate schedule over `total_steps` optimizer steps of each of `processes` processes.
+
+    accelerate's scheduler wrapper steps the schedule once per process at every optimizer step, so its length
+    counts every process's steps (kohya does the same).
+    """
     return get_scheduler(
         cfg.name,
         optimizer,
-        num_warmup_steps=warmup_steps(cfg, total_steps),
-        num_training_steps=total_steps,
+        num_warmup_steps=warmup_steps(cfg, total_steps) * processes,
+        num_training_steps=total_steps * processes,
         num_cycles=cfg.num_cycles,
         power=cfg.power,
     )

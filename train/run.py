@@ -173,7 +173,9 @@ class Trainer:
             speed_up_cpu_training(self.bundle.unet)  # a compiled UNet gets its convolutions from inductor
         self.lrs = cfg.optimizer.part_lrs
         self.optimizer = build_optimizer(self.network.param_groups(*self.lrs), cfg.optimizer)
-        self.lr_scheduler = build_scheduler(self.optimizer, cfg.scheduler, self.plan.max_train_steps)
+        self.lr_scheduler = build_scheduler(
+            self.optimizer, cfg.scheduler, self.plan.max_train_steps, self.accelerator.num_processes
+        )
         self.loader = self.accelerator.prepare_data_loader(self._raw_loader)
         self.optimizer, self.lr_scheduler = self.accelerator.prepare(self.optimizer, self.lr_scheduler)
         if self.precision.trained_dtype == torch.float16 and self.accelerator.scaler is not None:
