@@ -10,7 +10,8 @@ import torch
 
 from train.config import DatasetConfig, TrainConfig, command_line_keys, resolve_seed, validate
 from train.errors import ConfigError
-from train.optim import build_optimizer, build_scheduler
+from train.optim import build_scheduler
+from train.optimizers import build_optimizer
 from train.schedule import plan_steps
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +23,7 @@ def test_char_lora_experiment_overrides_only_what_it_changes(compose_config):
     assert cfg.name == "char_lora" and cfg.model.kind == "toy" and cfg.dataset.source == "toy"
     assert cfg.network.dim == 8 and cfg.network.alpha == 8.0
     assert cfg.optimizer.unet_lr == 1e-3 and cfg.optimizer.text_encoder_lr == 5e-4
-    assert cfg.optimizer.weight_decay == 0.01  # untouched group default
+    assert cfg.optimizer.args["weight_decay"] == 0.01  # untouched group default
     assert cfg.eval.prompts and cfg.eval.weights == [0.0, 0.5, 1.0]
 
 
@@ -30,7 +31,7 @@ def test_char_lora_experiment_overrides_only_what_it_changes(compose_config):
 def test_every_scheduler_config_builds(compose_config, name):
     cfg = compose_config(f"scheduler={name}", "dataset.train_dir=x")
     param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = build_optimizer([{"params": [param], "lr": 1.0}], cfg.optimizer)
+    optimizer = build_optimizer([{"params": [param], "lr": 1.0}], cfg.optimizer.name, cfg.optimizer.args)
     scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps=100)
     lrs = []
     for _ in range(100):

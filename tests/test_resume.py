@@ -167,3 +167,24 @@ def test_two_processes_resume_each_from_its_own_random_streams(folders, tmp_path
     assert "resuming from" in resumed.stdout
     final = f"{NAME}.safetensors"
     assert (tmp_path / "resumed" / final).read_bytes() == (tmp_path / "whole" / final).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        ["optimizer=adamw8bit"],  # 8-bit moments with their quantization maps
+        ["optimizer=prodigy"],  # its step-size estimate d lives in the parameter groups
+        ["optimizer=adamw_schedulefree", "scheduler=constant"],  # saves averaged weights, trains on others
+    ],
+    ids=["AdamW8bit", "Prodigy", "AdamWScheduleFree"],
+)
+def test_other_optimizers_resume_to_the_same_bytes(folders, tmp_path, optimizer):  # noqa: F811
+    overrides = [o for o in resumable(*folders) if not o.startswith("training.max_train_epochs")]
+    overrides += ["training.max_train_epochs=2", *optimizer]
+    whole = run_train(tmp_path / "whole", *overrides)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    states = sorted((tmp_path / "whole").glob(f"{NAME}-step*-state"))
+    resumed = run_train(tmp_path / "resumed", *overrides, f"resume={states[len(states) // 2]}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = f"{NAME}.safetensors"
+    assert (tmp_path / "resumed" / final).read_bytes() == (tmp_path / "whole" / final).read_bytes()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -16,8 +17,9 @@ from train.errors import ConfigError
 
 MODEL_KINDS = ("toy", "tiny", "sd15_arch", "pretrained")
 NETWORK_MODULES = ("lora",)
-OPTIMIZERS = ("AdamW",)
-SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+SCHEDULERS = (
+    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial", "adafactor",
+)  # fmt: skip
 LOGGERS = ("wandb", "tensorboard", "none")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SAVE_PRECISION = ("float", "fp16", "bf16")
@@ -96,13 +98,13 @@ class NetworkConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: str = "AdamW"
+    name: str = "AdamW"  # kohya --optimizer_type: a name in train/optimizers.py (any case) or module.Class
     lr: float = 1e-4  # kohya --learning_rate: used where unet_lr / text_encoder_lr are null
     unet_lr: float | None = None  # kohya --unet_lr
     text_encoder_lr: float | None = None  # kohya --text_encoder_lr
-    weight_decay: float = 0.01
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
+    args: dict[str, Any] = field(
+        default_factory=dict
+    )  # kohya --optimizer_args: the class's keyword arguments
 
     @property
     def part_lrs(self) -> tuple[float, float]:

@@ -13,7 +13,6 @@ from train.config import (
     MIXED_PRECISION,
     MODEL_KINDS,
     NETWORK_MODULES,
-    OPTIMIZERS,
     SAVE_PRECISION,
     SCHEDULERS,
     SCORERS,
@@ -23,10 +22,12 @@ from train.config import (
     ModelConfig,
     NetworkConfig,
     OptimizerConfig,
+    SchedulerConfig,
     TrainConfig,
     TrainingConfig,
 )
 from train.errors import ConfigError
+from train.optimizers import OPTIMIZERS, is_class_path, known_name, uses_relative_step
 
 
 def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -217,6 +218,37 @@ def _check_learning_rates(opt: OptimizerConfig, net: NetworkConfig) -> None:
     )
 
 
+def _check_optimizer(opt: OptimizerConfig, scheduler: SchedulerConfig) -> None:
+    """A known name or an importable-looking module.Class; the pairings kohya enforces or warns about."""
+    if known_name(opt.name) is None and not is_class_path(opt.name):
+        raise ConfigError(
+            f"optimizer.name={opt.name!r} is not an optimizer: choose one of {', '.join(OPTIMIZERS)}, "
+            "or give a class as module.Class (e.g. torch.optim.RAdam)"
+        )
+    if "lr" in opt.args:
+        raise ConfigError(
+            "optimizer.args.lr: the learning rates are optimizer.lr, optimizer.unet_lr and "
+            "optimizer.text_encoder_lr; remove optimizer.args.lr"
+        )
+    relative = uses_relative_step(opt.name, opt.args)
+    if relative and (opt.unet_lr is not None or opt.text_encoder_lr is not None):
+        raise ConfigError(
+            "optimizer.unet_lr / optimizer.text_encoder_lr: Adafactor with relative_step computes its own rates; "
+            "set both to null, or optimizer.args.relative_step=false to use them"
+        )
+    if relative != (scheduler.name == "adafactor"):
+        raise ConfigError(
+            "scheduler=adafactor goes with optimizer=adafactor and its relative_step (on by default), and "
+            f"only with it (now scheduler.name={scheduler.name}, optimizer.name={opt.name}, "
+            f"relative_step={opt.args.get('relative_step', True)}): pick both or neither"
+        )
+    if "schedulefree" in opt.name.lower() and scheduler.name not in ("constant", "constant_with_warmup"):
+        raise ConfigError(
+            f"optimizer.name={opt.name} replaces the lr schedule with its own averaging: use scheduler=constant "
+            f"(not {scheduler.name}); it warms up with optimizer.args.warmup_steps"
+        )
+
+
 def _check_run_length(t: TrainingConfig) -> None:
     if t.max_train_epochs is None and t.max_train_steps is None:
         raise ConfigError("set training.max_train_epochs or training.max_train_steps")
@@ -265,13 +297,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_model(cfg.model)
     _check_dataset(cfg.dataset)
     _check_network(cfg.network)
-    _check_choice("optimizer.name", cfg.optimizer.name, OPTIMIZERS)
     _check_learning_rates(cfg.optimizer, cfg.network)
+    _check_optimizer(cfg.optimizer, cfg.scheduler)
     _check_latent_cache(cfg.dataset)
     _check_text_encoder_cache(cfg)
     _check_choice("scheduler.name", cfg.scheduler.name, SCHEDULERS)
-    if cfg.scheduler.name == "constant" and cfg.scheduler.warmup_steps:
-        raise ConfigError("scheduler.name=constant takes no warmup; use constant_with_warmup")
+    if cfg.scheduler.name in ("constant", "adafactor") and cfg.scheduler.warmup_steps:
+        raise ConfigError(f"scheduler.name={cfg.scheduler.name} takes no warmup; use constant_with_warmup")
     _check_training(cfg.training)
     _check_choice("logger.kind", cfg.logger.kind, LOGGERS)
     _check_eval_sampler(cfg.eval)

@@ -1,4 +1,4 @@
-"""Optimizer and learning-rate schedule from the config, with kohya's names and conventions."""
+"""The learning-rate schedule from the config, with kohya's names and conventions (optimizers: optimizers.py)."""
 
 from __future__ import annotations
 
@@ -7,38 +7,7 @@ import math
 import torch
 from diffusers.optimization import get_scheduler
 
-from train.config import OptimizerConfig, SchedulerConfig
-
-FUSED_DTYPES = {
-    "cpu": (torch.float32, torch.bfloat16),
-    "cuda": (torch.float32, torch.float16, torch.bfloat16),
-}
-
-
-def fused_option(groups: list[dict]) -> dict[str, bool]:
-    """`fused=True` where every parameter allows it: one kernel updates them all. On a CPU torch's default
-    is a Python loop over the tensors (a toy LoRA step: 11 ms of 133 ms, 1 ms fused)."""
-    params = [p for group in groups for p in group["params"]]
-    fits = all(p.dtype in FUSED_DTYPES.get(p.device.type, ()) for p in params)
-    return {"fused": True} if params and fits else {}
-
-
-def build_optimizer(groups: list[dict], cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """The optimizer named by `cfg.name` over LoRA parameter groups (each carries its own lr)."""
-    if cfg.name == "AdamW":
-        return torch.optim.AdamW(
-            groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay,
-            **fused_option(groups),
-        )  # fmt: skip
-    raise ValueError(f"unknown optimizer {cfg.name}")  # validated earlier; kept for direct callers
-
-
-def describe_optimizer(optimizer: torch.optim.Optimizer, cfg: OptimizerConfig) -> str:
-    """kohya's `ss_optimizer` form: `module.Class(key=value,...)`, e.g. `torch.optim.adamw.AdamW(...)`."""
-    # accelerate's prepare() wraps the optimizer in AcceleratedOptimizer; the header names the real one.
-    cls = type(getattr(optimizer, "optimizer", optimizer))
-    args = f"weight_decay={cfg.weight_decay},betas={tuple(cfg.betas)},eps={cfg.eps}"
-    return f"{cls.__module__}.{cls.__name__}({args})"
+from train.config import SchedulerConfig
 
 
 def warmup_steps(cfg: SchedulerConfig, total_steps: int) -> int:
@@ -56,6 +25,8 @@ def build_scheduler(
     accelerate's scheduler wrapper steps the schedule once per process at every optimizer step, so its length
     counts every process's steps (kohya does the same).
     """
+    if cfg.name == "adafactor":
+        return adafactor_schedule(optimizer)
     return get_scheduler(
         cfg.name,
         optimizer,
@@ -64,3 +35,11 @@ def build_scheduler(
         num_cycles=cfg.num_cycles,
         power=cfg.power,
     )
+
+
+def adafactor_schedule(optimizer: torch.optim.Optimizer):
+    """Adafactor with relative_step sets each step's rate itself; this schedule only reports it (kohya's
+    `adafactor` scheduler, transformers' AdafactorSchedule)."""
+    from transformers.optimization import AdafactorSchedule
+
+    return AdafactorSchedule(optimizer, initial_lr=0.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +57,7 @@ def restore_progress(trainer: Trainer, saved: SavedState) -> Progress:
     if problems:
         raise ResumeError(f"the state {saved.folder} does not fit this run: {problems}")
     trainer.network.load_trainable_tensors(saved.network)
-    _load_optimizer_moments(trainer.optimizer, saved.optimizer)
+    _load_optimizer_moments(trainer.optimizer, saved.optimizer, trainer.cfg.optimizer.args)
     _set_schedule_step(trainer.lr_scheduler, saved.progress.lr_step)
     if saved.scaler is not None and trainer.accelerator.scaler is not None:
         trainer.accelerator.scaler.load_state_dict(saved.scaler)
@@ -67,16 +68,22 @@ def restore_progress(trainer: Trainer, saved: SavedState) -> Progress:
     return progress
 
 
-def _load_optimizer_moments(optimizer, saved: dict[str, Any]) -> None:
-    """The saved per-parameter state (moments, step counts) with this run's hyper-parameters (new lr)."""
+def _load_optimizer_moments(optimizer, saved: dict[str, Any], given: Iterable[str]) -> None:
+    """The saved state (moments, step counts, and what some optimizers keep per group: Prodigy's step-size
+    estimate d, a schedule-free average's weight sum), with this run's learning rates and the arguments
+    `given` in optimizer.args, so a resumed run may change them."""
     current = optimizer.state_dict()
     if len(current["param_groups"]) != len(saved["param_groups"]):
         raise ResumeError(
             "the state's optimizer has other parameter groups (a text-encoder or UNet lr set to 0 on one side "
             "only): resume with the learning rates the state was trained with"
         )
-    current["state"] = saved["state"]
-    optimizer.load_state_dict(current)
+    from_this_run = ("params", "lr", "initial_lr", *given)
+    groups = [
+        {**then, **{key: now[key] for key in from_this_run if key in now}}
+        for now, then in zip(current["param_groups"], saved["param_groups"], strict=True)
+    ]
+    optimizer.load_state_dict({"state": saved["state"], "param_groups": groups})
 
 
 def _set_schedule_step(scheduler, step: int) -> None:

@@ -34,7 +34,8 @@ from train.models.bundle import ModelBundle
 from train.models.loading import load_base_model
 from train.network.lora import LoRANetwork
 from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts, save_lora
-from train.optim import build_optimizer, build_scheduler, describe_optimizer, warmup_steps
+from train.optim import build_scheduler, warmup_steps
+from train.optimizers import adaptive_rate, averaged_weights, build_optimizer, describe_optimizer
 from train.precision import allow_fp16_gradients, announce, choose_precision
 from train.result import RunResult
 from train.resume import finished_result, fits_record, model_fingerprint, open_run, restore_progress
@@ -172,7 +173,9 @@ class Trainer:
         if device.type == "cpu" and self.precision.weight_dtype == torch.float32 and not cfg.training.compile:
             speed_up_cpu_training(self.bundle.unet)  # a compiled UNet gets its convolutions from inductor
         self.lrs = cfg.optimizer.part_lrs
-        self.optimizer = build_optimizer(self.network.param_groups(*self.lrs), cfg.optimizer)
+        self.optimizer = build_optimizer(
+            self.network.param_groups(*self.lrs), cfg.optimizer.name, cfg.optimizer.args
+        )
         self.lr_scheduler = build_scheduler(
             self.optimizer, cfg.scheduler, self.plan.max_train_steps, self.accelerator.num_processes
         )
@@ -193,7 +196,7 @@ class Trainer:
             "max_train_steps": self.plan.max_train_steps,
             "num_batches_per_epoch": self.plan.batches_per_epoch,
             "warmup_steps": warmup_steps(self.cfg.scheduler, self.plan.max_train_steps),
-            "optimizer": describe_optimizer(self.optimizer, self.cfg.optimizer),
+            "optimizer": describe_optimizer(self.optimizer, self.cfg.optimizer.args),
             "dataset": self.dataset.summary(),
             **self.model_facts,
             "mixed_precision": self.precision.mixed_precision,
@@ -240,14 +243,18 @@ class Trainer:
         logs = {"loss/current": loss, "loss/average": average, "time/step": seconds}
         for group, lr in zip(self.optimizer.param_groups, self.lr_scheduler.get_last_lr(), strict=True):
             logs["lr/unet" if group.get("name") == "unet" else "lr/textencoder"] = lr
+        adapted = adaptive_rate(self.optimizer)
+        if adapted is not None:  # D-Adaptation / Prodigy: the step size they use (kohya's lr/d*lr)
+            logs["lr/d*lr"] = adapted
         if torch.cuda.is_available():
             logs["memory/peak_vram_gib"] = torch.cuda.max_memory_allocated() / 2**30
         self.metrics.log(logs, step)
 
     def _write_lora(self, path: Path, progress: Progress) -> Path:
-        tensors = self.network.state_dict(SAVE_DTYPES[self.cfg.training.save_precision])
-        check_finite(tensors, str(path))
-        return save_lora(path, tensors, lora_metadata(self.cfg, self._facts(progress)))
+        with averaged_weights(self.optimizer):  # schedule-free: the averaged weights are the result
+            tensors = self.network.state_dict(SAVE_DTYPES[self.cfg.training.save_precision])
+            check_finite(tensors, str(path))
+            return save_lora(path, tensors, lora_metadata(self.cfg, self._facts(progress)))
 
     def _write_state(self, folder: Path, progress: Progress, rngs: list[dict]) -> None:
         tensors = self.network.trainable_tensors()
