@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from train.optimizers import build_optimizer
 from train.schedule import plan_steps
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEDULERS = ["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
+SCHEDULERS = [
+    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
+    "cosine_with_min_lr", "rex",
+]  # fmt: skip
 
 
 def test_char_lora_experiment_overrides_only_what_it_changes(compose_config):
@@ -42,8 +46,77 @@ def test_every_scheduler_config_builds(compose_config, name):
         assert lrs == [1.0] * 100
     else:
         assert lrs[0] == 0.0 and lrs[5] == pytest.approx(1.0)  # 5 % warmup, then the full rate
-    if name in ("linear", "cosine", "polynomial"):
+    if name in ("linear", "cosine", "polynomial", "rex"):
         assert lrs[-1] < 0.1
+
+
+BASE_LR = 2.0
+
+
+def expected_factor(name: str, step: int, total: int, warmup: int, cycles: int, power: float, floor: float):
+    """Each schedule's formula, written out independently of the code under test."""
+    if name == "constant":
+        return 1.0
+    if step < warmup:
+        return step / warmup
+    if name == "constant_with_warmup":
+        return 1.0
+    p = (step - warmup) / (total - warmup)
+    if name == "linear":
+        return max(0.0, 1 - p)
+    if name == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * p))
+    if name == "cosine_with_restarts":
+        return 0.0 if p >= 1 else 0.5 * (1 + math.cos(math.pi * ((cycles * p) % 1.0)))
+    if name == "polynomial":
+        end = 1e-7 / BASE_LR  # diffusers' lr_end is an absolute rate
+        return (1 - end) * (1 - p) ** power + end
+    if name == "cosine_with_min_lr":
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * cycles * p))
+    if name == "rex":
+        return floor + (1 - floor) * ((1 - p) / (0.1 + 0.9 * (1 - p)) if p < 1 else 0.0)
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_each_schedule_follows_its_formula_at_10_points(compose_config, name):
+    knobs = {"cosine_with_restarts": ["scheduler.num_cycles=3"], "polynomial": ["scheduler.power=2"]}
+    knobs |= {"cosine_with_min_lr": ["scheduler.num_cycles=2", "scheduler.min_lr_ratio=0.1"]}
+    knobs |= {"rex": ["scheduler.min_lr_ratio=0.05"]}
+    warmup_override = [] if name == "constant" else ["scheduler.warmup_steps=10"]
+    cfg = compose_config(f"scheduler={name}", "dataset.train_dir=x", *warmup_override, *knobs.get(name, []))
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=BASE_LR)
+    scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps=100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    s = cfg.scheduler
+    points = [0, 5, 10, 23, 37, 50, 61, 75, 88, 99]
+    warmup = 0 if name == "constant" else 10
+    expected = [
+        BASE_LR * expected_factor(name, k, 100, warmup, s.num_cycles, s.power, s.min_lr_ratio) for k in points
+    ]
+    assert [lrs[k] for k in points] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["scheduler=cosine", "scheduler.min_lr_ratio=0.1"],
+            "applies to scheduler=cosine_with_min_lr or rex",
+        ),
+        (["scheduler=linear", "scheduler.power=2"], "applies to scheduler=polynomial only"),
+        (["scheduler=cosine", "scheduler.num_cycles=2"], "applies to scheduler=cosine_with_restarts or"),
+        (["scheduler=rex", "scheduler.min_lr_ratio=1.5"], r"must be in \[0, 1\)"),
+    ],
+)
+def test_a_schedule_knob_that_the_schedule_does_not_use_is_refused(compose_config, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        compose_config("dataset.train_dir=x", *overrides)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,8 @@ from train.errors import ConfigError
 MODEL_KINDS = ("toy", "tiny", "sd15_arch", "pretrained")
 NETWORK_MODULES = ("lora",)
 SCHEDULERS = (
-    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial", "adafactor",
+    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
+    "cosine_with_min_lr", "rex", "adafactor",
 )  # fmt: skip
 LOGGERS = ("wandb", "tensorboard", "none")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -119,6 +120,7 @@ class SchedulerConfig:
     warmup_steps: float = 0  # steps, or a fraction of all steps when < 1 (kohya --lr_warmup_steps)
     num_cycles: int = 1  # cosine_with_restarts
     power: float = 1.0  # polynomial
+    min_lr_ratio: float = 0.0  # cosine_with_min_lr, rex: the last rate as a share of the first (kohya --lr_scheduler_min_lr_ratio)
 
 
 @dataclass

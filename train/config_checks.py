@@ -249,6 +249,24 @@ def _check_optimizer(opt: OptimizerConfig, scheduler: SchedulerConfig) -> None:
         )
 
 
+def _check_scheduler_knobs(scheduler: SchedulerConfig) -> None:
+    """Each schedule's own knob only with that schedule: elsewhere it would be read and ignored."""
+    if scheduler.power != 1.0 and scheduler.name != "polynomial":
+        raise ConfigError(f"scheduler.power={scheduler.power} applies to scheduler=polynomial only")
+    if scheduler.num_cycles != 1 and scheduler.name not in ("cosine_with_restarts", "cosine_with_min_lr"):
+        raise ConfigError(
+            f"scheduler.num_cycles={scheduler.num_cycles} applies to scheduler=cosine_with_restarts or "
+            f"cosine_with_min_lr only (not {scheduler.name})"
+        )
+    if not 0 <= scheduler.min_lr_ratio < 1:
+        raise ConfigError(f"scheduler.min_lr_ratio={scheduler.min_lr_ratio} must be in [0, 1)")
+    if scheduler.min_lr_ratio and scheduler.name not in ("cosine_with_min_lr", "rex"):
+        raise ConfigError(
+            f"scheduler.min_lr_ratio={scheduler.min_lr_ratio} applies to scheduler=cosine_with_min_lr or rex, "
+            f"not {scheduler.name}: pick one of those, or set it to 0"
+        )
+
+
 def _check_run_length(t: TrainingConfig) -> None:
     if t.max_train_epochs is None and t.max_train_steps is None:
         raise ConfigError("set training.max_train_epochs or training.max_train_steps")
@@ -302,6 +320,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_latent_cache(cfg.dataset)
     _check_text_encoder_cache(cfg)
     _check_choice("scheduler.name", cfg.scheduler.name, SCHEDULERS)
+    _check_scheduler_knobs(cfg.scheduler)
     if cfg.scheduler.name in ("constant", "adafactor") and cfg.scheduler.warmup_steps:
         raise ConfigError(f"scheduler.name={cfg.scheduler.name} takes no warmup; use constant_with_warmup")
     _check_training(cfg.training)
