@@ -4,7 +4,8 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from train.step import apply_multires_noise, min_snr_weights
+from train.loss import min_snr_weights
+from train.noise import apply_multires_noise
 
 SD_SCHEDULE = dict(
     beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000

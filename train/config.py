@@ -140,6 +140,14 @@ class TrainingConfig:
     multires_noise_discount: float = (
         0.3  # kohya --multires_noise_discount: weight ratio of each coarser level
     )
+    ip_noise_gamma: float = 0.0  # kohya --ip_noise_gamma (input perturbation; 0 = off)
+    ip_noise_gamma_random_strength: bool = False  # kohya --ip_noise_gamma_random_strength
+    zero_terminal_snr: bool = False  # kohya --zero_terminal_snr
+    loss_type: str = "l2"  # kohya --loss_type: l2 | l1 | huber | smooth_l1
+    huber_schedule: str = "snr"  # kohya --huber_schedule: constant | exponential | snr
+    huber_c: float = 0.1  # kohya --huber_c
+    huber_scale: float = 1.0  # kohya --huber_scale
+    debiased_estimation_loss: bool = False  # kohya --debiased_estimation_loss
     save_every_n_epochs: int | None = None  # kohya --save_every_n_epochs; the last epoch is the final file
     save_every_n_steps: int | None = None  # kohya --save_every_n_steps: NAME-step00000100.safetensors
     save_last_n_epochs: int | None = None  # kohya --save_last_n_epochs: keep only the newest K epoch files

@@ -306,6 +306,29 @@ def _check_training(t: TrainingConfig) -> None:
             f"multires_noise_discount={t.multires_noise_discount} between 0 and 1 (kohya's usual: 6-10, 0.3)"
         )
     _check_precision(t)
+    _check_noise_and_loss(t)
+
+
+def _check_noise_and_loss(t: TrainingConfig) -> None:
+    """kohya's loss and noise options; the Huber knobs only with the losses that use them."""
+    from train.loss import HUBER_SCHEDULES, LOSS_TYPES
+
+    _check_choice("training.loss_type", t.loss_type, LOSS_TYPES)
+    _check_choice("training.huber_schedule", t.huber_schedule, HUBER_SCHEDULES)
+    if not (t.huber_c > 0 and t.huber_scale > 0):
+        raise ConfigError(f"training.huber_c={t.huber_c} and huber_scale={t.huber_scale} must be > 0")
+    huber_given = (t.huber_schedule, t.huber_c, t.huber_scale) != ("snr", 0.1, 1.0)
+    if huber_given and t.loss_type not in ("huber", "smooth_l1"):
+        raise ConfigError(
+            f"training.huber_schedule / huber_c / huber_scale apply to training.loss_type=huber or smooth_l1, "
+            f"not {t.loss_type}: set the loss type, or leave them at snr / 0.1 / 1.0"
+        )
+    if t.ip_noise_gamma < 0:
+        raise ConfigError(f"training.ip_noise_gamma={t.ip_noise_gamma} must be >= 0 (0.1 is usual, 0 = off)")
+    if t.ip_noise_gamma_random_strength and not t.ip_noise_gamma:
+        raise ConfigError(
+            "training.ip_noise_gamma_random_strength=true needs training.ip_noise_gamma > 0 (its upper bound)"
+        )
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:

@@ -34,6 +34,7 @@ from train.models.bundle import ModelBundle
 from train.models.loading import load_base_model
 from train.network.lora import LoRANetwork
 from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts, save_lora
+from train.noise import with_zero_terminal_snr
 from train.optim import build_scheduler, warmup_steps
 from train.optimizers import adaptive_rate, averaged_weights, build_optimizer, describe_optimizer
 from train.precision import allow_fp16_gradients, announce, choose_precision
@@ -157,6 +158,11 @@ class Trainer:
         self.bundle: ModelBundle = load_base_model(cfg.model)
         self.bundle.freeze()
         self.model_facts = model_facts(self.bundle)  # before caching may free the text encoder
+        # Training may use a rescaled schedule; the evaluation render keeps the model's own.
+        schedule = self.bundle.noise_scheduler
+        self.noise_scheduler = (
+            with_zero_terminal_snr(schedule) if cfg.training.zero_terminal_snr else schedule
+        )
         self.model_fingerprint = model_fingerprint(self.bundle)
         self.dataset.bind_tokenizer(self.bundle.tokenizer)
         d = cfg.dataset
@@ -225,11 +231,10 @@ class Trainer:
                     self.bundle,
                     batch,
                     cfg.model.clip_skip,
-                    cfg.training.noise_offset,
                     cfg.dataset.prior_loss_weight,
-                    cfg.training.min_snr_gamma,
-                    (cfg.training.multires_noise_iterations, cfg.training.multires_noise_discount),
+                    cfg.training,
                     train_text_encoder=bool(self.network.text_encoder_layers),
+                    noise_scheduler=self.noise_scheduler,
                 )
             acc.backward(loss)
             if acc.sync_gradients and cfg.training.max_grad_norm:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import nn
 
+from train.config import TrainingConfig
+from train.loss import debiased_weights, elementwise_loss, huber_threshold, min_snr_weights
 from train.models.bundle import ModelBundle
+from train.noise import apply_multires_noise, apply_noise_offset, perturbed_noise
 
 
 def encode_text(text_encoder: nn.Module, input_ids: torch.Tensor, clip_skip: int = 1) -> torch.Tensor:
@@ -50,35 +52,6 @@ def batch_text_states(
         return encode_text(bundle.text_encoder, batch["input_ids"].to(device), clip_skip)
 
 
-def apply_noise_offset(noise: torch.Tensor, offset: float) -> torch.Tensor:
-    """Add a per-channel constant so the model can learn overall brightness (kohya --noise_offset)."""
-    if not offset:
-        return noise
-    shift = torch.randn(noise.shape[0], noise.shape[1], 1, 1, device=noise.device, dtype=noise.dtype)
-    return noise + offset * shift
-
-
-def apply_multires_noise(noise: torch.Tensor, iterations: int, discount: float) -> torch.Tensor:
-    """Pyramid noise (kohya --multires_noise_iterations / --multires_noise_discount).
-
-    Adds noise drawn at coarser and coarser grids (each 2 to 4 times smaller than the last, at random, until
-    1 x 1), upsampled bilinearly and weighted discount**i, then rescales to unit variance. Low frequencies
-    then carry more noise, so the model learns looks that span the picture (vignettes, lighting) sooner.
-    Draws from torch's global generator, so a seeded run repeats exactly.
-    """
-    if iterations <= 0:
-        return noise
-    batch, channels, height, width = noise.shape
-    for i in range(iterations):
-        ratio = float(torch.rand(())) * 2 + 2
-        h, w = max(1, int(height / ratio**i)), max(1, int(width / ratio**i))
-        coarse = torch.randn(batch, channels, h, w, device=noise.device, dtype=noise.dtype)
-        noise = noise + F.interpolate(coarse, size=(height, width), mode="bilinear") * discount**i
-        if h == 1 or w == 1:
-            break
-    return noise / noise.std()
-
-
 def diffusion_target(scheduler: DDPMScheduler, latents, noise, timesteps) -> torch.Tensor:
     """What the UNet should predict: the noise (epsilon models) or the velocity (v-prediction models)."""
     if scheduler.config.prediction_type == "v_prediction":
@@ -86,52 +59,46 @@ def diffusion_target(scheduler: DDPMScheduler, latents, noise, timesteps) -> tor
     return noise
 
 
-def min_snr_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-gamma loss weights (Hang et al. 2023; kohya --min_snr_gamma): min(SNR, gamma) / SNR.
-
-    Nearly noise-free timesteps (huge SNR) are easy and would dominate the gradient; this caps their
-    weight, so training spends itself on the steps that shape composition and colour. v-prediction
-    targets already carry a factor SNR + 1, hence min(SNR, gamma) / (SNR + 1) for them.
-    """
-    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
-    snr = alphas / (1.0 - alphas)
-    capped = torch.clamp(snr, max=gamma)
-    if scheduler.config.prediction_type == "v_prediction":
-        return capped / (snr + 1.0)
-    return capped / snr
-
-
 def diffusion_loss(
     bundle: ModelBundle,
     batch: dict,
     clip_skip: int = 1,
-    noise_offset: float = 0.0,
     prior_loss_weight: float = 1.0,
-    min_snr_gamma: float = 0.0,
-    multires: tuple[int, float] = (0, 0.3),
+    training: TrainingConfig | None = None,
     train_text_encoder: bool = True,
+    noise_scheduler: DDPMScheduler | None = None,
 ) -> torch.Tensor:
-    """Mean-squared denoising loss of one batch; regularization images weigh `prior_loss_weight`.
+    """The denoising loss of one batch; regularization images weigh `prior_loss_weight`.
 
-    `min_snr_gamma` > 0 weighs each sample by `min_snr_weights` (0 leaves the plain mean, as kohya).
-    `multires` = (iterations, discount) of pyramid noise, applied after the offset as kohya does (0: off).
+    `training` carries kohya's noise and loss options (noise offset, pyramid noise, input perturbation,
+    loss type and Huber schedule, min-SNR-gamma, debiased estimation); None is plain MSE on plain noise.
+    `noise_scheduler` replaces the model's own schedule for training (zero terminal SNR).
     """
+    t = training or TrainingConfig()
     device = bundle.unet.conv_in.weight.device  # not unet.device: diffusers walks every module for it
     latents = batch_latents(bundle, batch, device)
     # randn by shape, not randn_like: a VAE posterior is a strided view, and torch draws a strided tensor's
     # numbers in another order (and count) than a contiguous one's, so cached and uncached runs would part.
     noise = torch.randn(latents.shape, device=latents.device, dtype=latents.dtype)
-    noise = apply_multires_noise(apply_noise_offset(noise, noise_offset), *multires)
-    scheduler = bundle.noise_scheduler
+    noise = apply_noise_offset(noise, t.noise_offset)
+    noise = apply_multires_noise(noise, t.multires_noise_iterations, t.multires_noise_discount)
+    scheduler = noise_scheduler or bundle.noise_scheduler
     timesteps = torch.randint(
         0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device
     )
-    noisy = scheduler.add_noise(latents, noise, timesteps)
+    noisy_input = perturbed_noise(noise, t.ip_noise_gamma, t.ip_noise_gamma_random_strength)
+    noisy = scheduler.add_noise(latents, noisy_input, timesteps)
     states = batch_text_states(bundle, batch, device, clip_skip, train_text_encoder)
     prediction = bundle.unet(noisy, timesteps, states).sample
-    target = diffusion_target(scheduler, latents, noise, timesteps)
-    per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    target = diffusion_target(scheduler, latents, noise, timesteps)  # the unperturbed noise
+    threshold = None
+    if t.loss_type in ("huber", "smooth_l1"):
+        threshold = huber_threshold(scheduler, timesteps, t.huber_schedule, t.huber_c, t.huber_scale)
+    per_element = elementwise_loss(prediction.float(), target.float(), t.loss_type, threshold)
+    per_sample = per_element.mean(dim=(1, 2, 3))
     weights = torch.where(batch["is_reg"].to(per_sample.device), prior_loss_weight, 1.0)
-    if min_snr_gamma > 0:
-        weights = weights * min_snr_weights(scheduler, timesteps, min_snr_gamma)
+    if t.min_snr_gamma > 0:
+        weights = weights * min_snr_weights(scheduler, timesteps, t.min_snr_gamma)
+    if t.debiased_estimation_loss:
+        weights = weights * debiased_weights(scheduler, timesteps)
     return (per_sample * weights).mean()
