@@ -1,8 +1,7 @@
-"""Caption files next to images, and the caption operations of training (shuffle, dropout, tag counts)."""
+"""Caption files next to images, their tags and tag counts (training's caption options: train/caption_ops.py)."""
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,8 +20,9 @@ def caption_path(image: Path, extensions: list[str]) -> Path | None:
     return None
 
 
-def read_caption(image: Path, extensions: list[str]) -> str | None:
-    """The caption of `image`: first non-empty line of its caption file, stripped; None if absent or empty."""
+def read_caption(image: Path, extensions: list[str], every_line: bool = False) -> str | None:
+    """The caption of `image`: the first non-empty line of its caption file, stripped (all of them, one per
+    line, with `every_line`: wildcard captions pick one per sample); None if absent or empty."""
     path = caption_path(Path(image), extensions)
     if path is None:
         return None
@@ -38,32 +38,15 @@ def read_caption(image: Path, extensions: list[str]) -> str | None:
             f"{path} is not UTF-8 text (bad byte at position {error.start}): open it in an editor and save "
             f"it with UTF-8 encoding"
         ) from None
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None
+    return "\n".join(lines) if every_line else lines[0]
 
 
 def split_tags(caption: str) -> list[str]:
     """Comma-separated tags, stripped, empty ones dropped."""
     return [tag.strip() for tag in caption.split(",") if tag.strip()]
-
-
-def shuffle_tags(caption: str, keep_tokens: int, rng: random.Random) -> str:
-    """Shuffle the comma-separated tags after the first `keep_tokens`, which stay in place; join with ", "."""
-    tags = split_tags(caption)
-    keep = max(keep_tokens, 0)
-    head, tail = tags[:keep], tags[keep:]
-    rng.shuffle(tail)
-    return ", ".join(head + tail)
-
-
-def drop_caption(caption: str, rate: float, rng: random.Random) -> str:
-    """The empty caption with probability `rate` (kohya's caption dropout), else `caption` unchanged."""
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"caption dropout rate {rate} must be between 0 and 1")
-    # Always draw, so the random stream does not depend on the rate.
-    return "" if rng.random() < rate else caption
 
 
 def tag_frequency(captions: Iterable[str]) -> dict[str, int]:

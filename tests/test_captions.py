@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from data.captions import drop_caption, read_caption, shuffle_tags, split_tags, tag_frequency
+from data.captions import read_caption, tag_frequency
 from data.errors import DatasetError
 
 EXTS = [".txt", ".caption"]
@@ -53,34 +52,6 @@ def test_non_utf8_caption_names_the_file_and_the_fix(tmp_path: Path) -> None:
         read_caption(tmp_path / "a.png", EXTS)
     message = str(info.value)
     assert str(tmp_path / "a.txt") in message and "save it with UTF-8" in message
-
-
-def test_shuffle_keeps_first_tokens_in_place() -> None:
-    caption = "sls, 1girl, red hair, smile, blue eyes, outdoors, hat"
-    seen_orders = set()
-    for seed in range(30):
-        out = split_tags(shuffle_tags(caption, 2, random.Random(seed)))
-        assert out[:2] == ["sls", "1girl"]
-        assert sorted(out) == sorted(split_tags(caption))
-        seen_orders.add(tuple(out))
-    assert len(seen_orders) > 5  # it does shuffle
-
-
-def test_shuffle_is_deterministic_for_a_seed_and_normalises_separators() -> None:
-    caption = "a,b ,  c,,d"
-    assert shuffle_tags(caption, 0, random.Random(3)) == shuffle_tags(caption, 0, random.Random(3))
-    assert shuffle_tags(caption, 4, random.Random(3)) == "a, b, c, d"
-    assert shuffle_tags(caption, 10, random.Random(3)) == "a, b, c, d"
-
-
-def test_drop_caption_rates() -> None:
-    rng = random.Random(0)
-    assert all(drop_caption("x", 0.0, rng) == "x" for _ in range(200))
-    assert all(drop_caption("x", 1.0, rng) == "" for _ in range(200))
-    dropped = sum(drop_caption("x", 0.25, rng) == "" for _ in range(4000))
-    assert 850 < dropped < 1150
-    with pytest.raises(ValueError):
-        drop_caption("x", 1.5, rng)
 
 
 def test_tag_frequency() -> None:

@@ -124,6 +124,24 @@ def test_shuffle_keeps_tokens_and_dropout_empties(folders: tuple[Path, Path], to
     assert {dropped[i]["caption"] for i in range(len(dropped))} == {""}
 
 
+def test_caption_options_reach_the_samples_and_the_epoch_counts(
+    folders: tuple[Path, Path], tokenizer: Any
+) -> None:
+    (folders[0] / "10_sls toy" / "001.txt").write_text("sls toy, {green|teal}\nsls toy, lime")
+    config = _config(
+        folders, caption_prefix="photo of", enable_wildcard=True, caption_dropout_every_n_epochs=2
+    )
+    ds = DreamBoothDataset(config, tokenizer)
+    seen = set()
+    for epoch in (1, 3, 5, 7):  # odd epochs keep their captions
+        ds.set_epoch(epoch)
+        seen |= {ds[i]["caption"] for i in range(len(ds))}
+    assert {"photo of sls toy, green", "photo of sls toy, teal", "photo of sls toy, lime"} <= seen
+    assert all(c.startswith("photo of ") for c in seen)
+    ds.set_epoch(2)
+    assert {ds[i]["caption"] for i in range(len(ds))} == {""}
+
+
 def test_flip_aug_flips_some_samples(folders: tuple[Path, Path], tokenizer: Any) -> None:
     plain = DreamBoothDataset(_config(folders), tokenizer)[0]["pixel_values"]
     ds = DreamBoothDataset(_config(folders, flip_aug=True), tokenizer)

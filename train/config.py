@@ -58,6 +58,13 @@ class DatasetConfig:
     caption_dropout_rate: float = (
         0.0  # kohya --caption_dropout_rate: whole caption → "" with this probability
     )
+    caption_dropout_every_n_epochs: int = 0  # kohya: "" in every N-th epoch (0 = off)
+    caption_tag_dropout_rate: float = 0.0  # kohya: each free tag left out with this probability
+    keep_tokens_separator: str = ""  # kohya: text before it stays in place (e.g. "|||")
+    secondary_separator: str = ""  # kohya: replaced by ", " after shuffling (e.g. ";;;" keeps tags together)
+    caption_prefix: str = ""  # kohya --caption_prefix
+    caption_suffix: str = ""  # kohya --caption_suffix
+    enable_wildcard: bool = False  # kohya --enable_wildcard: {a|b|c} and one random line per sample
     flip_aug: bool = False  # kohya --flip_aug: random horizontal flip
     enable_bucket: bool = False  # kohya --enable_bucket: aspect-ratio buckets of area ≤ resolution²
     min_bucket_reso: int = 256  # kohya --min_bucket_reso: shortest bucket side in pixels

@@ -170,6 +170,22 @@ def _check_text_encoder_cache(cfg: TrainConfig) -> None:
         conflicts.append(
             (f"dataset.caption_dropout_rate={d.caption_dropout_rate}", "dataset.caption_dropout_rate=0")
         )
+    if d.caption_dropout_every_n_epochs > 0:
+        conflicts.append(
+            (
+                f"dataset.caption_dropout_every_n_epochs={d.caption_dropout_every_n_epochs}",
+                "dataset.caption_dropout_every_n_epochs=0",
+            )
+        )
+    if d.caption_tag_dropout_rate > 0:
+        conflicts.append(
+            (
+                f"dataset.caption_tag_dropout_rate={d.caption_tag_dropout_rate}",
+                "dataset.caption_tag_dropout_rate=0",
+            )
+        )
+    if d.enable_wildcard:
+        conflicts.append(("dataset.enable_wildcard=true", "dataset.enable_wildcard=false"))
     if net.train_text_encoder and opt.part_lrs[1] != 0:
         conflicts.append(("network.train_text_encoder=true", "network.train_text_encoder=false"))
     if conflicts:

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from data.balance import RegPlan, balance_reg, count_samples
 from data.buckets import Box, Size, bucket_resize_box
-from data.captions import drop_caption, read_caption, shuffle_tags, tag_frequency
+from data.captions import read_caption, tag_frequency
 from data.folders import Subset, scan_dataset_dir
 from data.images import (
     centre_window,
@@ -28,6 +28,7 @@ from data.images import (
     window_in_source,
 )
 from train.bucket_batches import bucket_chooser, bucket_info
+from train.caption_ops import caption_options, process_caption
 from train.config import DatasetConfig
 from train.errors import ConfigError, DatasetError, LoraSmithError
 from train.preflight import check_pictures
@@ -74,9 +75,13 @@ def _check_config(config: DatasetConfig) -> None:
         )
     if config.keep_tokens < 0:
         raise ConfigError(f"dataset.keep_tokens={config.keep_tokens} must be 0 or more")
-    if not 0.0 <= config.caption_dropout_rate <= 1.0:
+    for key in ("caption_dropout_rate", "caption_tag_dropout_rate"):
+        if not 0.0 <= getattr(config, key) <= 1.0:
+            raise ConfigError(f"dataset.{key}={getattr(config, key)} must be between 0 and 1")
+    if config.caption_dropout_every_n_epochs < 0:
         raise ConfigError(
-            f"dataset.caption_dropout_rate={config.caption_dropout_rate} must be between 0 and 1"
+            f"dataset.caption_dropout_every_n_epochs={config.caption_dropout_every_n_epochs} must be 0 (off) "
+            "or more"
         )
 
 
@@ -86,6 +91,7 @@ class DreamBoothDataset(Dataset):
     def __init__(self, config: DatasetConfig, tokenizer: Any | None = None, seed: int = 0) -> None:
         _check_config(config)
         self.config = config
+        self.caption_options = caption_options(config)
         self.tokenizer = tokenizer
         self.seed = seed
         self.epoch = 0
@@ -131,7 +137,7 @@ class DreamBoothDataset(Dataset):
         example = ""
         for subset in self._all_subsets():
             for path in subset.images:
-                text = read_caption(path, extensions)
+                text = read_caption(path, extensions, every_line=self.config.enable_wildcard)
                 if text is None:
                     missing += 1
                     empty += not subset.class_tokens
@@ -196,9 +202,8 @@ class DreamBoothDataset(Dataset):
         return random.Random(f"{self.seed}/{self.epoch}/{index}")
 
     def caption_for(self, base: str, rng: random.Random) -> str:
-        """Apply shuffle_caption/keep_tokens, then caption dropout, to one caption."""
-        caption = shuffle_tags(base, self.config.keep_tokens, rng) if self.config.shuffle_caption else base
-        return drop_caption(caption, self.config.caption_dropout_rate, rng)
+        """The caption a sample trains on this epoch (train/caption_ops.py: kohya's caption options)."""
+        return process_caption(base, self.caption_options, self.epoch, rng)
 
     def _scaling(self, path: Path, size: Size) -> tuple[Size, Size]:
         """(scaled size, output size) for a picture of `size`: its bucket's fit, else the R × R cover."""
@@ -251,8 +256,9 @@ class DreamBoothDataset(Dataset):
         return list(dict.fromkeys(record.path for record in self.records))
 
     def unique_captions(self) -> list[str]:
-        """Every caption a sample can have while shuffle_caption and caption dropout are off, once."""
-        return list(dict.fromkeys(record.caption for record in self.records))
+        """Every caption a sample can have while no caption option is random, once."""
+        fixed = random.Random(0)  # never drawn from when no option is random
+        return list(dict.fromkeys(self.caption_for(record.caption, fixed) for record in self.records))
 
     def check_pictures(self, progress: bool = True) -> None:
         """Decode every picture once before training; DatasetError naming the first broken or too-long one."""
@@ -275,10 +281,10 @@ class DreamBoothDataset(Dataset):
 
     def attach_text_cache(self, lookup: TextLookup) -> None:
         """Add cached text-encoder outputs: lookup(caption) → encoder_hidden_states (77, D) per sample."""
-        if self.config.shuffle_caption or self.config.caption_dropout_rate > 0:
+        if self.caption_options.random:
             raise ConfigError(
-                "cached text-encoder outputs need fixed captions: turn off dataset.shuffle_caption and set "
-                "dataset.caption_dropout_rate=0, or turn off dataset.cache_text_encoder_outputs"
+                "cached text-encoder outputs need fixed captions: turn off dataset.shuffle_caption, the caption "
+                "and tag dropouts and dataset.enable_wildcard, or turn off dataset.cache_text_encoder_outputs"
             )
         self._text_lookup = lookup
 
