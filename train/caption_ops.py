@@ -35,15 +35,14 @@ class CaptionOptions:
     enable_wildcard: bool = False
 
     @property
-    def random(self) -> bool:
-        """Whether a caption can differ between epochs or samples (then it cannot be cached)."""
-        return bool(
-            self.shuffle_caption
-            or self.caption_dropout_rate
-            or self.caption_dropout_every_n_epochs
-            or self.caption_tag_dropout_rate
-            or self.enable_wildcard
-        )
+    def random_settings(self) -> list[str]:
+        """The settings that make a caption differ between epochs or samples (then it cannot be cached)."""
+        keys = ("shuffle_caption", "caption_dropout_rate", "caption_dropout_every_n_epochs")
+        keys += ("caption_tag_dropout_rate", "enable_wildcard")
+        values = {key: getattr(self, key) for key in keys}
+        return [
+            f"dataset.{key}={str(v).lower() if isinstance(v, bool) else v}" for key, v in values.items() if v
+        ]
 
 
 def caption_options(config: Any) -> CaptionOptions:

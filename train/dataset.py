@@ -281,10 +281,11 @@ class DreamBoothDataset(Dataset):
 
     def attach_text_cache(self, lookup: TextLookup) -> None:
         """Add cached text-encoder outputs: lookup(caption) → encoder_hidden_states (77, D) per sample."""
-        if self.caption_options.random:
+        changing = self.caption_options.random_settings
+        if changing:
             raise ConfigError(
-                "cached text-encoder outputs need fixed captions: turn off dataset.shuffle_caption, the caption "
-                "and tag dropouts and dataset.enable_wildcard, or turn off dataset.cache_text_encoder_outputs"
+                f"cached text-encoder outputs need fixed captions, but {', '.join(changing)} change them: turn "
+                "those off, or turn off dataset.cache_text_encoder_outputs"
             )
         self._text_lookup = lookup
 
