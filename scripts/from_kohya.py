@@ -1,0 +1,56 @@
+"""Bring a kohya config along: `python scripts/from_kohya.py config.toml [dataset.toml] [--write FILE]`.
+
+Reads sd-scripts' `--config_file` TOML (flat or in tables), its dataset TOML, or the kohya_ss GUI's saved
+`.json`; prints the `python -m train` command, or with `--write` an experiment file
+(`configs/experiment/NAME.yaml`, then `python -m train +experiment=NAME`). Every setting we lack is listed
+with the reason; none is dropped silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data.atomic import write_text_atomic  # noqa: E402
+from train.kohya_config import (  # noqa: E402
+    Conversion,
+    convert,
+    dataset_settings,
+    experiment_yaml,
+    read_settings,
+    read_toml,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", type=Path, help="kohya TOML or kohya_ss GUI JSON")
+    parser.add_argument("dataset", type=Path, nargs="?", help="kohya dataset TOML (--dataset_config)")
+    parser.add_argument("--write", type=Path, help="write an experiment YAML here instead of printing")
+    args = parser.parse_args(argv)
+    try:
+        settings = read_settings(args.config)
+        lacking: list[str] = []
+        if args.dataset:
+            extra, lacking = dataset_settings(read_toml(args.dataset))
+            settings.update(extra)
+    except (OSError, ValueError) as error:
+        print(f"error: cannot read {error.filename if isinstance(error, OSError) else 'the config'}: {error}")
+        return 2
+    conversion: Conversion = convert(settings)
+    conversion.lacking = lacking + conversion.lacking
+    if args.write:
+        write_text_atomic(args.write, experiment_yaml(conversion))
+        print(f"wrote {args.write}: python -m train +experiment={args.write.stem}")
+    else:
+        print("python -m train " + " ".join(conversion.overrides))
+    for item in conversion.lacking:
+        print(f"not converted: {item}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
