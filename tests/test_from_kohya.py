@@ -140,7 +140,8 @@ def test_a_locon_from_the_gui_json_converts_its_network_args(tmp_path, compose_c
     )
     assert cfg.training.max_train_steps == 1600 and cfg.training.max_train_epochs is None
     lacking = [item.split("=")[0] for item in conversion.lacking]
-    assert lacking == ["LoRA_type", "network_dropout"]  # listed with the reason, not dropped
+    assert lacking == ["LoRA_type"]  # listed with the reason, not dropped
+    assert cfg.network.dropout == 0.1
 
 
 def test_a_dreambooth_run_with_reg_folders_from_a_dataset_toml(tmp_path, compose_config):

@@ -92,7 +92,9 @@ class NetworkConfig:
     module: str = "lora"
     dim: int = 8  # kohya --network_dim (rank)
     alpha: float = 4.0  # kohya --network_alpha; scale = alpha / dim
-    dropout: float = 0.0  # kohya --network_dropout
+    dropout: float = 0.0  # kohya --network_dropout: dropout on the down projection's output
+    rank_dropout: float = 0.0  # kohya --network_args rank_dropout: whole rank channels per sample
+    module_dropout: float = 0.0  # kohya --network_args module_dropout: a layer's whole LoRA per step
     train_unet: bool = True  # False = kohya --network_train_text_encoder_only
     train_text_encoder: bool = True  # False = kohya --network_train_unet_only
     conv_dim: int = 0  # kohya --network_args conv_dim: rank of the UNet's 3x3 convs (LoCon); 0 = off

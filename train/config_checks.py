@@ -199,6 +199,9 @@ def _check_text_encoder_cache(cfg: TrainConfig) -> None:
 
 def _check_network(net: NetworkConfig) -> None:
     _check_choice("network.module", net.module, NETWORK_MODULES)
+    for key in ("dropout", "rank_dropout", "module_dropout"):
+        if not 0 <= getattr(net, key) < 1:
+            raise ConfigError(f"network.{key}={getattr(net, key)} must be in [0, 1) (0 = off; 0.1 is usual)")
     _check_positive("network.dim", net.dim)
     _check_conv(net)
     if not (net.train_unet or net.train_text_encoder):

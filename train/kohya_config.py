@@ -101,7 +101,12 @@ def optimizer_args(value: Any) -> Override:
     return [(f"optimizer.args.{key}", v) for key, v in key_values(value).items()]
 
 
-NETWORK_ARGS = {"conv_dim": "network.conv_dim", "conv_alpha": "network.conv_alpha"}
+NETWORK_ARGS = {
+    "conv_dim": "network.conv_dim",
+    "conv_alpha": "network.conv_alpha",
+    "rank_dropout": "network.rank_dropout",
+    "module_dropout": "network.module_dropout",
+}
 
 
 def network_args(value: Any) -> tuple[Override, list[str]]:
@@ -153,6 +158,7 @@ SAME = {  # kohya key -> ours, value unchanged
     "train_data_dir": "dataset.train_dir",
     "reg_data_dir": "dataset.reg_dir",
     "network_dim": "network.dim",
+    "network_dropout": "network.dropout",
     "network_alpha": "network.alpha",
     "learning_rate": "optimizer.lr",
     "unet_lr": "optimizer.unet_lr",
@@ -247,8 +253,6 @@ IGNORED = {
 }
 
 WHY_LACKING = {
-    "network_dropout": "ours (network.dropout) is peft's input dropout, not kohya's dropout after the down "
-    "projection: not converted until they agree",
     "v2": "SD 2.x bases are not supported yet",
     "v_parameterization": "v-prediction bases come from the model's own scheduler config",
     "sample_prompts": "use eval.prompts (the eval grid renders after training)",

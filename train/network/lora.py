@@ -11,6 +11,7 @@ from torch import nn
 
 from train.config import NetworkConfig
 from train.models.bundle import ModelBundle
+from train.network.dropouts import Dropouts, install_dropouts
 from train.network.targets import Target, text_encoder_targets, unet_targets
 
 ADAPTER = "lorasmith"
@@ -48,7 +49,7 @@ def _lora_config(targets: list[Target], cfg: NetworkConfig) -> LoraConfig:
     return LoraConfig(
         r=cfg.dim,
         lora_alpha=cfg.alpha,
-        lora_dropout=cfg.dropout,
+        lora_dropout=0.0,  # kohya drops the down projection's output instead (dropouts.py)
         target_modules=[t.path for t in targets],
         rank_pattern={key: cfg.conv_dim for key in spatial},
         alpha_pattern={key: cfg.resolved_conv_alpha for key in spatial},
@@ -73,9 +74,12 @@ class LoRANetwork:
         self.unet_layers = _inject(bundle.unet, wanted, cfg)
         te_targets = text_encoder_targets(bundle.text_encoder) if cfg.train_text_encoder else []
         self.text_encoder_layers = _inject(bundle.text_encoder, te_targets, cfg)
+        dropouts = Dropouts(cfg.dropout, cfg.rank_dropout, cfg.module_dropout)
         for layer in self.layers:
             for param in (*layer.down.parameters(), *layer.up.parameters()):
                 param.requires_grad_(True)
+            layer.down.train()  # dropouts apply in training mode (the frozen base stays in eval mode)
+            install_dropouts(layer.down, dropouts)
 
     @property
     def layers(self) -> list[AdaptedLayer]:

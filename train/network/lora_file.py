@@ -49,9 +49,13 @@ def network_args(net: NetworkConfig) -> dict[str, str]:
 
     conv_alpha is written even when left at its default, so the header alone tells the conv scale.
     """
-    if not net.conv_dim:
-        return {}
-    return {"conv_dim": str(net.conv_dim), "conv_alpha": str(float(net.resolved_conv_alpha))}
+    args = {}
+    if net.conv_dim:
+        args = {"conv_dim": str(net.conv_dim), "conv_alpha": str(float(net.resolved_conv_alpha))}
+    for key in ("rank_dropout", "module_dropout"):
+        if getattr(net, key):
+            args[key] = str(getattr(net, key))
+    return args
 
 
 def _dataset_metadata(cfg: TrainConfig, dataset: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,78 @@
+"""kohya's network_dropout, rank_dropout and module_dropout: where they act and how much they drop."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+
+from train.config import ModelConfig, NetworkConfig
+from train.models.loading import load_base_model
+from train.network.dropouts import Dropouts, apply_dropouts
+from train.network.lora import LoRANetwork
+
+from .test_cli import QUICK, run_train
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_base_model(ModelConfig(kind="tiny"))
+
+
+def linear_layer(bundle, cfg: NetworkConfig):
+    network = LoRANetwork(bundle, cfg)
+    layer = next(a for a in network.unet_layers if isinstance(a.down, torch.nn.Linear))
+    with torch.no_grad():
+        layer.up.weight.normal_(generator=torch.Generator().manual_seed(0))  # up starts at zero
+    return network, layer
+
+
+def test_network_dropout_drops_the_down_projections_output_not_the_input(tiny):
+    network, adapted = linear_layer(tiny, NetworkConfig(dim=4, alpha=4.0, dropout=0.5))
+    peft_layer, down, up = adapted.layer, adapted.down, adapted.up
+    x = torch.randn(2, 6, down.in_features)
+    torch.manual_seed(5)
+    out = peft_layer(x)
+    torch.manual_seed(5)
+    expected = peft_layer.base_layer(x) + up(F.dropout(F.linear(x, down.weight), p=0.5)) * 1.0
+    assert torch.allclose(out, expected, atol=1e-6)
+    torch.manual_seed(5)
+    on_input = peft_layer.base_layer(x) + up(F.linear(F.dropout(x, p=0.5), down.weight))
+    assert not torch.allclose(out, on_input, atol=1e-3)  # peft's placement would be another regulariser
+    down.eval()
+    plain = peft_layer.base_layer(x) + up(F.linear(x, down.weight))
+    assert torch.allclose(peft_layer(x), plain, atol=1e-6)  # no dropout outside training
+    network.remove()
+
+
+def test_rank_dropout_drops_whole_rank_channels_per_sample_and_rescales():
+    torch.manual_seed(0)
+    lx = apply_dropouts(torch.ones(400, 3, 8), Dropouts(rank=0.25))
+    assert torch.equal(lx[:, :1, :].expand_as(lx), lx)  # one mask per sample and channel, across tokens
+    assert lx.unique().tolist() == pytest.approx([0.0, 1 / 0.75])
+    assert (lx[:, 0, :] == 0).float().mean().item() == pytest.approx(0.25, abs=0.03)
+    conv = apply_dropouts(torch.ones(400, 8, 2, 2), Dropouts(rank=0.25))
+    assert torch.equal(conv[:, :, :1, :1].expand_as(conv), conv)
+
+
+def test_module_dropout_skips_a_layers_whole_lora_at_its_rate():
+    torch.manual_seed(0)
+    skipped = [
+        apply_dropouts(torch.ones(2, 4), Dropouts(module=0.3)).abs().sum().item() == 0 for _ in range(2000)
+    ]
+    assert sum(skipped) / 2000 == pytest.approx(0.3, abs=0.03)
+    assert apply_dropouts(torch.ones(2, 4), Dropouts()).sum().item() == 8
+
+
+def test_dropouts_through_python_m_train_are_recorded(tmp_path):
+    options = ["network.dropout=0.1", "network.rank_dropout=0.1", "network.module_dropout=0.1"]
+    result = run_train(tmp_path / "run", *QUICK, "eval.enabled=false", *options)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with safe_open(str(tmp_path / "run" / "char_lora.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["ss_network_dropout"] == "0.1"
+    assert json.loads(meta["ss_network_args"])["rank_dropout"] == "0.1"
+    assert json.loads(meta["ss_network_args"])["module_dropout"] == "0.1"
