@@ -31,17 +31,23 @@ def test_char_lora_experiment_overrides_only_what_it_changes(compose_config):
     assert cfg.eval.prompts and cfg.eval.weights == [0.0, 0.5, 1.0]
 
 
+def lr_curve(optimizer: torch.optim.Optimizer, schedule, steps: int) -> list[float]:
+    """The rate of each of `steps` optimizer steps under `schedule`."""
+    scheduler = build_scheduler(optimizer, schedule, total_steps=steps)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
 @pytest.mark.parametrize("name", SCHEDULERS)
 def test_every_scheduler_config_builds(compose_config, name):
     cfg = compose_config(f"scheduler={name}", "dataset.train_dir=x")
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = build_optimizer([{"params": [param], "lr": 1.0}], cfg.optimizer.name, cfg.optimizer.args)
-    scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps=100)
-    lrs = []
-    for _ in range(100):
-        lrs.append(scheduler.get_last_lr()[0])
-        optimizer.step()
-        scheduler.step()
+    lrs = lr_curve(optimizer, cfg.scheduler, 100)
     if name == "constant":
         assert lrs == [1.0] * 100
     else:
@@ -85,14 +91,7 @@ def test_each_schedule_follows_its_formula_at_10_points(compose_config, name):
     knobs |= {"rex": ["scheduler.min_lr_ratio=0.05"]}
     warmup_override = [] if name == "constant" else ["scheduler.warmup_steps=10"]
     cfg = compose_config(f"scheduler={name}", "dataset.train_dir=x", *warmup_override, *knobs.get(name, []))
-    param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([param], lr=BASE_LR)
-    scheduler = build_scheduler(optimizer, cfg.scheduler, total_steps=100)
-    lrs = []
-    for _ in range(100):
-        lrs.append(scheduler.get_last_lr()[0])
-        optimizer.step()
-        scheduler.step()
+    lrs = lr_curve(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=BASE_LR), cfg.scheduler, 100)
     s = cfg.scheduler
     points = [0, 5, 10, 23, 37, 50, 61, 75, 88, 99]
     warmup = 0 if name == "constant" else 10
