@@ -95,6 +95,20 @@ class NetworkConfig:
     dropout: float = 0.0  # kohya --network_dropout: dropout on the down projection's output
     rank_dropout: float = 0.0  # kohya --network_args rank_dropout: whole rank channels per sample
     module_dropout: float = 0.0  # kohya --network_args module_dropout: a layer's whole LoRA per step
+    loraplus_lr_ratio: float | None = (
+        None  # kohya network_args: up-weights train at lr x this (LoRA+; 16 is usual)
+    )
+    loraplus_unet_lr_ratio: float | None = (
+        None  # kohya network_args: the UNet's own ratio (else the one above)
+    )
+    loraplus_text_encoder_lr_ratio: float | None = None  # kohya network_args: the text encoder's own ratio
+
+    @property
+    def loraplus_ratios(self) -> tuple[float | None, float | None]:
+        """(UNet, text encoder) LoRA+ ratios: each part's own, else loraplus_lr_ratio, else None (off)."""
+        unet = self.loraplus_unet_lr_ratio or self.loraplus_lr_ratio
+        return unet, self.loraplus_text_encoder_lr_ratio or self.loraplus_lr_ratio
+
     train_unet: bool = True  # False = kohya --network_train_text_encoder_only
     train_text_encoder: bool = True  # False = kohya --network_train_unet_only
     conv_dim: int = 0  # kohya --network_args conv_dim: rank of the UNet's 3x3 convs (LoCon); 0 = off

@@ -202,6 +202,10 @@ def _check_network(net: NetworkConfig) -> None:
     for key in ("dropout", "rank_dropout", "module_dropout"):
         if not 0 <= getattr(net, key) < 1:
             raise ConfigError(f"network.{key}={getattr(net, key)} must be in [0, 1) (0 = off; 0.1 is usual)")
+    for key in ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio"):
+        value = getattr(net, key)
+        if value is not None and not value > 0:
+            raise ConfigError(f"network.{key}={value} must be > 0 (16 is usual) or null (off)")
     _check_positive("network.dim", net.dim)
     _check_conv(net)
     if not (net.train_unet or net.train_text_encoder):

@@ -106,6 +106,9 @@ NETWORK_ARGS = {
     "conv_alpha": "network.conv_alpha",
     "rank_dropout": "network.rank_dropout",
     "module_dropout": "network.module_dropout",
+    "loraplus_lr_ratio": "network.loraplus_lr_ratio",
+    "loraplus_unet_lr_ratio": "network.loraplus_unet_lr_ratio",
+    "loraplus_text_encoder_lr_ratio": "network.loraplus_text_encoder_lr_ratio",
 }
 
 

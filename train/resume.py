@@ -75,8 +75,8 @@ def _load_optimizer_moments(optimizer, saved: dict[str, Any], given: Iterable[st
     current = optimizer.state_dict()
     if len(current["param_groups"]) != len(saved["param_groups"]):
         raise ResumeError(
-            "the state's optimizer has other parameter groups (a text-encoder or UNet lr set to 0 on one side "
-            "only): resume with the learning rates the state was trained with"
+            "the state's optimizer has other parameter groups (a text-encoder or UNet lr set to 0, or LoRA+ "
+            "ratios, on one side only): resume with the learning rates and LoRA+ settings it was trained with"
         )
     from_this_run = ("params", "lr", "initial_lr", *given)
     groups = [

@@ -122,6 +122,15 @@ def shared_seed(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+# kohya's log keys per parameter group (`_plus`: LoRA+ up-weights)
+LR_LOG_KEYS = {
+    "unet": "lr/unet",
+    "unet_plus": "lr/unet_plus",
+    "te": "lr/textencoder",
+    "te_plus": "lr/textencoder_plus",
+}
+
+
 def every_process_rng() -> list[dict]:
     """Each process's random streams, in process order (called by every process; one entry when alone)."""
     return gather_object([capture_rng()])
@@ -247,7 +256,7 @@ class Trainer:
     def log_step(self, loss: float, average: float, step: int, seconds: float) -> None:
         logs = {"loss/current": loss, "loss/average": average, "time/step": seconds}
         for group, lr in zip(self.optimizer.param_groups, self.lr_scheduler.get_last_lr(), strict=True):
-            logs["lr/unet" if group.get("name") == "unet" else "lr/textencoder"] = lr
+            logs[LR_LOG_KEYS[group["name"]]] = lr
         adapted = adaptive_rate(self.optimizer)
         if adapted is not None:  # D-Adaptation / Prodigy: the step size they use (kohya's lr/d*lr)
             logs["lr/d*lr"] = adapted

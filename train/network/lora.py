@@ -94,14 +94,22 @@ class LoRANetwork:
         return self._params(self.layers)
 
     def param_groups(self, unet_lr: float, text_encoder_lr: float) -> list[dict]:
-        """Optimizer groups; a group whose learning rate is 0 is left out (frozen), as in kohya."""
+        """Optimizer groups; a group whose learning rate is 0 is left out (frozen), as in kohya. With LoRA+
+        a part's up-weights get a group of their own at lr x ratio (named `<part>_plus`)."""
+        unet_ratio, te_ratio = self.cfg.loraplus_ratios
+        parts = (("te", self.text_encoder_layers, text_encoder_lr, te_ratio),)
+        parts += (("unet", self.unet_layers, unet_lr, unet_ratio),)
         groups = []
-        if self.text_encoder_layers and text_encoder_lr:
-            groups.append(
-                {"params": self._params(self.text_encoder_layers), "lr": text_encoder_lr, "name": "te"}
-            )
-        if self.unet_layers and unet_lr:
-            groups.append({"params": self._params(self.unet_layers), "lr": unet_lr, "name": "unet"})
+        for name, layers, lr, ratio in parts:
+            if not (layers and lr):
+                continue
+            if ratio is None:
+                groups.append({"params": self._params(layers), "lr": lr, "name": name})
+                continue
+            downs = [p for layer in layers for p in layer.down.parameters()]
+            ups = [p for layer in layers for p in layer.up.parameters()]
+            groups.append({"params": downs, "lr": lr, "name": name})
+            groups.append({"params": ups, "lr": lr * ratio, "name": f"{name}_plus"})
         return groups
 
     def state_dict(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:

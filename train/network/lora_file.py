@@ -52,7 +52,8 @@ def network_args(net: NetworkConfig) -> dict[str, str]:
     args = {}
     if net.conv_dim:
         args = {"conv_dim": str(net.conv_dim), "conv_alpha": str(float(net.resolved_conv_alpha))}
-    for key in ("rank_dropout", "module_dropout"):
+    extra = ("rank_dropout", "module_dropout", "loraplus_lr_ratio", "loraplus_unet_lr_ratio")
+    for key in (*extra, "loraplus_text_encoder_lr_ratio"):
         if getattr(net, key):
             args[key] = str(getattr(net, key))
     return args

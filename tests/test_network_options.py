@@ -1,4 +1,4 @@
-"""kohya's network_dropout, rank_dropout and module_dropout: where they act and how much they drop."""
+"""kohya's network_dropout, rank_dropout and module_dropout: where they act and how much they drop; LoRA+."""
 
 from __future__ import annotations
 
@@ -76,3 +76,27 @@ def test_dropouts_through_python_m_train_are_recorded(tmp_path):
     assert meta["ss_network_dropout"] == "0.1"
     assert json.loads(meta["ss_network_args"])["rank_dropout"] == "0.1"
     assert json.loads(meta["ss_network_args"])["module_dropout"] == "0.1"
+
+
+def test_loraplus_trains_the_up_weights_at_ratio_times_the_rate(tiny):
+    network = LoRANetwork(
+        tiny, NetworkConfig(dim=4, alpha=4.0, loraplus_lr_ratio=16, loraplus_text_encoder_lr_ratio=4)
+    )
+    groups = {g["name"]: g for g in network.param_groups(1e-4, 5e-5)}
+    assert {name: g["lr"] for name, g in groups.items()} == pytest.approx(
+        {"te": 5e-5, "te_plus": 2e-4, "unet": 1e-4, "unet_plus": 1.6e-3}
+    )
+    ups = {id(p) for layer in network.unet_layers for p in layer.up.parameters()}
+    assert {id(p) for p in groups["unet_plus"]["params"]} == ups
+    assert not ups & {id(p) for p in groups["unet"]["params"]}
+    network.remove()
+
+
+def test_loraplus_through_python_m_train_logs_both_rates(tmp_path):
+    result = run_train(tmp_path / "run", *QUICK, "eval.enabled=false", "network.loraplus_lr_ratio=16")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = next(
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open() if "lr/unet" in line
+    )
+    assert record["lr/unet_plus"] == pytest.approx(16 * record["lr/unet"])
+    assert record["lr/textencoder_plus"] == pytest.approx(16 * record["lr/textencoder"])
