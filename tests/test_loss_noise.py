@@ -15,7 +15,14 @@ from torch import nn
 
 from train.config import TrainingConfig
 from train.errors import ConfigError
-from train.loss import debiased_weights, elementwise_loss, huber_threshold, min_snr_weights, signal_to_noise
+from train.loss import (
+    debiased_weights,
+    elementwise_loss,
+    huber_threshold,
+    min_snr_weights,
+    signal_to_noise,
+    v_pred_like_noise_weights,
+)
 from train.noise import perturbed_noise, with_zero_terminal_snr
 from train.step import diffusion_loss
 
@@ -135,3 +142,28 @@ def test_loss_and_noise_options_through_python_m_train_are_recorded(tmp_path):
         "0.1",
     )
     assert (meta["ss_zero_terminal_snr"], meta["ss_debiased_estimation"]) == ("True", "True")
+
+
+def test_v_pred_loss_scaled_like_noise_pred_weighs_by_snr_over_snr_plus_one():
+    scheduler, t = sd_schedule(), torch.tensor([0, 400, 999])
+    snr = signal_to_noise(scheduler, t).clamp(max=1000)
+    assert torch.allclose(v_pred_like_noise_weights(scheduler, t), snr / (snr + 1))
+
+
+def test_a_v_base_trains_on_v_and_says_so_and_the_scale_needs_one(tmp_path):
+    options = [
+        "eval.enabled=false",
+        "model.v_parameterization=true",
+        "training.scale_v_pred_loss_like_noise_pred=true",
+    ]
+    result = run_train(tmp_path / "run", *QUICK, *options)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with safe_open(str(tmp_path / "run" / "char_lora.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    assert (meta["ss_v_parameterization"], meta["modelspec.prediction_type"]) == ("True", "v")
+    assert meta["ss_scale_v_pred_loss_like_noise_pred"] == "True"
+    refused = run_train(
+        tmp_path / "eps", *QUICK, "eval.enabled=false", "training.scale_v_pred_loss_like_noise_pred=true"
+    )
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "scale_v_pred_loss_like_noise_pred=true is for bases that predict v" in refused.stderr

@@ -42,6 +42,7 @@ class ModelConfig:
     clip_skip: int = 1  # kohya --clip_skip; 2 for NovelAI-family anime models
     vae: str | None = None  # VAE override: .safetensors/.pt/.ckpt file or diffusers folder (kohya --vae)
     tokenizer: str | None = None  # folder or hub id; single files ship none (default CLIP ViT-L/14's)
+    v_parameterization: bool = False  # kohya --v_parameterization: the base predicts v (SD 2.x 768-v)
 
 
 @dataclass
@@ -171,6 +172,7 @@ class TrainingConfig:
     huber_c: float = 0.1  # kohya --huber_c
     huber_scale: float = 1.0  # kohya --huber_scale
     debiased_estimation_loss: bool = False  # kohya --debiased_estimation_loss
+    scale_v_pred_loss_like_noise_pred: bool = False  # kohya: v-prediction loss x SNR / (SNR + 1)
     save_every_n_epochs: int | None = None  # kohya --save_every_n_epochs; the last epoch is the final file
     save_every_n_steps: int | None = None  # kohya --save_every_n_steps: NAME-step00000100.safetensors
     save_last_n_epochs: int | None = None  # kohya --save_last_n_epochs: keep only the newest K epoch files

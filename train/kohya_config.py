@@ -201,6 +201,8 @@ SAME = {  # kohya key -> ours, value unchanged
     "huber_c": "training.huber_c",
     "huber_scale": "training.huber_scale",
     "debiased_estimation_loss": "training.debiased_estimation_loss",
+    "v_parameterization": "model.v_parameterization",
+    "scale_v_pred_loss_like_noise_pred": "training.scale_v_pred_loss_like_noise_pred",
     "prior_loss_weight": "dataset.prior_loss_weight",
     "cache_latents": "dataset.cache_latents",
     "cache_latents_to_disk": "dataset.cache_latents_to_disk",
@@ -257,7 +259,6 @@ IGNORED = {
 
 WHY_LACKING = {
     "v2": "SD 2.x bases are not supported yet",
-    "v_parameterization": "v-prediction bases come from the model's own scheduler config",
     "sample_prompts": "use eval.prompts (the eval grid renders after training)",
 }
 

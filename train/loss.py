@@ -84,3 +84,10 @@ def debiased_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch
     if scheduler.config.prediction_type == "v_prediction":
         return 1.0 / (snr + 1.0)
     return 1.0 / torch.sqrt(snr)
+
+
+def v_pred_like_noise_weights(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor:
+    """kohya --scale_v_pred_loss_like_noise_pred: SNR / (SNR + 1), SNR capped at 1000, which weighs a
+    v-prediction loss over the timesteps as a noise-prediction loss is weighed."""
+    snr = signal_to_noise(scheduler, timesteps).clamp(max=DEBIASED_SNR_CAP)
+    return snr / (snr + 1.0)

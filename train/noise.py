@@ -51,3 +51,8 @@ def with_zero_terminal_snr(scheduler: DDPMScheduler) -> DDPMScheduler:
     """The same schedule with its betas rescaled so the last step is pure noise: alpha_bar_T = 0
     (Lin et al. 2023; kohya --zero_terminal_snr). Meant for v-prediction models."""
     return DDPMScheduler.from_config(scheduler.config, rescale_betas_zero_snr=True)
+
+
+def predicting_v(scheduler: DDPMScheduler) -> DDPMScheduler:
+    """The same schedule for a base that predicts v (kohya --v_parameterization), when its files do not say so."""
+    return DDPMScheduler.from_config(scheduler.config, prediction_type="v_prediction")

@@ -27,6 +27,7 @@ from train.bucket_batches import BucketBatchSampler
 from train.config import TrainConfig, resolve_seed
 from train.cpu_speed import speed_up_cpu_training, unroute_convs
 from train.dataset import DreamBoothDataset, collate
+from train.errors import ConfigError
 from train.eval import render_eval_grid, score_metrics, write_scores
 from train.loop import run_loop
 from train.model_setup import cache_latents, cache_text_outputs, park_unused, place_trained_models, uncompile
@@ -34,7 +35,7 @@ from train.models.bundle import ModelBundle
 from train.models.loading import load_base_model
 from train.network.lora import LoRANetwork
 from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts, save_lora
-from train.noise import with_zero_terminal_snr
+from train.noise import predicting_v, with_zero_terminal_snr
 from train.optim import build_scheduler, warmup_steps
 from train.optimizers import adaptive_rate, averaged_weights, build_optimizer, describe_optimizer
 from train.precision import allow_fp16_gradients, announce, choose_precision
@@ -122,6 +123,10 @@ def shared_seed(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def predicts_v(bundle: ModelBundle) -> bool:
+    return bundle.noise_scheduler.config.prediction_type == "v_prediction"
+
+
 # kohya's log keys per parameter group (`_plus`: LoRA+ up-weights)
 LR_LOG_KEYS = {
     "unet": "lr/unet",
@@ -166,6 +171,13 @@ class Trainer:
         self.dataset.check_pictures()
         self.bundle: ModelBundle = load_base_model(cfg.model)
         self.bundle.freeze()
+        if cfg.model.v_parameterization:  # training and the evaluation render both treat it as v
+            self.bundle.noise_scheduler = predicting_v(self.bundle.noise_scheduler)
+        if cfg.training.scale_v_pred_loss_like_noise_pred and not predicts_v(self.bundle):
+            raise ConfigError(
+                "training.scale_v_pred_loss_like_noise_pred=true is for bases that predict v: this one predicts "
+                "noise (set model.v_parameterization=true if it is a v model)"
+            )
         self.model_facts = model_facts(self.bundle)  # before caching may free the text encoder
         # Training may use a rescaled schedule; the evaluation render keeps the model's own.
         schedule = self.bundle.noise_scheduler

@@ -7,7 +7,13 @@ from diffusers import DDPMScheduler
 from torch import nn
 
 from train.config import TrainingConfig
-from train.loss import debiased_weights, elementwise_loss, huber_threshold, min_snr_weights
+from train.loss import (
+    debiased_weights,
+    elementwise_loss,
+    huber_threshold,
+    min_snr_weights,
+    v_pred_like_noise_weights,
+)
 from train.models.bundle import ModelBundle
 from train.noise import apply_multires_noise, apply_noise_offset, perturbed_noise
 
@@ -101,4 +107,6 @@ def diffusion_loss(
         weights = weights * min_snr_weights(scheduler, timesteps, t.min_snr_gamma)
     if t.debiased_estimation_loss:
         weights = weights * debiased_weights(scheduler, timesteps)
+    if t.scale_v_pred_loss_like_noise_pred:
+        weights = weights * v_pred_like_noise_weights(scheduler, timesteps)
     return (per_sample * weights).mean()

@@ -165,6 +165,7 @@ def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
         "ss_ip_noise_gamma_random_strength": t.ip_noise_gamma_random_strength if t.ip_noise_gamma else None,
         "ss_zero_terminal_snr": t.zero_terminal_snr,
         "ss_debiased_estimation": t.debiased_estimation_loss,
+        "ss_scale_v_pred_loss_like_noise_pred": t.scale_v_pred_loss_like_noise_pred,
         "ss_loss_type": t.loss_type,
         "ss_huber_schedule": t.huber_schedule if t.loss_type in ("huber", "smooth_l1") else None,
         "ss_huber_c": t.huber_c if t.loss_type in ("huber", "smooth_l1") else None,
