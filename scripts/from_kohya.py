@@ -31,14 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dataset", type=Path, nargs="?", help="kohya dataset TOML (--dataset_config)")
     parser.add_argument("--write", type=Path, help="write an experiment YAML here instead of printing")
     args = parser.parse_args(argv)
+    reading = args.config
     try:
-        settings = read_settings(args.config)
+        settings = read_settings(reading)
         lacking: list[str] = []
         if args.dataset:
-            extra, lacking = dataset_settings(read_toml(args.dataset))
+            reading = args.dataset
+            extra, lacking = dataset_settings(read_toml(reading))
             settings.update(extra)
-    except (OSError, ValueError) as error:
-        print(f"error: cannot read {error.filename if isinstance(error, OSError) else 'the config'}: {error}")
+    except (OSError, ValueError) as error:  # a missing file, or TOML / JSON that does not parse
+        print(f"error: cannot read {reading}: {getattr(error, 'strerror', None) or error}")
         return 2
     conversion: Conversion = convert(settings)
     conversion.lacking = lacking + conversion.lacking

@@ -180,3 +180,13 @@ def test_the_script_prints_the_command_and_writes_an_experiment(tmp_path):
         "defaults"
     ]
     assert data["network"]["dim"] == 32 and data["optimizer"]["args"]["betas"] == [0.9, 0.99]
+
+
+def test_a_file_that_does_not_parse_is_one_line_naming_it(tmp_path):
+    (tmp_path / "bad.toml").write_text("network_dim = [\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "from_kohya.py"), str(tmp_path / "bad.toml")],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stdout.startswith(f"error: cannot read {tmp_path / 'bad.toml'}:")

@@ -110,6 +110,8 @@ def test_names_ignore_case_and_any_module_class_works():
     assert describe_optimizer(radam, {"weight_decay": 0.1}) == "torch.optim.radam.RAdam(weight_decay=0.1)"
     with pytest.raises(ConfigError, match="optimizer.args for AdamW: .*'momentum'"):
         build_optimizer([{"params": [down], "lr": 1e-3}], "AdamW", {"momentum": 0.9})
+    with pytest.raises(ConfigError, match="optimizer.args for AdamW: Invalid weight_decay value: -1"):
+        build_optimizer([{"params": [down], "lr": 1e-3}], "AdamW", {"weight_decay": -1})
     with pytest.raises(ConfigError, match="optimizer.name=nowhere.Adam: cannot import it"):
         build_optimizer([{"params": [down], "lr": 1e-3}], "nowhere.Adam", {})
 

@@ -188,7 +188,7 @@ def build_optimizer(groups: list[dict], name: str, args: dict[str, Any]) -> torc
         warn_adaptive_rates(name, [group["lr"] for group in groups])
     try:
         return build(groups, args)
-    except TypeError as error:  # an argument the class does not take
+    except (TypeError, ValueError) as error:  # an argument the class does not take, or a value it refuses
         raise ConfigError(f"optimizer.args for {known or name}: {error}") from error
 
 
