@@ -47,11 +47,6 @@ def value_text(value: Any) -> str:
     )
 
 
-def to(key: str) -> Callable[[Any], Override]:
-    """The same value under our key."""
-    return lambda value: [(key, value)]
-
-
 def resolution(value: Any) -> Override:
     """kohya's "512" or "512,768" (width,height): we train squares or buckets of area resolution²."""
     sides = [int(v) for v in str(value).replace(" ", "").split(",") if v]
