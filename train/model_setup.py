@@ -100,17 +100,17 @@ def place_trained_models(
     bundle: ModelBundle, network, cfg: TrainConfig, precision: Precision, device, text_cached: bool
 ) -> None:
     """Frozen weights to the weight dtype, trained ones to theirs, the models in the step to the device."""
-    models = [(bundle.unet, network.unet_layers)]
+    models = [(bundle.unet, network.trains_unet)]
     if not text_cached:  # a cached text encoder is not in the step: it stays where park_unused put it
-        models.append((bundle.text_encoder, network.text_encoder_layers))
+        models.append((bundle.text_encoder, network.trains_text_encoder))
     for model, trained in models:
         hold_frozen_in(model, precision.weight_dtype)
         model.to(device)
-        model.train(bool(trained))  # LoRA dropout is active in train mode; SD's own dropout rates are 0
+        model.train(trained)  # LoRA dropout is active in train mode; SD's own dropout rates are 0
     hold_trained_in(network.parameters(), precision.trained_dtype)
     if cfg.training.gradient_checkpointing:
         bundle.unet.enable_gradient_checkpointing()
-        if network.text_encoder_layers:
+        if network.trains_text_encoder:
             bundle.text_encoder.gradient_checkpointing_enable()
     if cfg.training.compile:
         bundle.unet.compile()  # in place: the module (and the LoRA layers inside it) stay the same objects

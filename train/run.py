@@ -33,7 +33,7 @@ from train.loop import run_loop
 from train.model_setup import cache_latents, cache_text_outputs, park_unused, place_trained_models, uncompile
 from train.models.bundle import ModelBundle
 from train.models.loading import load_base_model
-from train.network.lora import LoRANetwork
+from train.network.registry import build_network
 from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts, save_lora
 from train.noise import predicting_v, with_zero_terminal_snr
 from train.optim import build_scheduler, warmup_steps
@@ -195,7 +195,7 @@ class Trainer:
         if d.cache_latents or d.cache_latents_to_disk or text_cached:
             park_unused(self.bundle, cfg.eval.enabled and bool(cfg.eval.prompts), text_cached)
         set_seed(cfg.seed)  # the LoRA's initial weights depend on the seed alone, not on what loaded before
-        self.network = LoRANetwork(self.bundle, cfg.network)
+        self.network = build_network(self.bundle, cfg.network)
         place_trained_models(self.bundle, self.network, cfg, self.precision, device, text_cached)
         if device.type == "cpu" and self.precision.weight_dtype == torch.float32 and not cfg.training.compile:
             speed_up_cpu_training(self.bundle.unet)  # a compiled UNet gets its convolutions from inductor
@@ -225,6 +225,7 @@ class Trainer:
             "warmup_steps": warmup_steps(self.cfg.scheduler, self.plan.max_train_steps),
             "optimizer": describe_optimizer(self.optimizer, self.cfg.optimizer.args),
             "dataset": self.dataset.summary(),
+            "network": self.network.header(),
             **self.model_facts,
             "mixed_precision": self.precision.mixed_precision,
             "num_processes": self.accelerator.num_processes,
@@ -244,8 +245,8 @@ class Trainer:
     def optimizer_step(self, batch: dict) -> float:
         """One (micro-)batch: loss, backward, and on accumulation boundaries the optimizer and lr steps."""
         cfg, acc = self.cfg, self.accelerator
-        trained = [m for m, on in ((self.bundle.unet, self.network.unet_layers),
-                                   (self.bundle.text_encoder, self.network.text_encoder_layers)) if on]  # fmt: skip
+        trained = [m for m, on in ((self.bundle.unet, self.network.trains_unet),
+                                   (self.bundle.text_encoder, self.network.trains_text_encoder)) if on]  # fmt: skip
         with acc.accumulate(*trained):
             with acc.autocast():
                 loss = diffusion_loss(
@@ -254,7 +255,7 @@ class Trainer:
                     cfg.model.clip_skip,
                     cfg.dataset.prior_loss_weight,
                     cfg.training,
-                    train_text_encoder=bool(self.network.text_encoder_layers),
+                    train_text_encoder=self.network.trains_text_encoder,
                     noise_scheduler=self.noise_scheduler,
                 )
             acc.backward(loss)

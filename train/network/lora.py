@@ -12,6 +12,7 @@ from torch import nn
 from train.config import NetworkConfig
 from train.models.bundle import ModelBundle
 from train.network.dropouts import Dropouts, install_dropouts
+from train.network.lora_file import network_args
 from train.network.targets import Target, text_encoder_targets, unet_targets
 
 ADAPTER = "lorasmith"
@@ -80,6 +81,18 @@ class LoRANetwork:
                 param.requires_grad_(True)
             layer.down.train()  # dropouts apply in training mode (the frozen base stays in eval mode)
             install_dropouts(layer.down, dropouts)
+
+    @property
+    def trains_unet(self) -> bool:
+        return bool(self.unet_layers)
+
+    @property
+    def trains_text_encoder(self) -> bool:
+        return bool(self.text_encoder_layers)
+
+    def header(self) -> dict:
+        """kohya's networks.lora, with its network_args (conv_dim, dropouts, LoRA+) as the header records them."""
+        return {"ss_network_module": "networks.lora", "ss_network_args": network_args(self.cfg)}
 
     @property
     def layers(self) -> list[AdaptedLayer]:

@@ -136,11 +136,9 @@ def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
     opt, net, t = cfg.optimizer, cfg.network, cfg.training
     v2, v_prediction = model_family(facts)
     meta: dict[str, Any] = {
-        "ss_network_module": "networks.lora",
         "ss_network_dim": net.dim,
         "ss_network_alpha": net.alpha,
         "ss_network_dropout": net.dropout,
-        "ss_network_args": network_args(net),
         "ss_base_model_version": base_model_version(v2, v_prediction),
         "ss_v2": v2,
         "ss_v_parameterization": v_prediction,
@@ -180,6 +178,7 @@ def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
         "ss_max_train_steps": facts["max_train_steps"],
         "ss_num_batches_per_epoch": facts["num_batches_per_epoch"],
     }
+    meta |= facts.get("network", {})  # ss_network_module, ss_network_args: the network's own header
     meta |= _dataset_metadata(cfg, facts.get("dataset", {}))
     meta |= _modelspec(cfg, v2, v_prediction)
     meta["lorasmith_config"] = facts.get("config_yaml", "")

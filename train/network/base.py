@@ -1,0 +1,58 @@
+"""What every trained network gives the loop: its weights, optimizer groups, saved file, resume tensors.
+
+One module per network type (lora.py, loha.py, …) implements this; `train.network.registry` picks the one
+that `network.module` names. The loop knows nothing else about a network.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+
+class TrainedNetwork(Protocol):
+    """The part of a run that trains; the frozen base model stays as loaded."""
+
+    @property
+    def trains_unet(self) -> bool:
+        """Whether any UNet weight trains (the UNet then runs in train mode and under accumulate)."""
+        ...
+
+    @property
+    def trains_text_encoder(self) -> bool:
+        """Whether any text-encoder weight trains (the text encoder then runs in every step)."""
+        ...
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Every trained weight, in a fixed order."""
+        ...
+
+    def param_groups(self, unet_lr: float, text_encoder_lr: float) -> list[dict]:
+        """Optimizer groups, each with a `name` that run.LR_LOG_KEYS knows; lr-0 parts are left out."""
+        ...
+
+    def state_dict(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """The tensors of the saved file, in the layout other tools load."""
+        ...
+
+    def header(self) -> dict[str, Any]:
+        """The `ss_*` keys only this network knows (ss_network_module, ss_network_args, …)."""
+        ...
+
+    def trainable_tensors(self) -> dict[str, torch.Tensor]:
+        """The trained weights exactly as they are (dtype included), on the CPU: what a resume state keeps."""
+        ...
+
+    def load_trainable_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy weights saved by `trainable_tensors` back in, bit for bit."""
+        ...
+
+    def shape_signature(self) -> str:
+        """A digest of every trained tensor's name, shape and dtype: a state fits only an equal network."""
+        ...
+
+    def remove(self) -> None:
+        """Put the base model back as loaded; the training lives on in the saved files."""
+        ...

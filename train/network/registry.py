@@ -1,0 +1,19 @@
+"""`network.module` → the class that trains it; each type lives in its own module beside this one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from train.config import NetworkConfig
+from train.models.bundle import ModelBundle
+from train.network.base import TrainedNetwork
+from train.network.lora import LoRANetwork
+
+NETWORKS: dict[str, Callable[[ModelBundle, NetworkConfig], TrainedNetwork]] = {
+    "lora": LoRANetwork,
+}
+
+
+def build_network(bundle: ModelBundle, cfg: NetworkConfig) -> TrainedNetwork:
+    """The network `cfg.module` names, its adapters in place on `bundle` (config checks ran before)."""
+    return NETWORKS[cfg.module](bundle, cfg)
