@@ -111,7 +111,9 @@ def test_sd15_lora_keys_match_kohya(tmp_path):
     cfg = TrainConfig(network=NetworkConfig(dim=4, alpha=1.0))
     network = LoRANetwork(sd15_skeleton(), cfg.network)
     path = save_lora(
-        tmp_path / "keys.safetensors", network.state_dict(), lora_metadata(cfg, FACTS | {"network": network.header()})
+        tmp_path / "keys.safetensors",
+        network.state_dict(),
+        lora_metadata(cfg, FACTS | {"network": network.header()}),
     )
 
     with safe_open(str(path), framework="pt") as f:
@@ -142,7 +144,9 @@ def test_sd15_locon_adds_kohyas_86_resnet_and_resampler_modules(tmp_path):
     cfg = TrainConfig(network=NetworkConfig(dim=8, alpha=4.0, conv_dim=4))  # conv_alpha left to kohya's 1.0
     network = LoRANetwork(sd15_skeleton(), cfg.network)
     path = save_lora(
-        tmp_path / "locon.safetensors", network.state_dict(), lora_metadata(cfg, FACTS | {"network": network.header()})
+        tmp_path / "locon.safetensors",
+        network.state_dict(),
+        lora_metadata(cfg, FACTS | {"network": network.header()}),
     )
 
     with safe_open(str(path), framework="pt") as f:

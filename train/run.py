@@ -33,8 +33,8 @@ from train.loop import run_loop
 from train.model_setup import cache_latents, cache_text_outputs, park_unused, place_trained_models, uncompile
 from train.models.bundle import ModelBundle
 from train.models.loading import load_base_model
+from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts
 from train.network.registry import build_network
-from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts, save_lora
 from train.noise import predicting_v, with_zero_terminal_snr
 from train.optim import build_scheduler, warmup_steps
 from train.optimizers import adaptive_rate, averaged_weights, build_optimizer, describe_optimizer
@@ -281,7 +281,7 @@ class Trainer:
         with averaged_weights(self.optimizer):  # schedule-free: the averaged weights are the result
             tensors = self.network.state_dict(SAVE_DTYPES[self.cfg.training.save_precision])
             check_finite(tensors, str(path))
-            return save_lora(path, tensors, lora_metadata(self.cfg, self._facts(progress)))
+            return self.network.write_file(path, tensors, lora_metadata(self.cfg, self._facts(progress)))
 
     def _write_state(self, folder: Path, progress: Progress, rngs: list[dict]) -> None:
         tensors = self.network.trainable_tensors()

@@ -6,6 +6,7 @@ that `network.module` names. The loop knows nothing else about a network.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -35,6 +36,10 @@ class TrainedNetwork(Protocol):
 
     def state_dict(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         """The tensors of the saved file, in the layout other tools load."""
+        ...
+
+    def write_file(self, path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+        """Write the checked `tensors` (from state_dict) and header to `path` atomically; returns the path."""
         ...
 
     def header(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
@@ -12,7 +13,7 @@ from torch import nn
 from train.config import NetworkConfig
 from train.models.bundle import ModelBundle
 from train.network.dropouts import Dropouts, install_dropouts
-from train.network.lora_file import network_args
+from train.network.lora_file import network_args, save_lora
 from train.network.targets import Target, text_encoder_targets, unet_targets
 
 ADAPTER = "lorasmith"
@@ -89,6 +90,10 @@ class LoRANetwork:
     @property
     def trains_text_encoder(self) -> bool:
         return bool(self.text_encoder_layers)
+
+    def write_file(self, path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+        """One kohya-layout `.safetensors` file."""
+        return save_lora(path, tensors, metadata)
 
     def header(self) -> dict:
         """kohya's networks.lora, with its network_args (conv_dim, dropouts, LoRA+) as the header records them."""
