@@ -1,4 +1,5 @@
-"""kohya's network_dropout, rank_dropout and module_dropout: where they act and how much they drop; LoRA+."""
+"""kohya's network_dropout, rank_dropout and module_dropout: where they act and how much they drop; LoRA+;
+block lr weights in a real run (their parsing and groups: test_block_lora.py)."""
 
 from __future__ import annotations
 
@@ -67,15 +68,27 @@ def test_module_dropout_skips_a_layers_whole_lora_at_its_rate():
     assert apply_dropouts(torch.ones(2, 4), Dropouts()).sum().item() == 8
 
 
-def test_dropouts_through_python_m_train_are_recorded(tmp_path):
+def test_dropouts_and_block_lr_weights_through_python_m_train(tmp_path):
+    """One run for both: the dropouts are recorded; IN blocks at lr weight 0 keep their zero up-weights
+    while the others learn, and each block's lr is logged under its own key."""
     options = ["network.dropout=0.1", "network.rank_dropout=0.1", "network.module_dropout=0.1"]
-    result = run_train(tmp_path / "run", *QUICK, "eval.enabled=false", *options)
+    blocks = ["network.down_lr_weight=zeros", "network.mid_lr_weight=0.5"]
+    result = run_train(tmp_path / "run", *QUICK, "eval.enabled=false", *options, *blocks)
     assert result.returncode == 0, result.stderr[-3000:]
     with safe_open(str(tmp_path / "run" / "char_lora.safetensors"), framework="pt") as f:
         meta = f.metadata()
+        ups = {key: f.get_tensor(key) for key in f.keys() if key.endswith("lora_up.weight")}
     assert meta["ss_network_dropout"] == "0.1"
-    assert json.loads(meta["ss_network_args"])["rank_dropout"] == "0.1"
-    assert json.loads(meta["ss_network_args"])["module_dropout"] == "0.1"
+    args = json.loads(meta["ss_network_args"])
+    assert args["rank_dropout"] == "0.1" and args["module_dropout"] == "0.1"
+    assert args["down_lr_weight"] == "zeros" and args["mid_lr_weight"] == "0.5"
+    down = [up for key, up in ups.items() if "_down_blocks_" in key]
+    others = [up for key, up in ups.items() if "_up_blocks_" in key or "_mid_block_" in key]
+    assert down and not any(up.any() for up in down)
+    assert others and all(up.any() for up in others)
+    logged = set().union(*(json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()))
+    assert "lr/unet_block12" in logged and "lr/textencoder" in logged
+    assert not any(key.startswith("lr/unet_block0") and int(key[-2:]) < 12 for key in logged)
 
 
 def test_loraplus_trains_the_up_weights_at_ratio_times_the_rate(tiny):

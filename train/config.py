@@ -115,6 +115,18 @@ class NetworkConfig:
     conv_dim: int = 0  # kohya --network_args conv_dim: rank of the UNet's 3x3 convs (LoCon); 0 = off
     conv_alpha: float | None = None  # kohya --network_args conv_alpha; null = 1.0 when conv_dim is set
 
+    # Block-wise LoRA (train/network/blocks.py): a list, kohya's text `1,0.5,…`, or a preset for the lr weights
+    down_lr_weight: Any = None  # kohya network_args: 12 lr weights IN00–IN11, or sine / cosine / linear …[+x]
+    mid_lr_weight: float | None = None  # kohya network_args: lr weight of the MID block
+    up_lr_weight: Any = None  # kohya network_args: 12 lr weights OUT00–OUT11, or a preset
+    block_lr_zero_threshold: float = (
+        0.0  # kohya network_args: block lr weights <= this become 0 (not trained)
+    )
+    block_dims: Any = None  # kohya network_args: 25 ranks (IN00–IN11, MID, OUT00–OUT11); 0 = no adapter
+    block_alphas: Any = None  # kohya network_args: 25 alphas (else network.alpha)
+    conv_block_dims: Any = None  # kohya network_args: 25 ranks of the 3x3 convs (else conv_dim)
+    conv_block_alphas: Any = None  # kohya network_args: 25 conv alphas (else conv_alpha)
+
     @property
     def resolved_conv_alpha(self) -> float:
         """conv_alpha, or kohya's default of 1.0 when only conv_dim was given."""

@@ -27,6 +27,7 @@ from train.config import (
     TrainingConfig,
 )
 from train.errors import ConfigError
+from train.network.blocks import block_lr_weights, block_ranks
 from train.optimizers import OPTIMIZERS, is_class_path, known_name, uses_relative_step
 
 
@@ -208,10 +209,26 @@ def _check_network(net: NetworkConfig) -> None:
             raise ConfigError(f"network.{key}={value} must be > 0 (16 is usual) or null (off)")
     _check_positive("network.dim", net.dim)
     _check_conv(net)
+    _check_blocks(net)
     if not (net.train_unet or net.train_text_encoder):
         raise ConfigError(
             "network.train_unet and network.train_text_encoder are both false: nothing to train"
         )
+
+
+def _check_blocks(net: NetworkConfig) -> None:
+    """Block weights and ranks parse (blocks.py raises the one-line error); a threshold is >= 0."""
+    if net.block_lr_zero_threshold < 0:
+        raise ConfigError(
+            f"network.block_lr_zero_threshold={net.block_lr_zero_threshold} must be >= 0 (0 = off)"
+        )
+    block_lr_weights(net)
+    for spatial in (False, True):
+        block_ranks(net, spatial)
+    if net.block_alphas is not None and net.block_dims is None:
+        raise ConfigError("network.block_alphas needs network.block_dims (25 ranks) beside it")
+    if net.conv_block_alphas is not None and net.conv_block_dims is None:
+        raise ConfigError("network.conv_block_alphas needs network.conv_block_dims (25 ranks) beside it")
 
 
 def _check_learning_rates(opt: OptimizerConfig, net: NetworkConfig) -> None:

@@ -104,6 +104,19 @@ NETWORK_ARGS = {
     "loraplus_lr_ratio": "network.loraplus_lr_ratio",
     "loraplus_unet_lr_ratio": "network.loraplus_unet_lr_ratio",
     "loraplus_text_encoder_lr_ratio": "network.loraplus_text_encoder_lr_ratio",
+    **{
+        key: f"network.{key}"
+        for key in (
+            "down_lr_weight",
+            "mid_lr_weight",
+            "up_lr_weight",
+            "block_lr_zero_threshold",
+            "block_dims",
+            "block_alphas",
+            "conv_block_dims",
+            "conv_block_alphas",
+        )  # fmt: skip
+    },
 }
 
 

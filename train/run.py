@@ -128,12 +128,12 @@ def predicts_v(bundle: ModelBundle) -> bool:
 
 
 # kohya's log keys per parameter group (`_plus`: LoRA+ up-weights)
-LR_LOG_KEYS = {
-    "unet": "lr/unet",
-    "unet_plus": "lr/unet_plus",
-    "te": "lr/textencoder",
-    "te_plus": "lr/textencoder_plus",
-}
+LR_LOG_KEYS = {"te": "lr/textencoder", "te_plus": "lr/textencoder_plus"}  # kohya's names
+
+
+def lr_log_key(group_name: str) -> str:
+    """The metrics key of an optimizer group's lr: lr/unet, lr/textencoder, lr/unet_block05, …"""
+    return LR_LOG_KEYS.get(group_name, f"lr/{group_name}")
 
 
 def every_process_rng() -> list[dict]:
@@ -269,7 +269,7 @@ class Trainer:
     def log_step(self, loss: float, average: float, step: int, seconds: float) -> None:
         logs = {"loss/current": loss, "loss/average": average, "time/step": seconds}
         for group, lr in zip(self.optimizer.param_groups, self.lr_scheduler.get_last_lr(), strict=True):
-            logs[LR_LOG_KEYS[group["name"]]] = lr
+            logs[lr_log_key(group["name"])] = lr
         adapted = adaptive_rate(self.optimizer)
         if adapted is not None:  # D-Adaptation / Prodigy: the step size they use (kohya's lr/d*lr)
             logs["lr/d*lr"] = adapted

@@ -12,6 +12,7 @@ from torch import nn
 
 from train.config import NetworkConfig
 from train.models.bundle import ModelBundle
+from train.network.blocks import block_args, block_index, block_lr_weights, target_ranks, uses_conv_targets
 from train.network.dropouts import Dropouts, install_dropouts
 from train.network.lora_file import network_args, save_lora
 from train.network.targets import Target, text_encoder_targets, unet_targets
@@ -42,24 +43,28 @@ class AdaptedLayer:
 
 
 def _lora_config(targets: list[Target], cfg: NetworkConfig) -> LoraConfig:
-    """One peft config for all targets; 3x3 convs get conv_dim / conv_alpha through per-module patterns.
+    """One peft config for all targets; layers whose rank or alpha differ from dim / alpha (3x3 convs at
+    conv_dim / conv_alpha, kohya's block_dims) get theirs through per-module patterns.
 
     peft matches pattern keys as regular expressions against the end of a module path, so the full paths
     are escaped: each pattern then names exactly one layer.
     """
-    spatial = [re.escape(t.path) for t in targets if t.spatial]
+    ranks = target_ranks(targets, cfg)
+    own = {path: rank for path, rank in ranks.items() if rank != (cfg.dim, cfg.alpha)}
     return LoraConfig(
         r=cfg.dim,
         lora_alpha=cfg.alpha,
         lora_dropout=0.0,  # kohya drops the down projection's output instead (dropouts.py)
         target_modules=[t.path for t in targets],
-        rank_pattern={key: cfg.conv_dim for key in spatial},
-        alpha_pattern={key: cfg.resolved_conv_alpha for key in spatial},
+        rank_pattern={re.escape(path): dim for path, (dim, _) in own.items()},
+        alpha_pattern={re.escape(path): alpha for path, (_, alpha) in own.items()},
         init_lora_weights=True,  # kohya's init: Kaiming-uniform down, zero up
     )
 
 
 def _inject(model: nn.Module, targets: list[Target], cfg: NetworkConfig) -> list[AdaptedLayer]:
+    ranks = target_ranks(targets, cfg)
+    targets = [t for t in targets if ranks[t.path][0] > 0]  # a block of rank 0 gets no adapter (kohya)
     if not targets:
         return []
     inject_adapter_in_model(_lora_config(targets, cfg), model, adapter_name=ADAPTER)
@@ -72,7 +77,7 @@ class LoRANetwork:
 
     def __init__(self, bundle: ModelBundle, cfg: NetworkConfig):
         self.cfg = cfg
-        wanted = unet_targets(bundle.unet, conv=cfg.conv_dim > 0) if cfg.train_unet else []
+        wanted = unet_targets(bundle.unet, conv=uses_conv_targets(cfg)) if cfg.train_unet else []
         self.unet_layers = _inject(bundle.unet, wanted, cfg)
         te_targets = text_encoder_targets(bundle.text_encoder) if cfg.train_text_encoder else []
         self.text_encoder_layers = _inject(bundle.text_encoder, te_targets, cfg)
@@ -97,7 +102,10 @@ class LoRANetwork:
 
     def header(self) -> dict:
         """kohya's networks.lora, with its network_args (conv_dim, dropouts, LoRA+) as the header records them."""
-        return {"ss_network_module": "networks.lora", "ss_network_args": network_args(self.cfg)}
+        return {
+            "ss_network_module": "networks.lora",
+            "ss_network_args": network_args(self.cfg) | block_args(self.cfg),
+        }
 
     @property
     def layers(self) -> list[AdaptedLayer]:
@@ -112,11 +120,22 @@ class LoRANetwork:
         return self._params(self.layers)
 
     def param_groups(self, unet_lr: float, text_encoder_lr: float) -> list[dict]:
-        """Optimizer groups; a group whose learning rate is 0 is left out (frozen), as in kohya. With LoRA+
-        a part's up-weights get a group of their own at lr x ratio (named `<part>_plus`)."""
+        """Optimizer groups; a group whose learning rate is 0 is left out (frozen), as in kohya. With block
+        lr weights each UNet block is a group at lr x its weight (`unet_block05`); with LoRA+ a group's
+        up-weights get a group of their own at lr x ratio (`<name>_plus`)."""
         unet_ratio, te_ratio = self.cfg.loraplus_ratios
-        parts = (("te", self.text_encoder_layers, text_encoder_lr, te_ratio),)
-        parts += (("unet", self.unet_layers, unet_lr, unet_ratio),)
+        parts = [("te", self.text_encoder_layers, text_encoder_lr, te_ratio)]
+        weights = block_lr_weights(self.cfg)
+        if weights is None:
+            parts.append(("unet", self.unet_layers, unet_lr, unet_ratio))
+        else:
+            for index, weight in enumerate(weights):
+                layers = [
+                    layer for layer in self.unet_layers if block_index(layer.target.kohya_name) == index
+                ]
+                parts.append((f"unet_block{index:02d}", layers, unet_lr * weight, unet_ratio))
+            outside = [layer for layer in self.unet_layers if block_index(layer.target.kohya_name) < 0]
+            parts.append(("unet", outside, unet_lr, unet_ratio))
         groups = []
         for name, layers, lr, ratio in parts:
             if not (layers and lr):
