@@ -62,7 +62,7 @@ def _placed_embeddings(text_encoder: nn.Module, chunks: list[PromptChunk]):
         handle.remove()
 
 
-def _apply_emphasis(z: Tensor, multipliers: Tensor, emphasis: str) -> Tensor:
+def apply_emphasis(z: Tensor, multipliers: Tensor, emphasis: str) -> Tensor:
     """Scale each position by its multiplier; "Original" then restores the chunk's mean, as A1111."""
     if emphasis in ("Ignore", "None"):
         return z
@@ -98,7 +98,7 @@ def encode_chunks(
     multipliers = torch.tensor([chunk.multipliers for chunk in chunks], device=device, dtype=hidden.dtype)
     # Each chunk restores its own mean (A1111 takes the mean over everything it encodes at once, which
     # for one prompt of one chunk is the same; per chunk keeps an image independent of its batch).
-    z = torch.stack([_apply_emphasis(h, m, emphasis) for h, m in zip(hidden, multipliers, strict=True)])
+    z = torch.stack([apply_emphasis(h, m, emphasis) for h, m in zip(hidden, multipliers, strict=True)])
     return z.reshape(1, -1, z.shape[-1])
 
 

@@ -26,7 +26,7 @@ def _folder(root: Path) -> Path:
         path = root / "train" / "2_sls toy" / f"{i:03d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(path)
-        path.with_suffix(".txt").write_text(f"sls toy, picture {i}")
+        path.with_suffix(".txt").write_text(f"(sls toy:1.2), picture {i}")
     return root / "train"
 
 
@@ -50,7 +50,8 @@ def test_cached_latents_and_text_give_the_loss_of_the_uncached_step(world, bucke
     """Same seed → same posterior sample, noise and timesteps; only the VAE/text-encoder batching differs."""
     train, bundle = world
     options = {"enable_bucket": True, "min_bucket_reso": 32, "max_bucket_reso": 128, "bucket_reso_steps": 16}
-    dataset = _dataset(train, bundle, **(options if buckets else {}))
+    long_weighted = {"max_token_length": 150, "weighted_captions": True}  # 2 chunks, emphasis in the cache
+    dataset = _dataset(train, bundle, **(options if buckets else long_weighted))
     network = LoRANetwork(bundle, NetworkConfig(dim=4, alpha=4, train_text_encoder=False))
     indices = [0, 1] if not buckets else [i for i in range(len(dataset)) if dataset.sample_buckets()[i] == dataset.sample_buckets()[0]][:2]  # fmt: skip
 
@@ -63,9 +64,10 @@ def test_cached_latents_and_text_give_the_loss_of_the_uncached_step(world, bucke
     uncached = loss()
     cache, _ = build_latent_cache(dataset, bundle.vae, bundle.latent_scale, True, 3, None)
     dataset.attach_latent_cache(cache.lookup)
-    texts = build_text_cache(dataset.unique_captions(), bundle.text_encoder, dataset.tokenize, 1)
+    texts = build_text_cache(dataset.unique_captions(), bundle.text_encoder, dataset.caption_inputs, 1)
     dataset.attach_text_cache(texts.lookup)
-    assert "pixel_values" not in dataset[indices[0]] and "encoder_hidden_states" in dataset[indices[0]]
+    assert "pixel_values" not in dataset[indices[0]]
+    assert dataset[indices[0]]["encoder_hidden_states"].shape[0] == (77 if buckets else 154)
     cached = loss()
     network.remove()
     # Batched and lone encodes round differently in the last bits; 1e-5 relative is far below any effect.

@@ -66,6 +66,8 @@ class DatasetConfig:
     caption_prefix: str = ""  # kohya --caption_prefix
     caption_suffix: str = ""  # kohya --caption_suffix
     enable_wildcard: bool = False  # kohya --enable_wildcard: {a|b|c} and one random line per sample
+    max_token_length: int = 75  # kohya --max_token_length: 75 / 150 / 225 tokens = 1 / 2 / 3 chunks of 77
+    weighted_captions: bool = False  # kohya --weighted_captions: (tag:1.2) / [tag] / BREAK in captions act
     flip_aug: bool = False  # kohya --flip_aug: random horizontal flip
     enable_bucket: bool = False  # kohya --enable_bucket: aspect-ratio buckets of area ≤ resolution²
     min_bucket_reso: int = 256  # kohya --min_bucket_reso: shortest bucket side in pixels

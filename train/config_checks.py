@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from train.caption_tokens import MAX_TOKEN_LENGTHS
 from train.config import (
     DATASET_SOURCES,
     LOGGERS,
@@ -129,6 +130,11 @@ def _check_model(m: ModelConfig) -> None:
 def _check_dataset(d: DatasetConfig) -> None:
     _check_choice("dataset.source", d.source, DATASET_SOURCES)
     _check_choice("dataset.toy_concept", d.toy_concept, TOY_CONCEPTS)
+    if d.max_token_length not in MAX_TOKEN_LENGTHS:
+        raise ConfigError(
+            f"dataset.max_token_length={d.max_token_length} must be one of 75, 150, 225 (1, 2 or 3 chunks of 75 "
+            "tokens, as kohya --max_token_length)"
+        )
     if d.source == "folders" and not d.train_dir:
         raise ConfigError("dataset.train_dir is not set: give the folder that holds `N_token class` folders")
     _check_positive("dataset.resolution", d.resolution)

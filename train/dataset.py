@@ -29,13 +29,14 @@ from data.images import (
 )
 from train.bucket_batches import bucket_chooser, bucket_info
 from train.caption_ops import caption_options, process_caption
+from train.caption_tokens import CLIP_LENGTH, CaptionTokens, caption_tokens
 from train.config import DatasetConfig
 from train.errors import ConfigError, DatasetError, LoraSmithError
 from train.preflight import check_pictures
 
 log = logging.getLogger(__name__)
 
-MAX_TOKENS = 77  # CLIP's context: BOS + 75 tokens + EOS
+MAX_TOKENS = CLIP_LENGTH  # one chunk of CLIP's context: BOS + 75 tokens + EOS
 TOKEN_MEMO = 8192  # captions whose token ids are kept (0.6 KiB each)
 
 LatentLookup = Callable[[Path, bool], dict[str, torch.Tensor]]  # (picture, flipped) → latent_mean, latent_std
@@ -294,23 +295,25 @@ class DreamBoothDataset(Dataset):
         self.tokenizer = tokenizer
         self._token_ids = {}
 
-    def tokenize(self, caption: str) -> torch.Tensor:
-        """Token ids padded/truncated to 77: LongTensor (77,)."""
+    def caption_inputs(self, caption: str) -> CaptionTokens:
+        """The caption's token ids (77 per chunk, `max_token_length` / 75 chunks) and emphasis weights
+        (weighted_captions), chunked as the engine chunks a prompt (train/caption_tokens.py)."""
         if self.tokenizer is None:
             raise RuntimeError("DreamBoothDataset has no tokenizer yet: call bind_tokenizer(tokenizer) first")
-        memo: dict[str, torch.Tensor] = self.__dict__.setdefault("_token_ids", {})
-        ids = memo.get(caption)
-        if ids is None:  # captions repeat every epoch; shuffled ones are bounded by the memo's size
+        memo: dict[str, CaptionTokens] = self.__dict__.setdefault("_token_ids", {})
+        inputs = memo.get(caption)
+        if inputs is None:  # captions repeat every epoch; shuffled ones are bounded by the memo's size
             if len(memo) >= TOKEN_MEMO:
                 memo.clear()
-            ids = memo[caption] = (
-                self.tokenizer(
-                    caption, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
-                )
-                .input_ids[0]
-                .to(torch.long)
+            c = self.config
+            inputs = memo[caption] = caption_tokens(
+                self.tokenizer, caption, c.max_token_length, c.weighted_captions
             )
-        return ids.clone()
+        return inputs
+
+    def tokenize(self, caption: str) -> torch.Tensor:
+        """Token ids padded/truncated to `max_token_length` / 75 chunks of 77: LongTensor (77·n,)."""
+        return self.caption_inputs(caption).ids.clone()
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """pixel_values (3, H, W) in [-1, 1] (the bucket's size, else R × R), input_ids (77,), is_reg, caption.
@@ -341,7 +344,10 @@ class DreamBoothDataset(Dataset):
             item = {key: latents[key] for key in ("latent_mean", "latent_std")}
         else:
             item = {"pixel_values": self._pixel_values(record.path, flip, shift, color)}
-        item.update(input_ids=self.tokenize(caption), is_reg=record.is_reg, caption=caption)
+        inputs = self.caption_inputs(caption)
+        item.update(input_ids=inputs.ids.clone(), is_reg=record.is_reg, caption=caption)
+        if inputs.weights is not None:
+            item["token_weights"] = inputs.weights.clone()
         if self._text_lookup is not None:
             item["encoder_hidden_states"] = self._text_lookup(caption)
         return item
@@ -386,12 +392,13 @@ class DreamBoothDataset(Dataset):
         }
 
 
-STACKED = ("pixel_values", "latent_mean", "latent_std", "input_ids", "encoder_hidden_states")
+STACKED = ("pixel_values", "latent_mean", "latent_std", "input_ids", "token_weights", "encoder_hidden_states")
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack samples of one size: pixel_values (B, 3, H, W) or latent_mean/latent_std (B, 4, H/8, W/8),
-    input_ids (B, 77), encoder_hidden_states (B, 77, D) when cached, is_reg bool (B,), captions list[str]."""
+    input_ids (B, 77·n), token_weights (B, 77·n) for weighted captions, encoder_hidden_states (B, 77·n, D)
+    when cached, is_reg bool (B,), captions list[str]."""
     stacked = {key: torch.stack([item[key] for item in batch]) for key in STACKED if key in batch[0]}
     return {
         **stacked,

@@ -224,6 +224,8 @@ SAME = {  # kohya key -> ours, value unchanged
     "keep_tokens_separator": "dataset.keep_tokens_separator",
     "secondary_separator": "dataset.secondary_separator",
     "caption_prefix": "dataset.caption_prefix",
+    "max_token_length": "dataset.max_token_length",
+    "weighted_captions": "dataset.weighted_captions",
     "caption_suffix": "dataset.caption_suffix",
     "enable_wildcard": "dataset.enable_wildcard",
     "caption_dropout_rate": "dataset.caption_dropout_rate",

@@ -74,7 +74,7 @@ def cache_text_outputs(dataset, bundle: ModelBundle, cfg: TrainConfig, precision
     hold_frozen_in(bundle.text_encoder, precision.weight_dtype)
     bundle.text_encoder.to(device)
     cache = build_text_cache(
-        dataset.unique_captions(), bundle.text_encoder, dataset.tokenize, cfg.model.clip_skip
+        dataset.unique_captions(), bundle.text_encoder, dataset.caption_inputs, cfg.model.clip_skip
     )
     dataset.attach_text_cache(cache.lookup)
 

@@ -6,6 +6,8 @@ import torch
 from diffusers import DDPMScheduler
 from torch import nn
 
+from inference.text_encoding import apply_emphasis
+from train.caption_tokens import CLIP_LENGTH
 from train.config import TrainingConfig
 from train.loss import (
     debiased_weights,
@@ -18,12 +20,25 @@ from train.models.bundle import ModelBundle
 from train.noise import apply_multires_noise, apply_noise_offset, perturbed_noise
 
 
-def encode_text(text_encoder: nn.Module, input_ids: torch.Tensor, clip_skip: int = 1) -> torch.Tensor:
-    """Token ids (B, 77) → hidden states (B, 77, D); clip_skip=2 takes the penultimate layer, normalised."""
+def encode_text(
+    text_encoder: nn.Module, input_ids: torch.Tensor, clip_skip: int = 1, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Token ids (B, 77·n) → hidden states (B, 77·n, D), each chunk of 77 encoded on its own as the engine
+    does; clip_skip=2 takes the penultimate layer, normalised. `weights` (B, 77·n), from weighted captions,
+    scale each position and restore each chunk's mean (A1111's "Original" emphasis)."""
+    batch, length = input_ids.shape
+    chunks = input_ids.reshape(-1, CLIP_LENGTH)
     if clip_skip <= 1:
-        return text_encoder(input_ids)[0]
-    hidden = text_encoder(input_ids, output_hidden_states=True).hidden_states[-clip_skip]
-    return text_encoder.final_layer_norm(hidden)
+        hidden = text_encoder(chunks)[0]
+    else:
+        hidden = text_encoder(chunks, output_hidden_states=True).hidden_states[-clip_skip]
+        hidden = text_encoder.final_layer_norm(hidden)
+    if weights is not None:
+        multipliers = weights.reshape(-1, CLIP_LENGTH).to(hidden.device, hidden.dtype)
+        hidden = torch.stack(
+            [apply_emphasis(h, m, "Original") for h, m in zip(hidden, multipliers, strict=True)]
+        )
+    return hidden.reshape(batch, length, hidden.shape[-1])
 
 
 @torch.no_grad()
@@ -48,14 +63,15 @@ def batch_latents(bundle: ModelBundle, batch: dict, device: torch.device) -> tor
 def batch_text_states(
     bundle: ModelBundle, batch: dict, device: torch.device, clip_skip: int, train_text_encoder: bool
 ) -> torch.Tensor:
-    """The batch's text-encoder states (B, 77, D): cached ones when present, else encoded now.
+    """The batch's text-encoder states (B, 77·n, D): cached ones when present, else encoded now.
 
     An untrained text encoder runs under no_grad: nobody needs its activations kept for a backward pass.
     """
     if "encoder_hidden_states" in batch:
         return batch["encoder_hidden_states"].to(device)
     with torch.set_grad_enabled(train_text_encoder and torch.is_grad_enabled()):
-        return encode_text(bundle.text_encoder, batch["input_ids"].to(device), clip_skip)
+        weights = batch.get("token_weights")
+        return encode_text(bundle.text_encoder, batch["input_ids"].to(device), clip_skip, weights)
 
 
 def diffusion_target(scheduler: DDPMScheduler, latents, noise, timesteps) -> torch.Tensor:

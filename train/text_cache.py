@@ -11,11 +11,12 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from train.caption_tokens import CaptionTokens
 from train.step import encode_text
 
 
 class TextCache:
-    """Hidden states (77, D) of every caption: `lookup(caption)`."""
+    """Hidden states (77·n, D) of every caption: `lookup(caption)`."""
 
     def __init__(self, states: dict[str, torch.Tensor]) -> None:
         self.states = states
@@ -31,7 +32,7 @@ class TextCache:
 def build_text_cache(
     captions: list[str],
     text_encoder: torch.nn.Module,
-    tokenize: Callable[[str], torch.Tensor],
+    caption_inputs: Callable[[str], CaptionTokens],
     clip_skip: int,
     batch_size: int = 16,
 ) -> TextCache:
@@ -41,7 +42,10 @@ def build_text_cache(
     device = next(text_encoder.parameters()).device
     for i in tqdm(range(0, len(distinct), batch_size), desc="caching text-encoder outputs", leave=False):
         chunk = distinct[i : i + batch_size]
-        ids = torch.stack([tokenize(caption) for caption in chunk]).to(device)
-        hidden = encode_text(text_encoder, ids, clip_skip).cpu()
+        inputs = [caption_inputs(caption) for caption in chunk]
+        ids = torch.stack([item.ids for item in inputs]).to(device)
+        weighted = inputs[0].weights is not None
+        weights = torch.stack([item.weights for item in inputs]) if weighted else None
+        hidden = encode_text(text_encoder, ids, clip_skip, weights).cpu()
         states.update({caption: h.clone() for caption, h in zip(chunk, hidden, strict=True)})
     return TextCache(states)

@@ -71,6 +71,8 @@ def _dataset_metadata(cfg: TrainConfig, dataset: dict[str, Any]) -> dict[str, An
         "ss_max_bucket_reso": d.max_bucket_reso if d.enable_bucket else None,
         "ss_bucket_no_upscale": d.bucket_no_upscale if d.enable_bucket else None,
         "ss_caption_dropout_rate": d.caption_dropout_rate,
+        "ss_max_token_length": d.max_token_length if d.max_token_length != 75 else None,
+        "ss_weighted_captions": d.weighted_captions,
         "ss_prior_loss_weight": d.prior_loss_weight,
     }
     for key in (
