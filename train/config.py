@@ -68,6 +68,9 @@ class DatasetConfig:
     enable_wildcard: bool = False  # kohya --enable_wildcard: {a|b|c} and one random line per sample
     max_token_length: int = 75  # kohya --max_token_length: 75 / 150 / 225 tokens = 1 / 2 / 3 chunks of 77
     weighted_captions: bool = False  # kohya --weighted_captions: (tag:1.2) / [tag] / BREAK in captions act
+    masked_loss: bool = False  # kohya --masked_loss: a mask per picture weighs its loss (train/loss_mask.py)
+    alpha_mask: bool = False  # kohya dataset alpha_mask: the mask is the picture's alpha channel
+    mask_dir: str | None = None  # or a folder of masks named like the pictures (kohya: conditioning_data_dir)
     flip_aug: bool = False  # kohya --flip_aug: random horizontal flip
     enable_bucket: bool = False  # kohya --enable_bucket: aspect-ratio buckets of area ≤ resolution²
     min_bucket_reso: int = 256  # kohya --min_bucket_reso: shortest bucket side in pixels

@@ -5,6 +5,7 @@ Every failure is one ConfigError line that names the key, what is wrong, and the
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from train.caption_tokens import MAX_TOKEN_LENGTHS
@@ -135,6 +136,7 @@ def _check_dataset(d: DatasetConfig) -> None:
             f"dataset.max_token_length={d.max_token_length} must be one of 75, 150, 225 (1, 2 or 3 chunks of 75 "
             "tokens, as kohya --max_token_length)"
         )
+    _check_masks(d)
     if d.source == "folders" and not d.train_dir:
         raise ConfigError("dataset.train_dir is not set: give the folder that holds `N_token class` folders")
     _check_positive("dataset.resolution", d.resolution)
@@ -202,6 +204,24 @@ def _check_text_encoder_cache(cfg: TrainConfig) -> None:
             f"frozen text encoder; set {' '.join(f for _, f in conflicts)}, "
             "or dataset.cache_text_encoder_outputs=false"
         )
+
+
+def _check_masks(d: DatasetConfig) -> None:
+    """masked_loss needs one mask source; a mask source needs masked_loss (else it would do nothing)."""
+    if d.alpha_mask and d.mask_dir:
+        raise ConfigError("dataset.alpha_mask=true and dataset.mask_dir are two mask sources: keep one")
+    if d.masked_loss and not (d.alpha_mask or d.mask_dir):
+        raise ConfigError(
+            "dataset.masked_loss=true needs masks: set dataset.alpha_mask=true (the pictures' alpha channel) "
+            "or dataset.mask_dir=<folder of masks named like the pictures>"
+        )
+    if not d.masked_loss and (d.alpha_mask or d.mask_dir):
+        source = "dataset.alpha_mask=true" if d.alpha_mask else f"dataset.mask_dir={d.mask_dir}"
+        raise ConfigError(
+            f"{source} has no effect without dataset.masked_loss=true: add it, or remove {source}"
+        )
+    if d.mask_dir and not Path(d.mask_dir).expanduser().is_dir():
+        raise ConfigError(f"dataset.mask_dir={d.mask_dir} is not a folder")
 
 
 def _check_network(net: NetworkConfig) -> None:

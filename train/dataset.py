@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from data.balance import RegPlan, balance_reg, count_samples
@@ -32,6 +33,7 @@ from train.caption_ops import caption_options, process_caption
 from train.caption_tokens import CLIP_LENGTH, CaptionTokens, caption_tokens
 from train.config import DatasetConfig
 from train.errors import ConfigError, DatasetError, LoraSmithError
+from train.loss_mask import alpha_mask, folder_mask, mask_file, mask_tensor
 from train.preflight import check_pictures
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,7 @@ class DreamBoothDataset(Dataset):
         for entry in self.reg_plan.entries:
             self._register(entry.path, entry.subset, entry.times_used)
         self._pixels_cache: dict[Path, np.ndarray] = {}
+        self._masks: dict[Path, np.ndarray] = {}  # centre-cropped loss masks (training.masked_loss)
         self._latent_lookup: LatentLookup | None = None
         self._text_lookup: TextLookup | None = None
         self._sizes: dict[Path, Size] = {}  # upright (w, h) of each picture, from its header
@@ -221,6 +224,31 @@ class DreamBoothDataset(Dataset):
         window = centre_window(resized, target) if shift is None else random_window(resized, target, *shift)
         # The window is chosen first and only it is scaled: an extreme picture never allocates its whole scale.
         return np.array(resize_window(image, resized, window), dtype=np.uint8)  # writable, for torch
+
+    def _render_mask(self, path: Path, is_reg: bool, shift: tuple[float, float] | None = None) -> np.ndarray:
+        """uint8 (H, W): the picture's loss mask, scaled and cropped with the picture's own window.
+
+        From `mask_dir`, a regularization picture without a mask of its own trains everywhere.
+        """
+        size = self.picture_size(path)
+        if not self.config.mask_dir:
+            image = alpha_mask(path)
+        elif is_reg and mask_file(path, Path(self.config.mask_dir)) is None:
+            image = Image.new("L", size, 255)
+        else:
+            image = folder_mask(path, Path(self.config.mask_dir), size)
+        resized, target = self._scaling(path, size)
+        window = centre_window(resized, target) if shift is None else random_window(resized, target, *shift)
+        return np.array(resize_window(image, resized, window), dtype=np.uint8)
+
+    def loss_mask(self, path: Path, is_reg: bool, flip: bool, shift: tuple[float, float]) -> torch.Tensor:
+        """(1, H, W) in [0, 1]: the mask of this sample's crop and flip (centre crops are kept)."""
+        if self.config.random_crop:
+            return mask_tensor(self._render_mask(path, is_reg, shift), flip)
+        cached = self._masks.get(path)
+        if cached is None:
+            cached = self._masks[path] = self._render_mask(path, is_reg)
+        return mask_tensor(cached, flip)
 
     def pixels(self, path: Path) -> np.ndarray:
         """The decoded, resized and centre-cropped picture: uint8 (H, W, 3) of its bucket, else (R, R, 3); cached."""
@@ -344,6 +372,8 @@ class DreamBoothDataset(Dataset):
             item = {key: latents[key] for key in ("latent_mean", "latent_std")}
         else:
             item = {"pixel_values": self._pixel_values(record.path, flip, shift, color)}
+        if self.config.masked_loss:
+            item["loss_mask"] = self.loss_mask(record.path, record.is_reg, flip, shift)
         inputs = self.caption_inputs(caption)
         item.update(input_ids=inputs.ids.clone(), is_reg=record.is_reg, caption=caption)
         if inputs.weights is not None:
@@ -392,7 +422,9 @@ class DreamBoothDataset(Dataset):
         }
 
 
-STACKED = ("pixel_values", "latent_mean", "latent_std", "input_ids", "token_weights", "encoder_hidden_states")
+STACKED = (
+    "pixel_values", "latent_mean", "latent_std", "loss_mask", "input_ids", "token_weights", "encoder_hidden_states",
+)  # fmt: skip
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:

@@ -226,6 +226,8 @@ SAME = {  # kohya key -> ours, value unchanged
     "caption_prefix": "dataset.caption_prefix",
     "max_token_length": "dataset.max_token_length",
     "weighted_captions": "dataset.weighted_captions",
+    "masked_loss": "dataset.masked_loss",
+    "alpha_mask": "dataset.alpha_mask",
     "caption_suffix": "dataset.caption_suffix",
     "enable_wildcard": "dataset.enable_wildcard",
     "caption_dropout_rate": "dataset.caption_dropout_rate",

@@ -16,6 +16,7 @@ from train.loss import (
     min_snr_weights,
     v_pred_like_noise_weights,
 )
+from train.loss_mask import apply_loss_mask
 from train.models.bundle import ModelBundle
 from train.noise import apply_multires_noise, apply_noise_offset, perturbed_noise
 
@@ -117,6 +118,8 @@ def diffusion_loss(
     if t.loss_type in ("huber", "smooth_l1"):
         threshold = huber_threshold(scheduler, timesteps, t.huber_schedule, t.huber_c, t.huber_scale)
     per_element = elementwise_loss(prediction.float(), target.float(), t.loss_type, threshold)
+    if "loss_mask" in batch:  # dataset.masked_loss
+        per_element = apply_loss_mask(per_element, batch["loss_mask"])
     per_sample = per_element.mean(dim=(1, 2, 3))
     weights = torch.where(batch["is_reg"].to(per_sample.device), prior_loss_weight, 1.0)
     if t.min_snr_gamma > 0:

@@ -73,6 +73,7 @@ def _dataset_metadata(cfg: TrainConfig, dataset: dict[str, Any]) -> dict[str, An
         "ss_caption_dropout_rate": d.caption_dropout_rate,
         "ss_max_token_length": d.max_token_length if d.max_token_length != 75 else None,
         "ss_weighted_captions": d.weighted_captions,
+        "ss_masked_loss": d.masked_loss,
         "ss_prior_loss_weight": d.prior_loss_weight,
     }
     for key in (
