@@ -29,6 +29,8 @@ from tests.test_inference_cli import run_cli
 from train.caption_tokens import caption_tokens
 from train.config import ModelConfig, TrainConfig
 from train.errors import ModelLoadError
+from train.kohya_config import convert
+from train.model_setup import warn_clip_skip_on_sd2
 from train.models import ldm_config
 from train.models.bundle import ModelBundle, sd_noise_scheduler
 from train.models.loading import load_base_model
@@ -258,3 +260,18 @@ def test_train_a_lora_on_an_sd2_v_file_and_render_it_with_the_engine(tmp_path, o
     diff = np.abs(pixels(image).astype(np.int16) - expected.astype(np.int16))
     assert int(diff.max()) <= 2 and float(np.any(diff > 0, axis=-1).mean()) <= 0.01
     assert np.abs(plain.astype(np.int16) - expected.astype(np.int16)).max() > 8  # the LoRA changed it
+
+
+def test_clip_skip_above_one_on_sd2_warns_that_a1111_ignores_it(original, caplog):
+    with caplog.at_level(logging.WARNING):
+        warn_clip_skip_on_sd2(model_facts(original), clip_skip=1)
+        warn_clip_skip_on_sd2({"text_encoder_hidden_size": 768}, clip_skip=2)  # SD 1.x: clip skip 2 is common
+        assert not caplog.records
+        warn_clip_skip_on_sd2(model_facts(original), clip_skip=2)
+    (record,) = caplog.records
+    assert "A1111 ignores clip skip for SD 2" in record.getMessage()
+
+
+def test_kohya_v2_flag_is_read_from_the_model_not_reported_as_lacking():
+    conversion = convert({"v2": True, "v_parameterization": True})
+    assert conversion.lacking == [] and ("model.v_parameterization", True) in conversion.settings
