@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from diffusers import UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -275,3 +275,43 @@ def test_clip_skip_above_one_on_sd2_warns_that_a1111_ignores_it(original, caplog
 def test_kohya_v2_flag_is_read_from_the_model_not_reported_as_lacking():
     conversion = convert({"v2": True, "v_parameterization": True})
     assert conversion.lacking == [] and ("model.v_parameterization", True) in conversion.settings
+
+
+@pytest.mark.slow
+def test_sd2_sized_file_without_yaml_loads_as_sd2_512(tmp_path):
+    """SD 2's real shapes (random fp16 weights, 2.6 GB) through the built-in v2-inference.yaml architecture:
+    UNet 865,910,724 parameters (diffusers' SD 2 UNet), OpenCLIP ViT-H's 24 blocks read at the 23rd."""
+    original = ldm_config.default_original_config("sd2")
+    text = CLIPTextConfig(
+        vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+        num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu",
+    )  # fmt: skip
+    with torch.device("meta"):
+        parts = (
+            UNet2DConditionModel.from_config(ldm_config.unet_config(original)),
+            AutoencoderKL.from_config(ldm_config.vae_config(original)),
+            CLIPTextModel(text),
+        )
+    generator = torch.Generator().manual_seed(0)
+    for part in parts:  # half precision and a cheap fill keep this test within a few GB
+        part.half().to_empty(device="cpu")
+        for tensor in part.state_dict().values():
+            tensor.normal_(0, 0.02, generator=generator)
+    unet, vae, text_encoder = parts
+    assert sum(p.numel() for p in unet.parameters()) == 865_910_724
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer = build_tokenizer(folder)
+    bundle = ModelBundle(unet, vae, text_encoder, tokenizer, sd_noise_scheduler(), "sd2_sized")
+    path = tmp_path / "sd2.safetensors"
+    state = sd2_bundle_to_ldm(bundle)
+    save_file(state, path)
+    del state
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    loaded = load_single_file(path, tokenizer=str(tmp_path / "tokenizer"))
+    for part, blocks_left_out in (("unet", 0), ("vae", 0), ("text_encoder", 1)):
+        expected, got = _state(getattr(bundle, part)), _state(getattr(loaded, part))
+        expected = {k: v for k, v in expected.items() if not (blocks_left_out and "layers.23." in k)}
+        assert expected.keys() == got.keys(), part
+        assert all(torch.equal(expected[k].float(), got[k]) for k in expected), part
+    assert loaded.text_encoder.config.num_hidden_layers == 23
+    assert loaded.noise_scheduler.config.prediction_type == "epsilon"
