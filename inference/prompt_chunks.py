@@ -1,10 +1,11 @@
 """A prompt → CLIP token chunks with emphasis multipliers, the way A1111 splits it.
 
-Each chunk is BOS + 75 positions + EOS (77), padded with EOS. A chunk ends early at `BREAK`, and when a chunk
-fills up less than `comma_backtrack` tokens after a comma, the words after that comma move to the next
-chunk so a phrase is not cut in half. Textual-inversion embeddings take as many positions as they have
-vectors and are never split across chunks. Emphasis modes: "Original" / "No norm" read `(x:1.2)`-style
-weights, "Ignore" parses them but weighs every token 1, "None" treats brackets as plain text.
+Each chunk is BOS + 75 positions + EOS (77), padded after its end token with the tokenizer's pad token:
+EOS for SD 1's CLIP, `!` (id 0) for SD 2's OpenCLIP, as A1111 pads each. A chunk ends early at `BREAK`,
+and when a chunk fills up less than `comma_backtrack` tokens after a comma, the words after that comma move
+to the next chunk so a phrase is not cut in half. Textual-inversion embeddings take as many positions as
+they have vectors and are never split across chunks. Emphasis modes: "Original" / "No norm" read
+`(x:1.2)`-style weights, "Ignore" parses them but weighs every token 1, "None" treats brackets as plain text.
 """
 
 from __future__ import annotations
@@ -36,17 +37,22 @@ def _weighted_segments(prompt: str, emphasis: str) -> list[tuple[str, float]]:
     return [(text, float(weight)) for text, weight in parse_prompt_attention(prompt)]
 
 
+def pad_token(tokenizer) -> int:
+    """The id that fills a chunk after its end token: the tokenizer's pad token, else EOS (SD 1)."""
+    return tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+
+
 class _ChunkBuilder:
-    def __init__(self, bos: int, eos: int, comma: int | None, backtrack: int) -> None:
-        self.bos, self.eos, self.comma, self.backtrack = bos, eos, comma, backtrack
+    def __init__(self, bos: int, eos: int, pad: int, comma: int | None, backtrack: int) -> None:
+        self.bos, self.eos, self.pad, self.comma, self.backtrack = bos, eos, pad, comma, backtrack
         self.chunks: list[PromptChunk] = []
         self.chunk = PromptChunk()
         self.last_comma = -1
 
     def close(self) -> None:
-        """Pad the open chunk to 75 with EOS, wrap it in BOS/EOS and start a new one."""
+        """Wrap the open chunk in BOS/EOS, pad it to 77 and start a new one."""
         chunk, pad = self.chunk, CHUNK_LENGTH - len(self.chunk.tokens)
-        chunk.tokens = [self.bos, *chunk.tokens, *[self.eos] * pad, self.eos]
+        chunk.tokens = [self.bos, *chunk.tokens, self.eos, *[self.pad] * pad]
         chunk.multipliers = [1.0, *chunk.multipliers, *[1.0] * pad, 1.0]
         chunk.fixes = [(offset + 1, embedding) for offset, embedding in chunk.fixes]
         self.chunks.append(chunk)
@@ -109,7 +115,11 @@ def tokenize_prompt(
     """`prompt` as A1111's chunks of 77 token ids with multipliers; at least one chunk."""
     segments = _weighted_segments(prompt, emphasis)
     builder = _ChunkBuilder(
-        tokenizer.bos_token_id, tokenizer.eos_token_id, comma_token(tokenizer), comma_backtrack
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        pad_token(tokenizer),
+        comma_token(tokenizer),
+        comma_backtrack,
     )
     texts = [text for text, _ in segments]
     tokenized = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]

@@ -32,7 +32,7 @@ class TextOptions:
 
 
 def tokenize_chunks(tokenizer: CLIPTokenizer, prompt: str) -> list[list[int]]:
-    """Token ids of `prompt` as chunks of 77: BOS + 75 tokens (padded with EOS) + EOS; never empty."""
+    """Token ids of `prompt` as chunks of 77: BOS + tokens + EOS + padding (see prompt_chunks); never empty."""
     return [chunk.tokens for chunk in tokenize_prompt(tokenizer, prompt)]
 
 

@@ -150,7 +150,9 @@ def test_a_checkpoint_without_unet_keys_is_a_clear_error(tmp_path, tiny):
         load_single_file(path)
 
 
-def test_sd2_checkpoint_says_it_is_not_supported_yet(tmp_path):
+def test_sd2_checkpoint_is_no_longer_refused_but_loaded_as_sd2(tmp_path, tokenizer_dir):
+    """An OpenCLIP text encoder makes a file SD 2.x (loaded since; tests/test_sd2_single_file.py): this
+    fragment of one is read with SD 2's architecture and its missing weights are named."""
     path = tmp_path / "sd2.safetensors"
     save_file(
         {
@@ -159,8 +161,8 @@ def test_sd2_checkpoint_says_it_is_not_supported_yet(tmp_path):
         },
         path,
     )
-    with pytest.raises(ModelLoadError, match="SD 2.x single files are not supported yet"):
-        load_single_file(path)
+    with pytest.raises(ModelLoadError, match=r"UNet weights .* missing .*SD 2\.x 512 epsilon architecture"):
+        load_single_file(path, tokenizer=tokenizer_dir)
 
 
 def test_no_sidecar_yaml_means_sd15_and_a_mismatch_says_how_to_fix_it(tmp_path, tiny, tokenizer_dir):

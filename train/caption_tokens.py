@@ -2,10 +2,10 @@
 chunks a prompt, so a LoRA trains on the conditioning it is later rendered with.
 
 kohya's `--max_token_length` 75 / 150 / 225 is the caption's budget: 1, 2 or 3 chunks of 77 (BOS + 75 + EOS,
-A1111's split, comma backtrack included). A shorter caption is padded with empty chunks (BOS + EOS…, what
-"" tokenizes to), a longer one is cut after its last chunk. With `weighted_captions` (kohya's option) the
-caption is read in A1111's prompt language: `(tag:1.3)`, `[tag]` and `BREAK` weigh and split it; without it
-brackets are plain text.
+A1111's split, comma backtrack included). A shorter caption is padded with empty chunks (BOS, EOS, then
+padding: what "" tokenizes to), a longer one is cut after its last chunk. With `weighted_captions` (kohya's
+option) the caption is read in A1111's prompt language: `(tag:1.3)`, `[tag]` and `BREAK` weigh and split
+it; without it brackets are plain text.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from inference.prompt_chunks import CHUNK_LENGTH, tokenize_prompt
+from inference.prompt_chunks import CHUNK_LENGTH, pad_token, tokenize_prompt
 
 CLIP_LENGTH = CHUNK_LENGTH + 2  # 77: BOS + 75 + EOS
 MAX_TOKEN_LENGTHS = (75, 150, 225)
@@ -40,7 +40,7 @@ def caption_tokens(
     chunks = tokenize_prompt(tokenizer, caption, emphasis="Original" if weighted else "None")
     wanted = chunk_count(max_token_length)
     chunks = chunks[:wanted]
-    empty = [tokenizer.bos_token_id] + [tokenizer.eos_token_id] * (CLIP_LENGTH - 1)
+    empty = [tokenizer.bos_token_id, tokenizer.eos_token_id] + [pad_token(tokenizer)] * (CLIP_LENGTH - 2)
     ids = [token for chunk in chunks for token in chunk.tokens] + empty * (wanted - len(chunks))
     tokens = torch.tensor(ids, dtype=torch.long)
     if not weighted:

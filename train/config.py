@@ -39,7 +39,7 @@ class ModelConfig:
     revision: str | None = None
     variant: str | None = None  # e.g. fp16
     init_seed: int = 0  # weights of the models built in code (tiny, sd15_arch)
-    clip_skip: int = 1  # kohya --clip_skip; 2 for NovelAI-family anime models
+    clip_skip: int = 1  # kohya --clip_skip; 2 for NovelAI anime models; SD 2.x: 1 = its penultimate
     vae: str | None = None  # VAE override: .safetensors/.pt/.ckpt file or diffusers folder (kohya --vae)
     tokenizer: str | None = None  # folder or hub id; single files ship none (default CLIP ViT-L/14's)
     v_parameterization: bool = False  # kohya --v_parameterization: the base predicts v (SD 2.x 768-v)

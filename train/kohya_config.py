@@ -267,10 +267,10 @@ IGNORED = {
     "highvram": "no effect here",
     "dataset_config": "pass the dataset TOML as the second argument",
     "config_file": "this file itself",
+    "v2": "SD 2.x is told by the model's own OpenCLIP text encoder",
 }
 
 WHY_LACKING = {
-    "v2": "SD 2.x bases are not supported yet",
     "sample_prompts": "use eval.prompts (the eval grid renders after training)",
 }
 

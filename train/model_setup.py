@@ -18,10 +18,22 @@ from torch import nn
 from train.config import TrainConfig
 from train.latent_cache import DiskStore, build_latent_cache, default_cache_dir, weights_digest
 from train.models.bundle import ModelBundle
+from train.network.lora_file import model_family
 from train.precision import Precision
 from train.text_cache import build_text_cache
 
 log = logging.getLogger(__name__)
+
+
+def warn_clip_skip_on_sd2(facts: dict, clip_skip: int) -> None:
+    """SD 2's text output is already its penultimate layer; A1111 ignores clip skip for SD 2 (kohya warns)."""
+    if clip_skip > 1 and model_family(facts)[0]:
+        log.warning(
+            "model.clip_skip=%d on an SD 2.x base reads %d layer(s) before SD 2's own penultimate one; "
+            "A1111 ignores clip skip for SD 2 and renders the LoRA at SD 2's layer: use clip_skip=1.",
+            clip_skip,
+            clip_skip - 1,
+        )
 
 
 def hold_frozen_in(module: nn.Module, dtype: torch.dtype) -> None:

@@ -30,7 +30,14 @@ from train.dataset import DreamBoothDataset, collate
 from train.errors import ConfigError
 from train.eval import render_eval_grid, score_metrics, write_scores
 from train.loop import run_loop
-from train.model_setup import cache_latents, cache_text_outputs, park_unused, place_trained_models, uncompile
+from train.model_setup import (
+    cache_latents,
+    cache_text_outputs,
+    park_unused,
+    place_trained_models,
+    uncompile,
+    warn_clip_skip_on_sd2,
+)
 from train.models.bundle import ModelBundle
 from train.models.loading import load_base_model
 from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts
@@ -179,6 +186,7 @@ class Trainer:
                 "noise (set model.v_parameterization=true if it is a v model)"
             )
         self.model_facts = model_facts(self.bundle)  # before caching may free the text encoder
+        warn_clip_skip_on_sd2(self.model_facts, cfg.model.clip_skip)
         # Training may use a rescaled schedule; the evaluation render keeps the model's own.
         schedule = self.bundle.noise_scheduler
         self.noise_scheduler = (

@@ -1,7 +1,9 @@
 """The "original config" of an LDM checkpoint (e.g. v1-inference.yaml) and the diffusers configs it implies.
 
 As in AUTOMATIC1111, a checkpoint `model.safetensors` may have a sidecar `model.yaml` next to it; without
-one, the SD 1.5 architecture (v1-inference.yaml, written below as a dict) is used. Two keys that LDM
+one, the architecture of the family its weights show is used: SD 1.5's (v1-inference.yaml, written below as
+a dict) or SD 2's 512 epsilon model (v2-inference.yaml). Whether an SD 2 model predicts v
+(v2-inference-v.yaml, `parameterization: v`) cannot be told from its weights. Two keys that LDM
 hard-codes may be added for non-standard models (they are LoraSmith's, other tools ignore them):
 `first_stage_config.params.ddconfig.norm_num_groups` (VAE group-norm groups, LDM: 32) and
 `cond_stage_config.params.num_attention_heads` (text-encoder heads, default width / 64).
@@ -68,6 +70,19 @@ SD15_ORIGINAL_CONFIG: dict[str, Any] = {
 }
 
 
+# What v2-inference.yaml (SD 2.x, 512, epsilon) changes in v1-inference.yaml: heads of 64 channels,
+# linear transformer projections, OpenCLIP ViT-H's 1024-wide text read at its penultimate layer.
+SD2_UNET_CHANGES: dict[str, Any] = {
+    "num_head_channels": 64,
+    "use_linear_in_transformer": True,
+    "context_dim": 1024,
+}
+SD2_COND_STAGE: dict[str, Any] = {
+    "target": "ldm.modules.encoders.modules.FrozenOpenCLIPEmbedder",
+    "params": {"freeze": True, "layer": "penultimate"},
+}
+
+
 def sidecar_yaml(checkpoint: Path) -> Path | None:
     """`model.yaml` next to `model.safetensors` when it exists (A1111's convention)."""
     candidate = checkpoint.with_suffix(".yaml")
@@ -90,9 +105,16 @@ def read_original_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def default_original_config() -> dict[str, Any]:
-    """A fresh copy of SD 1.5's original config."""
-    return copy.deepcopy(SD15_ORIGINAL_CONFIG)
+def default_original_config(family: str = "sd1") -> dict[str, Any]:
+    """A fresh copy of SD 1.5's original config, or of SD 2's v2-inference.yaml for family `sd2`."""
+    config = copy.deepcopy(SD15_ORIGINAL_CONFIG)
+    if family == "sd2":
+        params = config["model"]["params"]
+        unet = params["unet_config"]["params"]
+        del unet["num_heads"]
+        unet.update(SD2_UNET_CHANGES)
+        params["cond_stage_config"] = copy.deepcopy(SD2_COND_STAGE)
+    return config
 
 
 def _get(config: Any, *keys: str) -> Any:
@@ -129,7 +151,16 @@ def unet_config(original: dict[str, Any]) -> dict[str, Any]:
         "cross_attention_dim": context[0] if isinstance(context, list) else context,
         "transformer_layers_per_block": p.get("transformer_depth", 1),
         "use_linear_projection": bool(p.get("use_linear_in_transformer", False)),
+        "upcast_attention": upcasts_attention(original),
     }
+
+
+def upcasts_attention(original: dict[str, Any]) -> bool:
+    """Attention scores in float32 under half precision: for v models (SD 2.x 768-v overflows fp16 without,
+    so diffusers ships SD 2.1 with it); a config's own `unet_config.params.upcast_attention` wins."""
+    p = _params(original, "unet_config")
+    v_model = _get(original, "model", "params", "parameterization") == "v"
+    return bool(p.get("upcast_attention", v_model))
 
 
 def vae_config(original: dict[str, Any]) -> dict[str, Any]:
@@ -156,9 +187,23 @@ def text_encoder_overrides(original: dict[str, Any]) -> dict[str, Any]:
     return dict(_params(original, "cond_stage_config"))
 
 
+def uses_open_clip(original: dict[str, Any]) -> bool:
+    """Whether the config's text encoder is OpenCLIP (SD 2.x's FrozenOpenCLIPEmbedder)."""
+    return "OpenCLIP" in str(_get(original, "model", "params", "cond_stage_config", "target") or "")
+
+
+def text_layer(original: dict[str, Any]) -> str:
+    """The OpenCLIP layer the UNet reads (`cond_stage_config.params.layer`; LDM's default is `last`)."""
+    return str(text_encoder_overrides(original).get("layer", "last"))
+
+
 def default_tokenizer(original: dict[str, Any]) -> str:
-    """The tokenizer source the config names (FrozenCLIPEmbedder's `version`), else CLIP ViT-L/14's."""
-    return str(text_encoder_overrides(original).get("version") or CLIP_L)
+    """The tokenizer source the config names (FrozenCLIPEmbedder's `version`), else CLIP ViT-L/14's.
+
+    OpenCLIP's `version` names pretrained weights, not a tokenizer; its BPE is CLIP ViT-L/14's.
+    """
+    version = None if uses_open_clip(original) else text_encoder_overrides(original).get("version")
+    return str(version or CLIP_L)
 
 
 def noise_scheduler(original: dict[str, Any]) -> DDPMScheduler:

@@ -28,7 +28,7 @@ State = dict[str, torch.Tensor]
 
 
 def model_family(state: State, path: Path) -> str:
-    """`sd1` (CLIP ViT-L text encoder) or `sd2` (OpenCLIP); a clear error for anything else."""
+    """`sd1` (CLIP ViT-L text encoder) or `sd2` (OpenCLIP ViT-H); a clear error for anything else."""
     if not any(key.startswith(UNET_PREFIX) for key in state):
         raise ModelLoadError(
             f"{path} has no UNet weights (no `{UNET_PREFIX}*` keys), so it is not a Stable Diffusion "
@@ -36,7 +36,7 @@ def model_family(state: State, path: Path) -> str:
             "(a VAE file is given as model.vae)."
         )
     if any(key.startswith(SDXL_PREFIX) for key in state):
-        raise ModelLoadError(f"{path} is an SDXL checkpoint; only SD 1.x single files are supported.")
+        raise ModelLoadError(f"{path} is an SDXL checkpoint; only SD 1.x and 2.x single files are supported.")
     if any(key.startswith(CLIP_PREFIX) for key in state):
         return "sd1"
     if any(key.startswith(OPEN_CLIP_PREFIX) for key in state):
@@ -85,7 +85,7 @@ def clip_config(
         intermediate = weights["encoder.layers.0.mlp.fc1.weight"].shape[0]
     except KeyError as error:
         raise ModelLoadError(
-            f"{path}: the text encoder under `{CLIP_PREFIX}` is incomplete (no {error.args[0]})."
+            f"{path}: the text encoder is incomplete (no {error.args[0]} after conversion)."
         ) from error
     layers = {int(m.group(1)) for k in weights if (m := re.match(r"encoder\.layers\.(\d+)\.", k))}
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

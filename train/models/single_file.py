@@ -1,13 +1,16 @@
 """Load a single-file Stable Diffusion checkpoint in the original (CompVis/LDM) layout, as A1111 does.
 
 The file (`.safetensors`, or a `.ckpt` read weights-only) gives the weights; the architecture comes from
-a sidecar `<checkpoint>.yaml` (LDM original config) or, without one, SD 1.5's. A single file has no
-tokenizer: it comes from `tokenizer` (a folder or hub id; default CLIP ViT-L/14's from the hub cache).
+a sidecar `<checkpoint>.yaml` (LDM original config) or, without one, from the family the weights show:
+SD 1.5's, or SD 2's 512 epsilon model for an OpenCLIP text encoder (SD 2.x). A single file has no
+tokenizer: it comes from `tokenizer` (a folder or hub id; default CLIP ViT-L/14's from the hub cache),
+made to pad as OpenCLIP does for SD 2.x (`open_clip_keys`).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,35 +19,43 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from train.errors import ModelLoadError
-from train.models import ldm_config, ldm_keys
+from train.models import ldm_config, ldm_keys, open_clip_keys
 from train.models.bundle import ModelBundle
 from train.models.checkpoint_file import read_state_dict
 from train.models.state_load import build_with_weights
 from train.models.tokenizer_source import load_tokenizer
 
+log = logging.getLogger(__name__)
+
+BUILT_IN_ARCHITECTURE = {
+    "sd1": "the SD 1.5 architecture (no sidecar .yaml)",
+    "sd2": "the SD 2.x 512 epsilon architecture, v2-inference.yaml (no sidecar .yaml)",
+}
+VERSIONS = {"sd1": "sd_v1", "sd2": "sd_v2"}  # ModelBundle.base_model_version (kohya's ss_base_model_version)
+
 
 def load_single_file(
     path: str | Path, tokenizer: str | None = None, original_config: str | Path | None = None
 ) -> ModelBundle:
-    """The SD 1.x model in checkpoint `path`; `original_config` overrides the sidecar `.yaml`."""
+    """The SD 1.x or 2.x model in checkpoint `path`; `original_config` overrides the sidecar `.yaml`."""
     path = Path(path).expanduser()
     state = read_state_dict(path)
     family = ldm_keys.model_family(state, path)
-    if family == "sd2":
-        raise ModelLoadError(
-            f"{path} is an SD 2.x checkpoint (OpenCLIP text encoder); SD 2.x single files are not "
-            "supported yet. Convert it to a diffusers folder and give that folder instead."
-        )
     config_path = Path(original_config).expanduser() if original_config else ldm_config.sidecar_yaml(path)
-    original = (
-        ldm_config.read_original_config(config_path) if config_path else ldm_config.default_original_config()
-    )
-    where = str(config_path) if config_path else "the SD 1.5 architecture (no sidecar .yaml)"
+    if config_path:
+        original = ldm_config.read_original_config(config_path)
+    else:
+        original = ldm_config.default_original_config(family)
+        if family == "sd2":
+            _say_epsilon_was_assumed(path)
+    where = str(config_path) if config_path else BUILT_IN_ARCHITECTURE[family]
     hint = (
         f"The architecture came from {where}; put the checkpoint's original config next to it as "
-        f"{path.with_suffix('.yaml').name} if it is not a standard SD 1.x model."
+        f"{path.with_suffix('.yaml').name} if it is not a standard SD 1.x / 2.x model."
     )
     tok = load_tokenizer(tokenizer or ldm_config.default_tokenizer(original))
+    if family == "sd2":
+        tok = open_clip_keys.open_clip_tokenizer(tok)
     unet_cfg, vae_cfg = _diffusers_configs(original, where)
     unet = build_with_weights(
         lambda: UNet2DConditionModel.from_config(unet_cfg),
@@ -56,9 +67,19 @@ def load_single_file(
     vae = build_with_weights(
         lambda: AutoencoderKL.from_config(vae_cfg), ldm_keys.vae_state(state, vae_cfg), "VAE", path, hint
     )
-    text_encoder = _text_encoder(state, original, tok, path, hint)
+    text_encoder = _text_encoder(state, original, tok, path, hint, family)
     scheduler = ldm_config.noise_scheduler(original)
-    return ModelBundle(unet, vae, text_encoder, tok, scheduler, source=str(path))
+    return ModelBundle(unet, vae, text_encoder, tok, scheduler, str(path), VERSIONS[family])
+
+
+def _say_epsilon_was_assumed(path: Path) -> None:
+    log.info(
+        "%s is SD 2.x (OpenCLIP text encoder) and has no sidecar .yaml: loading it as the 512 epsilon "
+        "model (v2-inference.yaml); the weights cannot tell a 768-v model. For a v model put "
+        "v2-inference-v.yaml next to it as %s, or train with model.v_parameterization=true.",
+        path,
+        path.with_suffix(".yaml").name,
+    )
 
 
 def _diffusers_configs(original: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -72,10 +93,16 @@ def _diffusers_configs(original: dict[str, Any], where: str) -> tuple[dict[str, 
 
 
 def _text_encoder(
-    state: dict[str, Any], original: dict[str, Any], tokenizer: Any, path: Path, hint: str
+    state: dict[str, Any], original: dict[str, Any], tokenizer: Any, path: Path, hint: str, family: str
 ) -> CLIPTextModel:
-    weights = ldm_keys.clip_state(state)
-    config = ldm_keys.clip_config(weights, ldm_config.text_encoder_overrides(original), tokenizer, path)
+    overrides = ldm_config.text_encoder_overrides(original)
+    if family == "sd2":
+        left_out = open_clip_keys.layers_left_out(ldm_config.text_layer(original))
+        weights = open_clip_keys.text_state(state, left_out)
+        overrides = open_clip_keys.text_overrides(overrides)
+    else:
+        weights = ldm_keys.clip_state(state)
+    config = ldm_keys.clip_config(weights, overrides, tokenizer, path)
     if _nests_text_model():
         weights = {f"text_model.{key}": value for key, value in weights.items()}
     return build_with_weights(lambda: CLIPTextModel(config), weights, "text encoder", path, hint)
