@@ -56,6 +56,54 @@ def _check_conv(net: NetworkConfig) -> None:
     _check_positive("network.conv_alpha", net.conv_alpha)
 
 
+LORAPLUS_KEYS = ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")
+LOKR_KEYS = {"factor": -1, "decompose_both": False, "full_matrix": False}
+
+
+def _check_lycoris(net: NetworkConfig) -> None:
+    """LoHa / LoKr: no plain dropout (LyCORIS has none for them) and no LoRA+ (they have no up-weights)."""
+    if net.module not in ("loha", "lokr"):
+        return
+    if net.dropout:
+        raise ConfigError(
+            f"network.dropout={net.dropout} does not apply to network.module={net.module} (LyCORIS has no "
+            "plain dropout for it); set network.dropout=0, or use network.rank_dropout / network.module_dropout"
+        )
+    for key in LORAPLUS_KEYS:
+        if getattr(net, key) is not None:
+            raise ConfigError(
+                f"network.{key}={getattr(net, key)} is LoRA+ (a faster rate for LoRA's up-weights), which "
+                f"network.module={net.module} does not have; set network.{key}=null"
+            )
+    if not net.alpha > 0:
+        raise ConfigError(
+            f"network.alpha={net.alpha} must be > 0 for network.module={net.module} "
+            "(the scale is alpha / dim; alpha = dim gives 1)"
+        )
+
+
+def _check_lokr(net: NetworkConfig) -> None:
+    """factor, decompose_both and full_matrix shape LoKr's factors; elsewhere they would do nothing."""
+    if net.module != "lokr":
+        for key, default in LOKR_KEYS.items():
+            if getattr(net, key) != default:
+                raise ConfigError(
+                    f"network.{key}={getattr(net, key)} applies to network.module=lokr only; "
+                    f"use network=lokr, or network.{key}={str(default).lower()}"
+                )
+        return
+    if net.factor == 0 or net.factor < -1:
+        raise ConfigError(
+            f"network.factor={net.factor} must be -1 (automatic: near the square root) or the size of "
+            "the small Kronecker factor (4, 8 or 16 are usual)"
+        )
+    if net.full_matrix and net.decompose_both:
+        raise ConfigError(
+            "network.decompose_both=true has no effect with network.full_matrix=true (both factors are "
+            "then full); set one of them to false"
+        )
+
+
 def _check_eval_sampler(e: EvalConfig) -> None:
     """eval.sampler and eval.scheduler must name one of A1111's samplers and schedule types."""
     # Imported here: the sampler tables pull in torch, which reading a config does not otherwise need.
@@ -208,6 +256,8 @@ def _check_network(net: NetworkConfig) -> None:
             raise ConfigError(f"network.{key}={value} must be > 0 (16 is usual) or null (off)")
     _check_positive("network.dim", net.dim)
     _check_conv(net)
+    _check_lycoris(net)
+    _check_lokr(net)
     if not (net.train_unet or net.train_text_encoder):
         raise ConfigError(
             "network.train_unet and network.train_text_encoder are both false: nothing to train"
