@@ -277,3 +277,18 @@ def test_a_state_dict_reads_back_as_lycoris_modules(tiny):
         finally:
             network.remove()
         assert {type(m).__name__ for m in modules.values()} == {family}
+
+
+def test_a_kohya_lycoris_config_converts_to_network_lokr(compose_config):
+    from train.kohya_config import convert
+
+    settings = {
+        "network_module": "lycoris.kohya",
+        "network_args": "algo=lokr factor=8 full_matrix=True conv_dim=4 conv_alpha=1",
+        "network_dim": 16,
+        "network_alpha": 1,
+    }
+    conversion = convert(settings)
+    assert not conversion.lacking
+    net = compose_config("dataset.train_dir=x", *conversion.overrides).network
+    assert (net.module, net.factor, net.full_matrix, net.conv_dim, net.dim) == ("lokr", 8, True, 4, 16)

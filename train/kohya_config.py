@@ -104,7 +104,11 @@ NETWORK_ARGS = {
     "loraplus_lr_ratio": "network.loraplus_lr_ratio",
     "loraplus_unet_lr_ratio": "network.loraplus_unet_lr_ratio",
     "loraplus_text_encoder_lr_ratio": "network.loraplus_text_encoder_lr_ratio",
+    "factor": "network.factor",
+    "decompose_both": "network.decompose_both",
+    "full_matrix": "network.full_matrix",
 }
+LYCORIS_ALGOS = ("loha", "lokr")  # LyCORIS's algo=… that have a network of their own here
 
 
 def network_args(value: Any) -> tuple[Override, list[str]]:
@@ -115,6 +119,8 @@ def network_args(value: Any) -> tuple[Override, list[str]]:
             overrides.append((NETWORK_ARGS[key], v))
         elif key == "algo" and v in ("locon", "lora"):
             continue  # LyCORIS' LoCon is networks.lora with conv_dim here
+        elif key == "algo" and v in LYCORIS_ALGOS:
+            overrides.append(("network", v))  # configs/network/loha.yaml, lokr.yaml
         else:
             lacking.append(f"network_args {key}={v}: not supported yet")
     return overrides, lacking
