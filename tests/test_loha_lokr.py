@@ -151,8 +151,28 @@ def _factors(delta) -> dict[str, tuple[int, ...]]:
             {"lokr_w1_a": (16, 4), "lokr_w1_b": (4, 24), "lokr_w2_a": (20, 4), "lokr_w2_b": (4, 32)},
             4.0,
         ),
+        (
+            (320, 320, 3, 3),
+            {"use_tucker": True},
+            {"lokr_w1": (16, 16), "lokr_t2": (8, 8, 3, 3), "lokr_w2_a": (8, 20), "lokr_w2_b": (8, 20)},
+            4.0,
+        ),
+        (
+            (320, 320, 1, 1),
+            {"use_tucker": True},
+            {"lokr_w1": (16, 16), "lokr_w2_a": (20, 8), "lokr_w2_b": (8, 20)},
+            4.0,
+        ),
     ],
-    ids=["factor8", "full_matrix", "full_matrix_conv", "rank_too_large", "decompose_both"],
+    ids=[
+        "factor8",
+        "full_matrix",
+        "full_matrix_conv",
+        "rank_too_large",
+        "decompose_both",
+        "tucker",
+        "tucker_1x1",
+    ],
 )
 def test_lokr_factor_shapes_and_scale(shape, settings, factors, alpha):
     """Both factors full: LyCORIS records alpha = dim, so the scale is 1 whatever alpha was asked for."""
@@ -166,11 +186,27 @@ def test_lokr_factor_shapes_and_scale(shape, settings, factors, alpha):
         assert delta.weight_change().shape == shape
 
 
+def test_loha_tucker_factors_only_on_larger_kernels():
+    tucker = LohaDelta((320, 640, 3, 3), dim=4, alpha=1.0, use_tucker=True)
+    assert _factors(tucker) == {
+        "hada_t1": (4, 4, 3, 3),
+        "hada_t2": (4, 4, 3, 3),
+        "hada_w1_a": (4, 320),
+        "hada_w1_b": (4, 640),
+        "hada_w2_a": (4, 320),
+        "hada_w2_b": (4, 640),
+    }
+    plain = LohaDelta((320, 640, 1, 1), dim=4, alpha=1.0, use_tucker=True)  # a 1x1 conv has no core
+    assert _factors(plain)["hada_w1_b"] == (4, 640) and "hada_t1" not in _factors(plain)
+
+
 # Each config trains every layer kind of the tiny model: attention and MLP Linears, 1x1 and 3x3 convs.
 EQUAL_CASES = {
     "loha": NetworkConfig(module="loha", dim=4, alpha=2.0, conv_dim=2, conv_alpha=1.0),
     "lokr": NetworkConfig(module="lokr", dim=2, alpha=4.0, conv_dim=2, conv_alpha=1.0),
     "lokr_full_decompose": NetworkConfig(module="lokr", dim=1, alpha=1.0, decompose_both=True, conv_dim=8),
+    "loha_tucker": NetworkConfig(module="loha", dim=2, alpha=1.0, conv_dim=2, use_tucker=True),
+    "lokr_tucker": NetworkConfig(module="lokr", dim=2, alpha=1.0, conv_dim=2, use_tucker=True),
 }
 
 
@@ -258,6 +294,11 @@ def test_presets_compose(compose_config):
         ),
         (["network=lokr", "network.factor=0"], "network.factor=0 must be -1"),
         (
+            ["network=loha", "network.use_tucker=true"],
+            "use_tucker=true has no effect while network.conv_dim=0",
+        ),
+        (["+network.use_tucker=true"], "use_tucker=true applies to network.module=loha or lokr, not lora"),
+        (
             ["network=lokr", "network.full_matrix=true", "network.decompose_both=true"],
             "decompose_both=true has no effect with network.full_matrix=true",
         ),
@@ -284,7 +325,7 @@ def test_a_kohya_lycoris_config_converts_to_network_lokr(compose_config):
 
     settings = {
         "network_module": "lycoris.kohya",
-        "network_args": "algo=lokr factor=8 full_matrix=True conv_dim=4 conv_alpha=1",
+        "network_args": "algo=lokr factor=8 full_matrix=True conv_dim=4 conv_alpha=1 use_cp=True",
         "network_dim": 16,
         "network_alpha": 1,
     }
@@ -292,3 +333,4 @@ def test_a_kohya_lycoris_config_converts_to_network_lokr(compose_config):
     assert not conversion.lacking
     net = compose_config("dataset.train_dir=x", *conversion.overrides).network
     assert (net.module, net.factor, net.full_matrix, net.conv_dim, net.dim) == ("lokr", 8, True, 4, 16)
+    assert net.use_tucker

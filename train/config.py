@@ -117,6 +117,7 @@ class NetworkConfig:
     factor: int = -1  # LyCORIS --network_args factor (LoKr): size of the small factor; -1 = automatic
     decompose_both: bool = False  # LyCORIS --network_args decompose_both (LoKr): small factor low-rank too
     full_matrix: bool = False  # LyCORIS --network_args full_matrix (LoKr): both factors full, scale 1
+    use_tucker: bool = False  # LyCORIS --network_args use_tucker (LoHa, LoKr): 3x3 convs as a Tucker core
 
     @property
     def resolved_conv_alpha(self) -> float:

@@ -61,9 +61,20 @@ LOKR_KEYS = {"factor": -1, "decompose_both": False, "full_matrix": False}
 
 
 def _check_lycoris(net: NetworkConfig) -> None:
-    """LoHa / LoKr: no plain dropout (LyCORIS has none for them) and no LoRA+ (they have no up-weights)."""
+    """LoHa / LoKr: no plain dropout (LyCORIS has none for them) and no LoRA+ (they have no up-weights);
+    Tucker cores only where 3x3 convolutions train."""
     if net.module not in ("loha", "lokr"):
+        if net.use_tucker:
+            raise ConfigError(
+                f"network.use_tucker=true applies to network.module=loha or lokr, not {net.module}; "
+                "set network.use_tucker=false"
+            )
         return
+    if net.use_tucker and not net.conv_dim:
+        raise ConfigError(
+            "network.use_tucker=true has no effect while network.conv_dim=0: Tucker cores replace the 3x3 "
+            "convolutions' factors, which train only with network.conv_dim > 0 (4 is usual)"
+        )
     if net.dropout:
         raise ConfigError(
             f"network.dropout={net.dropout} does not apply to network.module={net.module} (LyCORIS has no "

@@ -107,6 +107,9 @@ NETWORK_ARGS = {
     "factor": "network.factor",
     "decompose_both": "network.decompose_both",
     "full_matrix": "network.full_matrix",
+    "use_tucker": "network.use_tucker",
+    "use_cp": "network.use_tucker",  # LyCORIS's older names for use_tucker
+    "use_conv_cp": "network.use_tucker",
 }
 LYCORIS_ALGOS = ("loha", "lokr")  # LyCORIS's algo=… that have a network of their own here
 

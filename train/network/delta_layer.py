@@ -18,6 +18,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def tucker_product(core: Tensor, w_a: Tensor, w_b: Tensor) -> Tensor:
+    """core (r, r, k, k) joined to w_a (r, out) and w_b (r, in): (out, in, k, k)."""
+    return torch.einsum("ij...,jr,ip->pr...", core, w_b, w_a)
+
+
 class WeightDelta(nn.Module):
     """One layer's trained factors; its parameters carry the LyCORIS key names (`hada_w1_a`, `lokr_w1`, …)."""
 

@@ -4,7 +4,9 @@
 weights of two rank-dim LoRAs. Shapes as LyCORIS writes them: hada_w*_a (out, dim), hada_w*_b
 (dim, in·k·k), the product reshaped to the weight (out, in[, k, k]). Initialised as LyCORIS does:
 w1_b ~ N(0, 1), w1_a ~ N(0, 0.1²), w2_b ~ N(0, 1), w2_a = 0, so training starts from the base model.
-Tucker factors (LyCORIS use_tucker) are not offered.
+
+With use_tucker (LyCORIS's Tucker/CP form, 3x3 convolutions only) each product is a core hada_t*
+(dim, dim, k, k) ~ N(0, 0.1²) joined to hada_w*_a (dim, out) and hada_w*_b (dim, in).
 """
 
 from __future__ import annotations
@@ -14,22 +16,32 @@ import math
 import torch
 from torch import Tensor, nn
 
-from train.network.delta_layer import WeightDelta
+from train.network.delta_layer import WeightDelta, tucker_product
 from train.network.lycoris_network import LycorisNetwork
 
 
 class LohaDelta(WeightDelta):
-    """The four LoHa factors of one layer whose weight is `shape`, at rank `dim` and scale alpha / dim."""
+    """The LoHa factors of one layer whose weight is `shape`, at rank `dim` and scale alpha / dim."""
 
-    def __init__(self, shape: tuple[int, ...], dim: int, alpha: float):
+    def __init__(self, shape: tuple[int, ...], dim: int, alpha: float, use_tucker: bool = False):
         super().__init__()
-        out, columns = shape[0], math.prod(shape[1:])
+        out, columns, kernel = shape[0], math.prod(shape[1:]), shape[2:]
         self.shape = shape
-        self.hada_w1_a = nn.Parameter(torch.empty(out, dim))
-        self.hada_w1_b = nn.Parameter(torch.empty(dim, columns))
-        self.hada_w2_a = nn.Parameter(torch.empty(out, dim))
-        self.hada_w2_b = nn.Parameter(torch.empty(dim, columns))
+        self.tucker = use_tucker and any(k != 1 for k in kernel)
+        if self.tucker:
+            self.hada_t1 = nn.Parameter(torch.empty(dim, dim, *kernel))
+            self.hada_t2 = nn.Parameter(torch.empty(dim, dim, *kernel))
+            a_shape, b_shape = (dim, out), (dim, shape[1])
+        else:
+            a_shape, b_shape = (out, dim), (dim, columns)
+        self.hada_w1_a = nn.Parameter(torch.empty(a_shape))
+        self.hada_w1_b = nn.Parameter(torch.empty(b_shape))
+        self.hada_w2_a = nn.Parameter(torch.empty(a_shape))
+        self.hada_w2_b = nn.Parameter(torch.empty(b_shape))
         with torch.no_grad():  # LyCORIS's order of draws
+            if self.tucker:
+                nn.init.normal_(self.hada_t1, std=0.1)
+                nn.init.normal_(self.hada_t2, std=0.1)
             nn.init.normal_(self.hada_w1_b, std=1.0)
             nn.init.normal_(self.hada_w1_a, std=0.1)
             nn.init.normal_(self.hada_w2_b, std=1.0)
@@ -38,9 +50,13 @@ class LohaDelta(WeightDelta):
         self.scale = self.alpha / dim
 
     def weight_change(self) -> Tensor:
-        """(w1_a @ w1_b) ⊙ (w2_a @ w2_b), shaped like the weight."""
-        first = self.hada_w1_a @ self.hada_w1_b
-        second = self.hada_w2_a @ self.hada_w2_b
+        """(w1_a @ w1_b) ⊙ (w2_a @ w2_b) (or their Tucker forms), shaped like the weight."""
+        if self.tucker:
+            first = tucker_product(self.hada_t1, self.hada_w1_a, self.hada_w1_b)
+            second = tucker_product(self.hada_t2, self.hada_w2_a, self.hada_w2_b)
+        else:
+            first = self.hada_w1_a @ self.hada_w1_b
+            second = self.hada_w2_a @ self.hada_w2_b
         return (first * second).reshape(self.shape)
 
 
@@ -50,4 +66,4 @@ class LohaNetwork(LycorisNetwork):
     algo = "loha"
 
     def make_delta(self, shape: tuple[int, ...], dim: int, alpha: float) -> LohaDelta:
-        return LohaDelta(shape, dim, alpha)
+        return LohaDelta(shape, dim, alpha, self.cfg.use_tucker)

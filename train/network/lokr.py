@@ -9,7 +9,8 @@ A weight (out, in[, k, k]) splits as out = a·b and in = c·d (`factorization`, 
 - full_matrix makes both factors full whatever dim says.
 scale = alpha / dim, except when both factors are full: then LyCORIS records alpha = dim and the scale is 1
 (A1111 and our engine apply 1 too). Initialised as LyCORIS does: w2 (or w2_b) zero, the rest Kaiming-uniform,
-so training starts from the base model. Tucker factors (LyCORIS use_tucker) are not offered.
+so training starts from the base model. With use_tucker (3x3 convolutions, low-rank w2 only) w2 is a core
+`lokr_t2` (dim, dim, k, k) joined to `lokr_w2_a` (dim, b) and `lokr_w2_b` (dim, d), as LyCORIS writes it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from train.network.delta_layer import WeightDelta
+from train.network.delta_layer import WeightDelta, tucker_product
 from train.network.lycoris_network import LycorisNetwork
 
 
@@ -61,15 +62,22 @@ class LokrDelta(WeightDelta):
         factor: int = -1,
         decompose_both: bool = False,
         full_matrix: bool = False,
+        use_tucker: bool = False,
     ):
         super().__init__()
         self.shape = shape
         kernel = shape[2:]
+        tucker = use_tucker and any(k != 1 for k in kernel)
         out_small, out_large = factorization(shape[0], factor)
         in_small, in_large = factorization(shape[1], factor)
         w1_low_rank = decompose_both and not full_matrix and dim < max(out_small, in_small) / 2
         w2_low_rank = not full_matrix and dim < max(out_large, in_large) / 2
-        if w2_low_rank:
+        self.tucker = tucker and w2_low_rank
+        if self.tucker:
+            self.lokr_t2 = nn.Parameter(torch.empty(dim, dim, *kernel))
+            self.lokr_w2_a = nn.Parameter(torch.empty(dim, out_large))
+            self.lokr_w2_b = nn.Parameter(torch.empty(dim, in_large))
+        elif w2_low_rank:
             self.lokr_w2_a = nn.Parameter(torch.empty(out_large, dim))
             self.lokr_w2_b = nn.Parameter(torch.empty(dim, in_large * math.prod(kernel)))
         else:
@@ -80,6 +88,8 @@ class LokrDelta(WeightDelta):
         else:
             self.lokr_w1 = nn.Parameter(torch.empty(out_small, in_small))
         with torch.no_grad():  # LyCORIS's order of draws: the large factor, then the small one
+            if self.tucker:
+                _kaiming(self.lokr_t2)
             if w2_low_rank:
                 _kaiming(self.lokr_w2_a)
                 nn.init.zeros_(self.lokr_w2_b)
@@ -95,14 +105,18 @@ class LokrDelta(WeightDelta):
         return self.lokr_w1 if hasattr(self, "lokr_w1") else self.lokr_w1_a @ self.lokr_w1_b
 
     def _large(self) -> Tensor:
-        return self.lokr_w2 if hasattr(self, "lokr_w2") else self.lokr_w2_a @ self.lokr_w2_b
+        if hasattr(self, "lokr_w2"):
+            return self.lokr_w2
+        if self.tucker:
+            return tucker_product(self.lokr_t2, self.lokr_w2_a, self.lokr_w2_b)
+        return self.lokr_w2_a @ self.lokr_w2_b
 
     def weight_change(self) -> Tensor:
         """kron(w1, w2), shaped like the weight (w1 gains 1x1 kernel axes when w2 is 4-D)."""
         small, large = self._small(), self._large()
         if large.dim() == 4:
             small = small[:, :, None, None]
-        return torch.kron(small, large).reshape(self.shape)
+        return torch.kron(small, large.contiguous()).reshape(self.shape)  # kron views its inputs
 
 
 class LokrNetwork(LycorisNetwork):
@@ -112,7 +126,7 @@ class LokrNetwork(LycorisNetwork):
 
     def make_delta(self, shape: tuple[int, ...], dim: int, alpha: float) -> LokrDelta:
         cfg = self.cfg
-        return LokrDelta(shape, dim, alpha, cfg.factor, cfg.decompose_both, cfg.full_matrix)
+        return LokrDelta(shape, dim, alpha, cfg.factor, cfg.decompose_both, cfg.full_matrix, cfg.use_tucker)
 
     def network_args(self) -> dict[str, str]:
         """LyCORIS's args plus the factorisation: factor always, the two switches when on."""

@@ -107,7 +107,7 @@ class LycorisNetwork:
         return {"ss_network_module": "lycoris.kohya", "ss_network_args": self.network_args()}
 
     def network_args(self) -> dict[str, str]:
-        """`algo`, the conv rank and the dropouts in use; subclasses add their own."""
+        """`algo`, the conv rank, the dropouts and Tucker when in use; subclasses add their own."""
         cfg = self.cfg
         args = {"algo": self.algo}
         if cfg.conv_dim:
@@ -115,6 +115,8 @@ class LycorisNetwork:
         for key in ("rank_dropout", "module_dropout"):
             if getattr(cfg, key):
                 args[key] = str(getattr(cfg, key))
+        if cfg.use_tucker:
+            args["use_tucker"] = "True"
         return args
 
     def write_file(self, path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
