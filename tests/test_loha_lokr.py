@@ -26,7 +26,7 @@ from train.config import NetworkConfig, TrainConfig
 from train.errors import ConfigError
 from train.models.tiny import build_tiny
 from train.network.delta_layer import DeltaLayer
-from train.network.loha import LohaDelta
+from train.network.loha import HadamardProduct, LohaDelta
 from train.network.lokr import LokrDelta, factorization
 from train.network.lora_file import lora_metadata, save_lora
 from train.network.registry import build_network
@@ -334,3 +334,17 @@ def test_a_kohya_lycoris_config_converts_to_network_lokr(compose_config):
     net = compose_config("dataset.train_dir=x", *conversion.overrides).network
     assert (net.module, net.factor, net.full_matrix, net.conv_dim, net.dim) == ("lokr", 8, True, 4, 16)
     assert net.use_tucker
+
+
+def test_loha_gradient_without_keeping_the_products_equals_autograds():
+    """HadamardProduct recomputes the full-size products in the backward pass; the gradient is the same."""
+    generator = torch.Generator().manual_seed(3)
+    factors = [torch.randn(shape, generator=generator, dtype=torch.float64) for shape in ((7, 3), (3, 5)) * 2]
+    upstream = torch.randn(7, 5, generator=generator, dtype=torch.float64)
+    grads = []
+    for product in (HadamardProduct.apply, lambda a1, b1, a2, b2: (a1 @ b1) * (a2 @ b2)):
+        leaves = [f.clone().requires_grad_(True) for f in factors]
+        (product(*leaves) * upstream).sum().backward()
+        grads.append([leaf.grad for leaf in leaves])
+    for ours, reference in zip(*grads, strict=True):
+        assert torch.allclose(ours, reference, rtol=1e-12, atol=1e-12)

@@ -20,6 +20,24 @@ from train.network.delta_layer import WeightDelta, tucker_product
 from train.network.lycoris_network import LycorisNetwork
 
 
+class HadamardProduct(torch.autograd.Function):
+    """(w1_a @ w1_b) ⊙ (w2_a @ w2_b) that keeps only the four factors for the backward pass and computes the
+    two full-size products again there (as LyCORIS does): a layer's change holds no weight-sized memory
+    between the forward and the backward pass."""
+
+    @staticmethod
+    def forward(ctx, w1_a: Tensor, w1_b: Tensor, w2_a: Tensor, w2_b: Tensor) -> Tensor:
+        ctx.save_for_backward(w1_a, w1_b, w2_a, w2_b)
+        return (w1_a @ w1_b) * (w2_a @ w2_b)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        w1_a, w1_b, w2_a, w2_b = ctx.saved_tensors
+        grad_first = grad * (w2_a @ w2_b)
+        grad_second = grad * (w1_a @ w1_b)
+        return grad_first @ w1_b.T, w1_a.T @ grad_first, grad_second @ w2_b.T, w2_a.T @ grad_second
+
+
 class LohaDelta(WeightDelta):
     """The LoHa factors of one layer whose weight is `shape`, at rank `dim` and scale alpha / dim."""
 
@@ -51,13 +69,12 @@ class LohaDelta(WeightDelta):
 
     def weight_change(self) -> Tensor:
         """(w1_a @ w1_b) ⊙ (w2_a @ w2_b) (or their Tucker forms), shaped like the weight."""
-        if self.tucker:
-            first = tucker_product(self.hada_t1, self.hada_w1_a, self.hada_w1_b)
-            second = tucker_product(self.hada_t2, self.hada_w2_a, self.hada_w2_b)
-        else:
-            first = self.hada_w1_a @ self.hada_w1_b
-            second = self.hada_w2_a @ self.hada_w2_b
-        return (first * second).reshape(self.shape)
+        if not self.tucker:
+            factors = (self.hada_w1_a, self.hada_w1_b, self.hada_w2_a, self.hada_w2_b)
+            return HadamardProduct.apply(*factors).reshape(self.shape)
+        first = tucker_product(self.hada_t1, self.hada_w1_a, self.hada_w1_b)
+        second = tucker_product(self.hada_t2, self.hada_w2_a, self.hada_w2_b)
+        return first * second
 
 
 class LohaNetwork(LycorisNetwork):
