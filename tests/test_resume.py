@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from inference.lora import load_lora_file
+
 from .test_buckets_training import BUCKETS, folders  # noqa: F401  (the mixed-size folder fixture)
 from .test_cli import REPO, run_train
 
@@ -188,3 +190,34 @@ def test_other_optimizers_resume_to_the_same_bytes(folders, tmp_path, optimizer)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = f"{NAME}.safetensors"
     assert (tmp_path / "resumed" / final).read_bytes() == (tmp_path / "whole" / final).read_bytes()
+
+
+@pytest.mark.parametrize("network", ["loha", "lokr"])
+def test_loha_and_lokr_render_their_file_and_resume_to_the_same_bytes(folders, tmp_path, network):  # noqa: F811
+    """`network=loha|lokr` through `python -m train`: a LyCORIS file from which our engine renders the eval
+    grid; resumed from a state in the middle of the epoch (LyCORIS's dropouts on), the same bytes."""
+    dropped = (
+        "network=locon",
+        "eval.enabled=false",
+        "training.max_train_epochs=3",
+        "training.save_every_n_steps=3",
+    )
+    overrides = [o for o in resumable(*folders) if o not in dropped]
+    overrides += [f"network={network}", "network.conv_dim=2", "training.save_every_n_steps=2"]
+    overrides += ["training.max_train_epochs=null", "training.max_train_steps=4"]  # the state at 2: mid-epoch
+    overrides += ["network.rank_dropout=0.1", "network.module_dropout=0.1"]
+    overrides += ["eval.prompts=[sls toy]", "eval.weights=[0.0,1.0]", "eval.steps=2"]
+    whole = run_train(tmp_path / "whole", *overrides)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    final = tmp_path / "whole" / f"{NAME}.safetensors"
+    families = {type(m).__name__ for m in load_lora_file(final).modules.values()}
+    assert families == {"loha": {"LohaModule"}, "lokr": {"LokrModule"}}[network]
+    assert header(tmp_path / "whole")["ss_network_module"] == "lycoris.kohya"
+    assert json.loads(header(tmp_path / "whole")["ss_network_args"])["algo"] == network
+    assert (tmp_path / "whole" / "eval" / "grid.png").is_file()  # rendered from the saved file
+    resumed = run_train(
+        tmp_path / "resumed", *overrides, f"resume={tmp_path / 'whole' / NAME}-step00000002-state"
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout and "Trained 2 steps" in resumed.stdout
+    assert (tmp_path / "resumed" / f"{NAME}.safetensors").read_bytes() == final.read_bytes()

@@ -16,7 +16,7 @@ from data.typed_config import to_typed
 from train.errors import ConfigError
 
 MODEL_KINDS = ("toy", "tiny", "sd15_arch", "pretrained")
-NETWORK_MODULES = ("lora",)
+NETWORK_MODULES = ("lora", "loha", "lokr")
 SCHEDULERS = (
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
     "cosine_with_min_lr", "rex", "adafactor",
@@ -119,6 +119,10 @@ class NetworkConfig:
     train_text_encoder: bool = True  # False = kohya --network_train_unet_only
     conv_dim: int = 0  # kohya --network_args conv_dim: rank of the UNet's 3x3 convs (LoCon); 0 = off
     conv_alpha: float | None = None  # kohya --network_args conv_alpha; null = 1.0 when conv_dim is set
+    factor: int = -1  # LyCORIS --network_args factor (LoKr): size of the small factor; -1 = automatic
+    decompose_both: bool = False  # LyCORIS --network_args decompose_both (LoKr): small factor low-rank too
+    full_matrix: bool = False  # LyCORIS --network_args full_matrix (LoKr): both factors full, scale 1
+    use_tucker: bool = False  # LyCORIS --network_args use_tucker (LoHa, LoKr): 3x3 convs as a Tucker core
 
     # Block-wise LoRA (train/network/blocks.py): a list, kohya's text `1,0.5,…`, or a preset for the lr weights
     down_lr_weight: Any = None  # kohya network_args: 12 lr weights IN00–IN11, or sine / cosine / linear …[+x]

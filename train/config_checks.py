@@ -29,7 +29,7 @@ from train.config import (
     TrainingConfig,
 )
 from train.errors import ConfigError
-from train.network.blocks import block_lr_weights, block_ranks
+from train.network.blocks import BLOCK_KEYS, block_lr_weights, block_ranks
 from train.optimizers import OPTIMIZERS, is_class_path, known_name, uses_relative_step
 
 
@@ -57,6 +57,71 @@ def _check_conv(net: NetworkConfig) -> None:
             "network.conv_dim > 0 to train the 3x3 convs, or network=lora / network.conv_alpha=null"
         )
     _check_positive("network.conv_alpha", net.conv_alpha)
+
+
+LORAPLUS_KEYS = ("loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio")
+LOKR_KEYS = {"factor": -1, "decompose_both": False, "full_matrix": False}
+
+
+def _check_lycoris(net: NetworkConfig) -> None:
+    """LoHa / LoKr: no plain dropout (LyCORIS has none for them) and no LoRA+ (they have no up-weights);
+    Tucker cores only where 3x3 convolutions train."""
+    if net.module not in ("loha", "lokr"):
+        if net.use_tucker:
+            raise ConfigError(
+                f"network.use_tucker=true applies to network.module=loha or lokr, not {net.module}; "
+                "set network.use_tucker=false"
+            )
+        return
+    if net.use_tucker and not net.conv_dim:
+        raise ConfigError(
+            "network.use_tucker=true has no effect while network.conv_dim=0: Tucker cores replace the 3x3 "
+            "convolutions' factors, which train only with network.conv_dim > 0 (4 is usual)"
+        )
+    if net.dropout:
+        raise ConfigError(
+            f"network.dropout={net.dropout} does not apply to network.module={net.module} (LyCORIS has no "
+            "plain dropout for it); set network.dropout=0, or use network.rank_dropout / network.module_dropout"
+        )
+    for key in LORAPLUS_KEYS:
+        if getattr(net, key) is not None:
+            raise ConfigError(
+                f"network.{key}={getattr(net, key)} is LoRA+ (a faster rate for LoRA's up-weights), which "
+                f"network.module={net.module} does not have; set network.{key}=null"
+            )
+    for key in BLOCK_KEYS:
+        if getattr(net, key) not in (None, 0.0):
+            raise ConfigError(
+                f"network.{key} is kohya's block-wise LoRA, which network.module={net.module} does not have; "
+                f"remove it, or train network=lora / locon"
+            )
+    if not net.alpha > 0:
+        raise ConfigError(
+            f"network.alpha={net.alpha} must be > 0 for network.module={net.module} "
+            "(the scale is alpha / dim; alpha = dim gives 1)"
+        )
+
+
+def _check_lokr(net: NetworkConfig) -> None:
+    """factor, decompose_both and full_matrix shape LoKr's factors; elsewhere they would do nothing."""
+    if net.module != "lokr":
+        for key, default in LOKR_KEYS.items():
+            if getattr(net, key) != default:
+                raise ConfigError(
+                    f"network.{key}={getattr(net, key)} applies to network.module=lokr only; "
+                    f"use network=lokr, or network.{key}={str(default).lower()}"
+                )
+        return
+    if net.factor == 0 or net.factor < -1:
+        raise ConfigError(
+            f"network.factor={net.factor} must be -1 (automatic: near the square root) or the size of "
+            "the small Kronecker factor (4, 8 or 16 are usual)"
+        )
+    if net.full_matrix and net.decompose_both:
+        raise ConfigError(
+            "network.decompose_both=true has no effect with network.full_matrix=true (both factors are "
+            "then full); set one of them to false"
+        )
 
 
 def _check_eval_sampler(e: EvalConfig) -> None:
@@ -236,6 +301,8 @@ def _check_network(net: NetworkConfig) -> None:
     _check_positive("network.dim", net.dim)
     _check_conv(net)
     _check_blocks(net)
+    _check_lycoris(net)
+    _check_lokr(net)
     if not (net.train_unet or net.train_text_encoder):
         raise ConfigError(
             "network.train_unet and network.train_text_encoder are both false: nothing to train"

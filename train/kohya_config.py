@@ -117,7 +117,14 @@ NETWORK_ARGS = {
             "conv_block_alphas",
         )  # fmt: skip
     },
+    "factor": "network.factor",
+    "decompose_both": "network.decompose_both",
+    "full_matrix": "network.full_matrix",
+    "use_tucker": "network.use_tucker",
+    "use_cp": "network.use_tucker",  # LyCORIS's older names for use_tucker
+    "use_conv_cp": "network.use_tucker",
 }
+LYCORIS_ALGOS = ("loha", "lokr")  # LyCORIS's algo=… that have a network of their own here
 
 
 def network_args(value: Any) -> tuple[Override, list[str]]:
@@ -128,6 +135,8 @@ def network_args(value: Any) -> tuple[Override, list[str]]:
             overrides.append((NETWORK_ARGS[key], v))
         elif key == "algo" and v in ("locon", "lora"):
             continue  # LyCORIS' LoCon is networks.lora with conv_dim here
+        elif key == "algo" and v in LYCORIS_ALGOS:
+            overrides.append(("network", v))  # configs/network/loha.yaml, lokr.yaml
         else:
             lacking.append(f"network_args {key}={v}: not supported yet")
     return overrides, lacking

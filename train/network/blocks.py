@@ -26,6 +26,10 @@ from train.errors import ConfigError
 NUM_BLOCKS = 12  # IN and OUT blocks each; MID is one more, so 25 in all
 ALL_BLOCKS = 2 * NUM_BLOCKS + 1
 MID = NUM_BLOCKS
+BLOCK_KEYS = (
+    "down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_lr_zero_threshold", "block_dims", "block_alphas",
+    "conv_block_dims", "conv_block_alphas",
+)  # fmt: skip
 _UNET_BLOCK = re.compile(r"(up|down)_blocks_(\d+)_(resnets|attentions|upsamplers|downsamplers)_(\d+)_")
 
 

@@ -7,10 +7,14 @@ from collections.abc import Callable
 from train.config import NetworkConfig
 from train.models.bundle import ModelBundle
 from train.network.base import TrainedNetwork
+from train.network.loha import LohaNetwork
+from train.network.lokr import LokrNetwork
 from train.network.lora import LoRANetwork
 
 NETWORKS: dict[str, Callable[[ModelBundle, NetworkConfig], TrainedNetwork]] = {
     "lora": LoRANetwork,
+    "loha": LohaNetwork,
+    "lokr": LokrNetwork,
 }
 
 
