@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from safetensors import safe_open
 
 from .test_buckets_training import BUCKETS, folders  # noqa: F401  (the mixed-size folder fixture)
 from .test_cli import REPO, run_train
@@ -188,3 +189,26 @@ def test_other_optimizers_resume_to_the_same_bytes(folders, tmp_path, optimizer)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = f"{NAME}.safetensors"
     assert (tmp_path / "resumed" / final).read_bytes() == (tmp_path / "whole" / final).read_bytes()
+
+
+def test_an_embedding_resumes_to_the_same_bytes(folders, tmp_path):  # noqa: F811
+    """Textual inversion: the vectors and their moments come back, and the template draws replay."""
+    overrides = [
+        o for o in resumable(*folders) if not o.startswith(("training.max_train_epochs", "network="))
+    ]
+    overrides += ["training.max_train_epochs=2", "network=embedding", "network.template=object"]
+    overrides += [
+        "network.init_word=toy",
+        "network.num_vectors_per_token=2",
+        "optimizer.text_encoder_lr=5e-3",
+    ]
+    whole = run_train(tmp_path / "whole", *overrides)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    states = sorted((tmp_path / "whole").glob(f"{NAME}-step*-state"))
+    resumed = run_train(tmp_path / "resumed", *overrides, f"resume={states[len(states) // 2]}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout
+    final = f"{NAME}.safetensors"
+    assert (tmp_path / "resumed" / final).read_bytes() == (tmp_path / "whole" / final).read_bytes()
+    with safe_open(str(tmp_path / "whole" / final), framework="pt") as file:
+        assert list(file.keys()) == ["emb_params"]
