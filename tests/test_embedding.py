@@ -13,9 +13,11 @@ from PIL import Image
 from safetensors import safe_open
 
 from inference.cli import RenderConfig, render
+from inference.embedding_grid import with_strength
 from train.caption_ops import CaptionOptions, process_caption
-from train.config import ModelConfig, NetworkConfig
+from train.config import DatasetConfig, EvalConfig, ModelConfig, NetworkConfig, TrainConfig
 from train.errors import ConfigError
+from train.eval import render_eval_grid
 from train.models.loading import load_base_model
 from train.network.embedding import EmbeddingNetwork
 from train.network.ti_captions import caption_templates, check_trigger_in_captions, expand
@@ -119,16 +121,22 @@ def test_templates_replace_captions_reproducibly(compose_config):
     assert caption_templates(compose_config("network=embedding", "name=sls", "dataset=toy_character")) == ()
 
 
-def test_the_file_is_a1111s_and_the_engine_loads_it_by_its_file_name(toy, tmp_path):
+def write_embedding(toy, path):
+    """A strong, trained-looking 2-vector embedding for `sls`, written by the network's own writer (fp16)."""
     network = EmbeddingNetwork(toy, embedding_config(init_word="star", num_vectors_per_token=2))
-    with torch.no_grad():  # a strong, trained-looking embedding
+    with torch.no_grad():
         network.vectors.copy_(
             torch.randn(network.vectors.shape, generator=torch.Generator().manual_seed(3)) * 2
         )
     meta = {"ss_steps": "7", "ss_sd_model_name": "models/toy", "ss_network_dim": "8"}
     meta["modelspec.architecture"] = "stable-diffusion-v1/lora"
-    path = network.write_file(tmp_path / "emb" / "sls.safetensors", network.state_dict(torch.float16), meta)
+    path = network.write_file(path, network.state_dict(torch.float16), meta)
     network.remove()
+    return path
+
+
+def test_the_file_is_a1111s_and_the_engine_loads_it_by_its_file_name(toy, tmp_path):
+    path = write_embedding(toy, tmp_path / "emb" / "sls.safetensors")
     assert oct(path.stat().st_mode & 0o777) == "0o644"
     with safe_open(str(path), framework="pt") as file:
         assert list(file.keys()) == ["emb_params"]  # A1111's single-tensor rule; kohya's key
@@ -186,3 +194,22 @@ def test_lora_refuses_embedding_keys_and_captions_must_name_the_trigger(compose_
         "network=embedding", "name=sls", "dataset=toy_character", "network.template=object"
     )
     check_trigger_in_captions(templated, ["red circle"])
+
+
+def test_the_eval_grid_renders_strength_0_without_the_embedding_and_others_with_it(toy, tmp_path):
+    path = write_embedding(toy, tmp_path / "sls.safetensors")
+    plain = "red circle, blue background, large"
+    e = EvalConfig(prompts=[CAPTION, plain], weights=[0.0, 0.5, 1.0], steps=3, cfg_scale=3.0, scorer="toy")
+    cfg = TrainConfig(name="sls", dataset=DatasetConfig(resolution=64), eval=e)
+    outcome = render_eval_grid(toy, cfg, path, tmp_path / "eval", "embedding")
+    assert outcome.grid_path.is_file() and set(outcome.scores) == {"0.0", "0.5", "1.0"}
+    cells = [
+        [Image.open(next((tmp_path / "eval").glob(f"{r:03d}-{c:02d}-*.png"))) for c in range(3)]
+        for r in range(2)
+    ]
+    pixels = [[np.asarray(cell.convert("RGB")).astype(int) for cell in row] for row in cells]
+    assert np.abs(pixels[0][2] - pixels[0][0]).mean() > 3  # the trigger prompt changes with the embedding
+    assert "TI hashes" not in cells[0][0].info["parameters"] and "TI hashes" in cells[0][2].info["parameters"]
+    assert cells[0][1].info["parameters"].startswith("(sls:0.5) star,")  # A1111's emphasis as the strength
+    assert all(np.array_equal(pixels[1][0], pixels[1][c]) for c in (1, 2))  # no trigger: no change at all
+    assert with_strength("a SLS star, slsx", "sls", 0.25) == "a (SLS:0.25) star, slsx"
