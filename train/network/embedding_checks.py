@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from train.config import NetworkConfig, TrainConfig
 from train.errors import ConfigError
+from train.network.ti_captions import TEMPLATES
 
 MAX_VECTORS = 75  # one prompt chunk: an embedding is never split across chunks
 
@@ -23,8 +24,6 @@ def _check_unused_elsewhere(net: NetworkConfig) -> None:
 
 def check_embedding(cfg: TrainConfig) -> None:
     """Token string = file name (A1111's trigger), a sane vector count, only the vectors training, no TE cache."""
-    from train.network.ti_captions import check_template
-
     net = cfg.network
     if net.module != "embedding":
         _check_unused_elsewhere(net)
@@ -44,7 +43,11 @@ def check_embedding(cfg: TrainConfig) -> None:
         raise ConfigError(
             "network.init_word='' is empty: give a word (e.g. the class, `star`), or null (random)"
         )
-    check_template(net)
+    if net.template not in TEMPLATES:
+        raise ConfigError(
+            f"network.template={net.template!r} is not valid; choose one of: {', '.join(TEMPLATES)} "
+            "(object = kohya --use_object_template, style = --use_style_template)"
+        )
     for part in ("unet", "text_encoder"):
         if getattr(net, f"train_{part}"):
             raise ConfigError(

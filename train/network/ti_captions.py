@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import torch
 
 from train.caption_ops import with_prefix_and_suffix
-from train.config import NetworkConfig, TrainConfig
+from train.config import TrainConfig
 from train.errors import ConfigError
 
 MAX_TOKENS = 77  # CLIP's context: BOS + 75 tokens + EOS
@@ -52,14 +52,6 @@ def caption_templates(cfg: TrainConfig) -> tuple[str, ...]:
     return tuple(
         template.format(cfg.network.token_string or cfg.name) for template in TEMPLATES[cfg.network.template]
     )
-
-
-def check_template(net: NetworkConfig) -> None:
-    if net.template not in TEMPLATES:
-        raise ConfigError(
-            f"network.template={net.template!r} is not valid; choose one of: {', '.join(TEMPLATES)} "
-            "(object = kohya --use_object_template, style = --use_style_template)"
-        )
 
 
 def mentions(caption: str, token: str) -> bool:
