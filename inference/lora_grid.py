@@ -29,7 +29,7 @@ def lora_tag(name: str, weight: float) -> str:
     return f"<lora:{name}:{format_number(float(weight))}>"
 
 
-def _row_labels(prompts: list[str], seeds: list[int]) -> list[str]:
+def row_labels(prompts: list[str], seeds: list[int]) -> list[str]:
     if len(seeds) == 1:
         return list(prompts)
     return [f"{prompt}\nseed {seed}" for prompt in prompts for seed in seeds]
@@ -89,6 +89,6 @@ def render_lora_grid(
                         cells[row][col] = image
                         infotexts.append(infotext)
                     progress.update(len(chunk))
-    grid = make_grid(cells, _row_labels(prompts, seeds), [f"lora {format_number(float(w))}" for w in weights])
+    grid = make_grid(cells, row_labels(prompts, seeds), [f"lora {format_number(float(w))}" for w in weights])
     grid_path = save_png(grid, out_dir / "grid.png", infotexts[0])
     return LoraGridResult(grid_path, paths)

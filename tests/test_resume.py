@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from safetensors import safe_open
 
 from inference.lora import load_lora_file
 
@@ -221,3 +222,26 @@ def test_loha_and_lokr_render_their_file_and_resume_to_the_same_bytes(folders, t
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout and "Trained 2 steps" in resumed.stdout
     assert (tmp_path / "resumed" / f"{NAME}.safetensors").read_bytes() == final.read_bytes()
+
+
+def test_an_embedding_resumes_to_the_same_bytes(folders, tmp_path):  # noqa: F811
+    """Textual inversion: the vectors and their moments come back, and the template draws replay."""
+    overrides = [
+        o for o in resumable(*folders) if not o.startswith(("training.max_train_epochs", "network="))
+    ]
+    overrides += ["training.max_train_epochs=2", "network=embedding", "network.template=object"]
+    overrides += [
+        "network.init_word=toy",
+        "network.num_vectors_per_token=2",
+        "optimizer.text_encoder_lr=5e-3",
+    ]
+    whole = run_train(tmp_path / "whole", *overrides)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    states = sorted((tmp_path / "whole").glob(f"{NAME}-step*-state"))
+    resumed = run_train(tmp_path / "resumed", *overrides, f"resume={states[len(states) // 2]}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout
+    final = f"{NAME}.safetensors"
+    assert (tmp_path / "resumed" / final).read_bytes() == (tmp_path / "whole" / final).read_bytes()
+    with safe_open(str(tmp_path / "whole" / final), framework="pt") as file:
+        assert list(file.keys()) == ["emb_params"]

@@ -33,7 +33,9 @@ def run(cfg: DictConfig) -> float:
     print(
         f"\nTrained {result.steps} steps in {result.seconds:.1f} s (final average loss {result.final_loss:.4f})"
     )
-    print(f"  LoRA:       {result.lora_path}")
+    embedding = typed.network.module == "embedding"  # A1111 triggers it by the file name
+    kind = "embedding:" if embedding else "LoRA:     "
+    print(f"  {kind}  {result.lora_path}" + (f" (trigger: {result.lora_path.stem})" if embedding else ""))
     for path in result.epoch_files:
         print(f"  {'step file:' if '-step' in path.name else 'epoch file:'} {path}")
     if (state := result.lora_path.with_name(f"{result.lora_path.stem}-state")).is_dir():
@@ -44,7 +46,7 @@ def run(cfg: DictConfig) -> float:
         print(f"  scores:     {result.scores_path}")
         for weight, values in (result.scores or {}).items():
             shown = ", ".join(f"{k} {v:.3f}" for k, v in values.items() if v is not None)
-            print(f"    LoRA weight {weight}: {shown}")
+            print(f"    {'embedding' if embedding else 'LoRA'} weight {weight}: {shown}")
     print(f"  run folder: {result.run_dir}")
     return result.final_loss
 

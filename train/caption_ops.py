@@ -3,7 +3,8 @@
 caption dropout (a rate, or every N-th epoch) → one random line and wildcards `{a|b|c}` (or only the first
 line without wildcards) → prefix / suffix → fixed and free tags (keep_tokens, or keep_tokens_separator
 `|||`, whose text after a second separator stays at the end) → shuffle and tag dropout of the free tags →
-secondary separator → text. Every random choice comes from the sample's own `random.Random`, so a
+secondary separator → text, or, with textual inversion's templates, one template in its place (kohya replaces
+the processed caption last). Every random choice comes from the sample's own `random.Random`, so a
 (seed, epoch, sample) gives the same caption in any process and after a resume.
 """
 
@@ -33,6 +34,7 @@ class CaptionOptions:
     caption_suffix: str = ""
     secondary_separator: str = ""
     enable_wildcard: bool = False
+    templates: tuple[str, ...] = ()  # network.template: filled templates that replace every kept caption
 
     @property
     def random_settings(self) -> list[str]:
@@ -40,14 +42,21 @@ class CaptionOptions:
         keys = ("shuffle_caption", "caption_dropout_rate", "caption_dropout_every_n_epochs")
         keys += ("caption_tag_dropout_rate", "enable_wildcard")
         values = {key: getattr(self, key) for key in keys}
-        return [
+        settings = [
             f"dataset.{key}={str(v).lower() if isinstance(v, bool) else v}" for key, v in values.items() if v
         ]
+        return settings + ([f"network.template ({len(self.templates)} captions)"] if self.templates else [])
 
 
-def caption_options(config: Any) -> CaptionOptions:
-    """The caption options of a DatasetConfig (any object with those attributes)."""
-    return CaptionOptions(**{name: getattr(config, name) for name in CaptionOptions.__dataclass_fields__})
+def caption_options(config: Any, templates: tuple[str, ...] = ()) -> CaptionOptions:
+    """The caption options of a DatasetConfig (any object with those attributes), plus filled templates."""
+    names = [name for name in CaptionOptions.__dataclass_fields__ if name != "templates"]
+    return CaptionOptions(**{name: getattr(config, name) for name in names}, templates=templates)
+
+
+def from_template(templates: tuple[str, ...], rng: random.Random) -> str:
+    """kohya's --use_object_template / --use_style_template: one of the filled templates, at random."""
+    return rng.choice(templates)
 
 
 def with_prefix_and_suffix(caption: str, prefix: str, suffix: str) -> str:
@@ -112,4 +121,6 @@ def process_caption(caption: str, options: CaptionOptions, epoch: int, rng: rand
         caption = ", ".join(head + free + tail)
     if options.secondary_separator:
         caption = caption.replace(options.secondary_separator, ", ")
+    if options.templates:
+        caption = from_template(options.templates, rng)
     return caption

@@ -16,7 +16,7 @@ from data.typed_config import to_typed
 from train.errors import ConfigError
 
 MODEL_KINDS = ("toy", "tiny", "sd15_arch", "pretrained")
-NETWORK_MODULES = ("lora", "loha", "lokr")
+NETWORK_MODULES = ("lora", "loha", "lokr", "embedding")
 SCHEDULERS = (
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
     "cosine_with_min_lr", "rex", "adafactor",
@@ -135,6 +135,11 @@ class NetworkConfig:
     block_alphas: Any = None  # kohya network_args: 25 alphas (else network.alpha)
     conv_block_dims: Any = None  # kohya network_args: 25 ranks of the 3x3 convs (else conv_dim)
     conv_block_alphas: Any = None  # kohya network_args: 25 conv alphas (else conv_alpha)
+    # module=embedding (textual inversion, kohya train_textual_inversion.py); other networks ignore these:
+    token_string: str | None = None  # kohya --token_string; null = the run's name, the file's trigger word
+    init_word: str | None = None  # kohya --init_word: start from its token embeddings; null = random
+    num_vectors_per_token: int = 1  # kohya --num_vectors_per_token: vectors (prompt tokens) the trigger takes
+    template: str = "none"  # none | object | style (kohya --use_object_template / --use_style_template)
 
     @property
     def resolved_conv_alpha(self) -> float:
@@ -283,13 +288,21 @@ def _imply_cache_latents(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def _resolve_token_string(cfg: TrainConfig) -> TrainConfig:
+    """network=embedding: token_string null is the run's name, as A1111 triggers an embedding by its file."""
+    net = cfg.network
+    if net.module == "embedding" and net.token_string is None:
+        return replace(cfg, network=replace(net, token_string=cfg.name))
+    return cfg
+
+
 def load_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> TrainConfig:
     """Merge Hydra's composed config into the typed schema and validate it once.
 
     `overrides` are the user's command-line overrides (`HydraConfig.get().overrides.task`); they decide
     whether steps or epochs set the run length. Unknown keys, wrong types and bad values raise ConfigError.
     """
-    typed = _run_length_from_command_line(to_typed(TrainConfig, cfg), overrides)
+    typed = _resolve_token_string(_run_length_from_command_line(to_typed(TrainConfig, cfg), overrides))
     return _imply_cache_latents(validate(typed))
 
 

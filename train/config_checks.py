@@ -30,6 +30,7 @@ from train.config import (
 )
 from train.errors import ConfigError
 from train.network.blocks import BLOCK_KEYS, block_lr_weights, block_ranks
+from train.network.embedding_checks import check_embedding
 from train.optimizers import OPTIMIZERS, is_class_path, known_name, uses_relative_step
 
 
@@ -291,6 +292,8 @@ def _check_masks(d: DatasetConfig) -> None:
 
 def _check_network(net: NetworkConfig) -> None:
     _check_choice("network.module", net.module, NETWORK_MODULES)
+    if net.module == "embedding":  # its own checks: train/network/embedding_checks.py
+        return
     for key in ("dropout", "rank_dropout", "module_dropout"):
         if not 0 <= getattr(net, key) < 1:
             raise ConfigError(f"network.{key}={getattr(net, key)} must be in [0, 1) (0 = off; 0.1 is usual)")
@@ -330,6 +333,8 @@ def _check_learning_rates(opt: OptimizerConfig, net: NetworkConfig) -> None:
         raise ConfigError(
             f"optimizer.lr={opt.lr} must be > 0 (kohya --learning_rate; 1e-4 is usual for a LoRA)"
         )
+    if net.module == "embedding":  # one part, the text encoder's rate: embedding_checks.check_embedding
+        return
     parts = {
         "unet": (opt.unet_lr, net.train_unet),
         "text_encoder": (opt.text_encoder_lr, net.train_text_encoder),
@@ -471,6 +476,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_model(cfg.model)
     _check_dataset(cfg.dataset)
     _check_network(cfg.network)
+    check_embedding(cfg)
     _check_learning_rates(cfg.optimizer, cfg.network)
     _check_optimizer(cfg.optimizer, cfg.scheduler)
     _check_latent_cache(cfg.dataset)

@@ -91,11 +91,19 @@ def _check_config(config: DatasetConfig) -> None:
 class DreamBoothDataset(Dataset):
     """Samples of train_dir (each image `repeats` times) plus balanced reg_dir samples, as kohya counts them."""
 
-    def __init__(self, config: DatasetConfig, tokenizer: Any | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        config: DatasetConfig,
+        tokenizer: Any | None = None,
+        seed: int = 0,
+        templates: tuple[str, ...] = (),
+    ) -> None:
+        """`templates`: filled captions that replace every caption (textual inversion's network.template)."""
         _check_config(config)
         self.config = config
-        self.caption_options = caption_options(config)
+        self.caption_options = caption_options(config, templates)
         self.tokenizer = tokenizer
+        self._caption_ids: Callable[[str], torch.Tensor] | None = None
         self.seed = seed
         self.epoch = 0
         self.resolution = config.resolution
@@ -284,6 +292,10 @@ class DreamBoothDataset(Dataset):
         """Every picture a sample can show, once, train then reg, in dataset order."""
         return list(dict.fromkeys(record.path for record in self.records))
 
+    def base_captions(self) -> list[str]:
+        """The caption of every training (not regularization) picture, as read from its file or folder."""
+        return [record.caption for record in self.records if not record.is_reg]
+
     def unique_captions(self) -> list[str]:
         """Every caption a sample can have while no caption option is random, once."""
         fixed = random.Random(0)  # never drawn from when no option is random
@@ -318,9 +330,16 @@ class DreamBoothDataset(Dataset):
             )
         self._text_lookup = lookup
 
-    def bind_tokenizer(self, tokenizer: Any) -> None:
-        """Set the tokenizer once the model is loaded (the folders are checked before that slow step)."""
+    def bind_tokenizer(
+        self, tokenizer: Any, caption_ids: Callable[[str], torch.Tensor] | None = None
+    ) -> None:
+        """Set the tokenizer once the model is loaded (the folders are checked before that slow step).
+
+        `caption_ids` (caption → (77,) ids) replaces the tokenizer's reading, e.g. with a trained embedding's
+        placeholder tokens where its trigger stands.
+        """
         self.tokenizer = tokenizer
+        self._caption_ids = caption_ids
         self._token_ids = {}
 
     def caption_inputs(self, caption: str) -> CaptionTokens:
@@ -333,15 +352,18 @@ class DreamBoothDataset(Dataset):
         if inputs is None:  # captions repeat every epoch; shuffled ones are bounded by the memo's size
             if len(memo) >= TOKEN_MEMO:
                 memo.clear()
-            c = self.config
-            inputs = memo[caption] = caption_tokens(
-                self.tokenizer, caption, c.max_token_length, c.weighted_captions
-            )
+            inputs = memo[caption] = self._read_inputs(caption)
         return inputs
 
     def tokenize(self, caption: str) -> torch.Tensor:
         """Token ids padded/truncated to `max_token_length` / 75 chunks of 77: LongTensor (77·n,)."""
         return self.caption_inputs(caption).ids.clone()
+
+    def _read_inputs(self, caption: str) -> CaptionTokens:
+        if self._caption_ids is not None:  # the network tokenises (textual inversion's placeholders; 1 chunk)
+            return CaptionTokens(self._caption_ids(caption))
+        c = self.config
+        return caption_tokens(self.tokenizer, caption, c.max_token_length, c.weighted_captions)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """pixel_values (3, H, W) in [-1, 1] (the bucket's size, else R × R), input_ids (77,), is_reg, caption.

@@ -1,4 +1,8 @@
-"""After training: render the eval grid (prompts × LoRA weights) and, for the toy world, score it."""
+"""After training: render the eval grid (prompts × weights of the saved file) and, for the toy world, score it.
+
+The file loads as its network's format says: a LoRA through the engine's LoRA loader (weight = LoRA
+strength), a textual-inversion embedding through its embeddings (weight = the trigger's strength, 0 = off).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,13 @@ from pathlib import Path
 from PIL import Image
 
 from data.atomic import write_text_atomic
+from inference.embedding_grid import render_embedding_grid
 from inference.lora_grid import LoraGridResult, render_lora_grid
 from train.config import TrainConfig
 from train.models.bundle import ModelBundle
+
+# network.file_format → the sweep that loads such a file
+GRID_RENDERERS = {"lora": render_lora_grid, "embedding": render_embedding_grid}
 
 
 @dataclass
@@ -22,14 +30,17 @@ class EvalOutcome:
     scores: dict[str, dict[str, float | None]] | None = None
 
 
-def render_eval_grid(bundle: ModelBundle, cfg: TrainConfig, lora_path: Path, out_dir: Path) -> EvalOutcome:
-    """Render `cfg.eval.prompts` × `cfg.eval.weights` with the saved LoRA file, then score if asked."""
+def render_eval_grid(
+    bundle: ModelBundle, cfg: TrainConfig, path: Path, out_dir: Path, file_format: str = "lora"
+) -> EvalOutcome:
+    """Render `cfg.eval.prompts` × `cfg.eval.weights` with the saved file (a LoRA or an embedding), then
+    score if asked."""
     bundle.freeze()
     e = cfg.eval
     size = cfg.dataset.resolution
-    result = render_lora_grid(
+    result = GRID_RENDERERS[file_format](
         bundle,
-        lora_path,
+        path,
         prompts=list(e.prompts),
         weights=list(e.weights),
         negative_prompt=e.negative_prompt,
@@ -54,7 +65,7 @@ def render_eval_grid(bundle: ModelBundle, cfg: TrainConfig, lora_path: Path, out
 def score_grid(
     result: LoraGridResult, prompts: list[str], seeds: list[int], weights: list[float]
 ) -> dict[str, dict[str, float | None]]:
-    """Per LoRA weight: concept presence on trigger prompts, base fidelity on the others (images only)."""
+    """Per weight of the file: concept presence on trigger prompts, base fidelity on the others (images only)."""
     from data.toy.score import score_images
 
     row_prompts = [prompt for prompt in prompts for _ in seeds]  # the grid's rows are prompt x seed

@@ -42,6 +42,7 @@ from train.models.bundle import ModelBundle
 from train.models.loading import load_base_model
 from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts
 from train.network.registry import build_network
+from train.network.ti_captions import caption_templates, check_trigger_in_captions
 from train.noise import predicting_v, with_zero_terminal_snr
 from train.optim import build_scheduler, warmup_steps
 from train.optimizers import adaptive_rate, averaged_weights, build_optimizer, describe_optimizer
@@ -165,7 +166,8 @@ class Trainer:
             announce(self.precision)
         with self.accelerator.main_process_first():  # one process writes the toy dataset, the others wait
             cfg = self.cfg = prepare_dataset_dirs(cfg, run_dir, write=self.accelerator.is_main_process)
-        self.dataset = DreamBoothDataset(cfg.dataset, seed=cfg.seed)
+        self.dataset = DreamBoothDataset(cfg.dataset, seed=cfg.seed, templates=caption_templates(cfg))
+        check_trigger_in_captions(cfg, self.dataset.base_captions())
         loader, self.sampler = build_loader(self.dataset, cfg)
         self.sampler.processes = self.accelerator.num_processes
         self.plan: StepPlan = plan_steps(t, len(loader), self.accelerator.num_processes)
@@ -204,6 +206,7 @@ class Trainer:
             park_unused(self.bundle, cfg.eval.enabled and bool(cfg.eval.prompts), text_cached)
         set_seed(cfg.seed)  # the LoRA's initial weights depend on the seed alone, not on what loaded before
         self.network = build_network(self.bundle, cfg.network)
+        self.dataset.bind_tokenizer(self.bundle.tokenizer, self.network.caption_ids)
         place_trained_models(self.bundle, self.network, cfg, self.precision, device, text_cached)
         if device.type == "cpu" and self.precision.weight_dtype == torch.float32 and not cfg.training.compile:
             speed_up_cpu_training(self.bundle.unet)  # a compiled UNet gets its convolutions from inductor
@@ -354,7 +357,7 @@ def fit(trainer: Trainer, start: Path | None) -> RunResult:
 
 
 def evaluate(trainer: Trainer, result: RunResult) -> None:
-    """Render the eval grid with the final LoRA and score it (main process)."""
+    """Render the eval grid with the final file (as its network's format loads) and score it (main process)."""
     cfg, run_dir = trainer.cfg, trainer.run_dir
     trainer.network.remove()
     uncompile(trainer.bundle.unet)
@@ -362,7 +365,9 @@ def evaluate(trainer: Trainer, result: RunResult) -> None:
     for part in (trainer.bundle.vae, trainer.bundle.text_encoder):  # parked on the CPU after caching
         if part is not None:
             part.to(trainer.accelerator.device)
-    outcome = render_eval_grid(trainer.bundle, cfg, result.lora_path, run_dir / "eval")
+    outcome = render_eval_grid(
+        trainer.bundle, cfg, result.lora_path, run_dir / "eval", trainer.network.file_format
+    )
     result.grid_path, result.scores = outcome.grid_path, outcome.scores
     if outcome.scores is not None:
         result.scores_path = write_scores(outcome.scores, run_dir / "scores.json")

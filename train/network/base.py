@@ -6,6 +6,7 @@ that `network.module` names. The loop knows nothing else about a network.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,6 +16,13 @@ from torch import nn
 
 class TrainedNetwork(Protocol):
     """The part of a run that trains; the frozen base model stays as loaded."""
+
+    # How the evaluation render loads the saved file: "lora" (inference.lora, any kohya/LyCORIS layout) or
+    # "embedding" (inference.embeddings, triggered by the file name).
+    file_format: str
+    # caption → token ids (77,) when the network changes how captions tokenise (textual inversion's
+    # placeholder tokens); None: the tokenizer's own ids.
+    caption_ids: Callable[[str], torch.Tensor] | None
 
     @property
     def trains_unet(self) -> bool:

@@ -75,6 +75,9 @@ def _inject(model: nn.Module, targets: list[Target], cfg: NetworkConfig) -> list
 class LoRANetwork:
     """The trainable LoRA of one run: scale = alpha / dim (3x3 convs: conv_alpha / conv_dim), up-weights 0."""
 
+    file_format = "lora"
+    caption_ids = None  # captions tokenise as the tokenizer reads them
+
     def __init__(self, bundle: ModelBundle, cfg: NetworkConfig):
         self.cfg = cfg
         wanted = unet_targets(bundle.unet, conv=uses_conv_targets(cfg)) if cfg.train_unet else []

@@ -49,6 +49,8 @@ class LycorisNetwork:
     """The trainable LyCORIS network of one run; subclasses give `algo` and `make_delta`."""
 
     algo = ""
+    file_format = "lora"  # the engine's LoRA loader reads LyCORIS layers
+    caption_ids = None  # captions tokenise as the tokenizer reads them
 
     def __init__(self, bundle: ModelBundle, cfg: NetworkConfig):
         self.cfg = cfg

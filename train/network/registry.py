@@ -7,6 +7,7 @@ from collections.abc import Callable
 from train.config import NetworkConfig
 from train.models.bundle import ModelBundle
 from train.network.base import TrainedNetwork
+from train.network.embedding import EmbeddingNetwork
 from train.network.loha import LohaNetwork
 from train.network.lokr import LokrNetwork
 from train.network.lora import LoRANetwork
@@ -15,6 +16,7 @@ NETWORKS: dict[str, Callable[[ModelBundle, NetworkConfig], TrainedNetwork]] = {
     "lora": LoRANetwork,
     "loha": LohaNetwork,
     "lokr": LokrNetwork,
+    "embedding": EmbeddingNetwork,
 }
 
 
