@@ -190,3 +190,23 @@ def test_a_file_that_does_not_parse_is_one_line_naming_it(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stdout.startswith(f"error: cannot read {tmp_path / 'bad.toml'}:")
+
+
+def test_a_textual_inversion_config_trains_an_embedding_named_by_its_token():
+    from train.kohya_config import convert
+
+    result = convert(
+        {
+            "token_string": "sls",
+            "init_word": "star",
+            "num_vectors_per_token": 4,
+            "use_object_template": True,
+            "output_name": "my_embedding",
+            "learning_rate": 5e-3,
+        }  # fmt: skip
+    )
+    settings = dict(result.settings)
+    assert settings["network"] == "embedding" and settings["network.token_string"] == "sls"
+    assert settings["name"] == "sls" and settings["network.template"] == "object"
+    assert settings["network.init_word"] == "star" and settings["network.num_vectors_per_token"] == 4
+    assert [line for line in result.lacking if line.startswith("output_name=my_embedding")]

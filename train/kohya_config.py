@@ -175,6 +175,8 @@ def output_dir(value: Any) -> Override:
 
 
 SAME = {  # kohya key -> ours, value unchanged
+    "init_word": "network.init_word",
+    "num_vectors_per_token": "network.num_vectors_per_token",
     "train_data_dir": "dataset.train_dir",
     "reg_data_dir": "dataset.reg_dir",
     "network_dim": "network.dim",
@@ -250,7 +252,21 @@ SAME = {  # kohya key -> ours, value unchanged
     "max_data_loader_n_workers": "dataset.num_workers",
 }
 
+
+def token_string(value: Any) -> Override:
+    """kohya's train_textual_inversion.py: the run trains an embedding triggered by this string, saved as
+    `<name>.safetensors` (A1111 triggers it by the file name, so our name follows it)."""
+    return [("network", "embedding"), ("network.token_string", str(value)), ("name", str(value))]
+
+
+def template(kind: str) -> Callable[[Any], Override]:
+    return lambda value: [("network.template", kind)] if value else []
+
+
 CONVERTED: dict[str, Callable[[Any], Override]] = {
+    "token_string": token_string,
+    "use_object_template": template("object"),
+    "use_style_template": template("style"),
     "pretrained_model_name_or_path": model_path,
     "resolution": resolution,
     "optimizer_type": optimizer_type,
@@ -303,6 +319,16 @@ def convert(settings: dict[str, Any]) -> Conversion:
                 result.lacking.append(f"{key}={value}: not supported yet")
         else:
             result.lacking.append(f"{key}={value}: {WHY_LACKING.get(key, 'no counterpart yet')}")
+    if settings.get("token_string") and settings.get("output_name") not in (
+        None,
+        "",
+        settings["token_string"],
+    ):
+        result.settings.remove(("name", settings["output_name"]))
+        result.lacking.append(
+            f"output_name={settings['output_name']}: an embedding is saved as <token_string>.safetensors, the "
+            "name A1111 triggers it by"
+        )
     if settings.get("max_train_steps") and not settings.get("max_train_epochs"):
         result.settings.append(("training.max_train_epochs", None))  # kohya: steps govern without epochs
     if "lr_scheduler" in settings and "lr_warmup_steps" not in settings:
