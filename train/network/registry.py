@@ -7,10 +7,12 @@ from collections.abc import Callable
 from train.config import NetworkConfig
 from train.models.bundle import ModelBundle
 from train.network.base import TrainedNetwork
+from train.network.dora import DoRANetwork
 from train.network.lora import LoRANetwork
 
 NETWORKS: dict[str, Callable[[ModelBundle, NetworkConfig], TrainedNetwork]] = {
     "lora": LoRANetwork,
+    "dora": DoRANetwork,
 }
 
 
