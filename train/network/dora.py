@@ -38,7 +38,7 @@ def input_channel_norms(weight: Tensor) -> Tensor:
 
 
 def merged_weight(adapted: AdaptedLayer) -> Tensor:
-    """W + scale * up @ down in fp32, shaped like the base weight; differentiable in up and down."""
+    """W + scale * up @ down in fp32, shaped like the base weight."""
     base = adapted.layer.get_base_layer().weight
     up, down = adapted.up.weight, adapted.down.weight
     change = up.reshape(up.shape[0], -1).float() @ down.reshape(down.shape[0], -1).float()
@@ -46,10 +46,15 @@ def merged_weight(adapted: AdaptedLayer) -> Tensor:
 
 
 def input_scale(adapted: AdaptedLayer) -> Tensor:
-    """m / (‖W + ΔW‖ + eps) per input channel, in fp32: (1, in) for a Linear, (1, in, 1, 1) for a conv."""
+    """m / (‖W + ΔW‖ + eps) per input channel, in fp32: (1, in) for a Linear, (1, in, 1, 1) for a conv.
+
+    The norm is a constant to the backward pass, as the DoRA paper (its section 4.3) and peft make it: the
+    values are the same, but no merged weight is kept for the gradient, which saves its memory and time.
+    """
     magnitude = getattr(adapted.layer, MAGNITUDE)
-    with torch.autocast(magnitude.device.type, enabled=False):
-        return magnitude.float() / (input_channel_norms(merged_weight(adapted)) + EPS)
+    with torch.no_grad(), torch.autocast(magnitude.device.type, enabled=False):
+        norms = input_channel_norms(merged_weight(adapted)) + EPS
+    return magnitude.float() / norms
 
 
 def install_decomposition(adapted: AdaptedLayer) -> nn.Parameter:
