@@ -122,12 +122,12 @@ def parse_lora_state_dict(tensors: dict[str, Tensor], source: str = "state dict"
 
 def _layer_module(name: str, parts: dict[str, Tensor], source: str) -> LayerWeights:
     """The module of one layer's tensors, by the family their names tell; LoraFormatError naming both."""
-    parts = dict(parts)
-    magnitude = parts.pop("dora_scale", None)
     families = {family for prefix, family in _FAMILIES.items() for param in parts if param.startswith(prefix)}
     if len(families) != 1:
         found = " and ".join(sorted(families)) if families else "only " + " and ".join(sorted(parts))
         raise LoraFormatError(f"{source}: layer {name} has {found} tensors; a layer holds one kind")
+    parts = dict(parts)
+    magnitude = parts.pop("dora_scale", None)  # DoRA: the change's magnitude (inference.dora)
     build = {
         "LoRA": LoraModule.from_parts,
         "LoHa": loha.LohaModule.from_parts,

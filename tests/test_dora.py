@@ -20,6 +20,7 @@ from tests.test_network_keys import FACTS, expected_text_encoder_names, expected
 from train.config import NetworkConfig, TrainConfig
 from train.models.tiny import build_tiny
 from train.network.dora import DoRANetwork
+from train.network.lora import LoRANetwork
 from train.network.lora_file import lora_metadata, save_lora
 
 EPS = torch.finfo(torch.float32).eps
@@ -278,3 +279,24 @@ def test_a_dora_scale_that_fits_no_axis_names_the_layer(model, tmp_path):
     with warnings.catch_warnings(), pytest.raises(LoraFormatError, match=message):
         with applied_lora(model, load_lora_file(tmp_path / "bad.safetensors"), 1.0, 1.0):
             pass
+
+
+def test_magnitudes_are_trained_resumable_tensors_at_their_parts_lr():
+    bundle = build_tiny(seed=0)
+    lora = LoRANetwork(bundle, NetworkConfig(dim=4))
+    lora_signature = lora.shape_signature()
+    lora.remove()
+    network = DoRANetwork(bundle, NetworkConfig(module="dora", dim=4, loraplus_lr_ratio=16.0))
+    magnitudes = {id(network.magnitude(layer)) for layer in network.unet_layers}
+    groups = {group["name"]: group for group in network.param_groups(1e-4, 1e-5)}
+    assert magnitudes <= {id(p) for p in groups["unet"]["params"]}  # LoRA+ speeds up only the ups
+    assert not magnitudes & {id(p) for p in groups["unet_plus"]["params"]}
+    assert {id(p) for p in network.parameters()} >= magnitudes
+
+    saved = network.trainable_tensors()
+    key = "lora_unet_down_blocks_0_attentions_0_proj_in.dora_scale"
+    assert tuple(saved[key].shape) == (1, 32, 1, 1)
+    changed = {name: tensor + 1 for name, tensor in saved.items()}
+    network.load_trainable_tensors(changed)
+    assert all(torch.equal(network.trainable_tensors()[name], changed[name]) for name in saved)
+    assert network.shape_signature() != lora_signature  # a LoRA state never resumes a DoRA run
