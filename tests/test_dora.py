@@ -300,3 +300,16 @@ def test_magnitudes_are_trained_resumable_tensors_at_their_parts_lr():
     network.load_trainable_tensors(changed)
     assert all(torch.equal(network.trainable_tensors()[name], changed[name]) for name in saved)
     assert network.shape_signature() != lora_signature  # a LoRA state never resumes a DoRA run
+
+
+def test_lycoris_dora_wd_from_kohya_converts_to_network_dora(compose_config):
+    from train.kohya_config import convert
+
+    conversion = convert({"network_module": "lycoris.kohya", "network_args": ["algo=lora", "dora_wd=True"]})
+    cfg = compose_config("dataset.train_dir=x", *conversion.overrides)
+    assert cfg.network.module == "dora"
+    assert [item.split(":")[0] for item in conversion.lacking] == [
+        "network_args wd_on_output=True"
+    ]  # its default
+    explicit = convert({"network_args": "algo=lora dora_wd=True wd_on_output=False"})
+    assert (explicit.settings, explicit.lacking) == ([("network.module", "dora")], [])
