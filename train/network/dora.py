@@ -6,12 +6,14 @@ per-input-channel norm. The layer computes with
     W' = (W + scale * up @ down) * m / (‖W + scale * up @ down‖ + eps)
 
 where the norm runs over the output rows and kernel of each input channel and eps is fp32's machine epsilon:
-exactly what ComfyUI, Forge and A1111 apply at strength 1 for a `dora_scale` of that shape (inference/dora.py).
+exactly what ComfyUI and Forge apply at strength 1 for a `dora_scale` of that shape (inference/dora.py);
+A1111 applies the same without eps.
 The input axis is the one they all agree on; on the output axis ComfyUI normalises the base weight rather than
 the merged one, unlike LyCORIS and peft's `use_dora`, so a file of that form would not reload as trained.
 
 A per-input-channel factor can be applied to the layer's input instead of its weight (padding zeros stay
-zeros), so the layer runs as LoRA on x * m / ‖·‖ and never builds W'. kohya users know this network as
+zeros), so the layer runs as LoRA on x * m / ‖·‖; W + ΔW is built only for its norm, outside the gradient
+graph (input_scale). kohya users know this network as
 `--network_module lycoris.kohya --network_args algo=lora dora_wd=True wd_on_output=False`. The dropouts act
 on the down projection's output as with LoRA; module_dropout drops the low-rank change, not the magnitudes.
 """
