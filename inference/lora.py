@@ -4,8 +4,8 @@ A file holds, per layer, `<name>.lora_down.weight` (r, in[, k, k]), `<name>.lora
 and optionally `<name>.alpha`; the layer's weight gains multiplier * alpha / r * up @ down. LoCon files
 (kohya's conv_dim) are the same format with k = 3 on the UNet's resnet and resampler convolutions.
 Layers may instead hold LyCORIS LoHa (`hada_*`, inference.loha) or LoKr (`lokr_*`, inference.lokr)
-tensors, mixed freely within a file; this module reads the file, sorts each layer into its family and
-patches the model.
+tensors, mixed freely within a file, and any of them a DoRA magnitude (`dora_scale`, inference.dora); this
+module reads the file, sorts each layer into its family and patches the model.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from data.errors import LoraSmithError
 from data.file_hash import file_sha256
 from inference import loha, lokr
 from inference.components import BaseModel
+from inference.dora import DoraModule
 from inference.lycoris import LayerFormatError, LayerWeights
 
 _LORA_PARAMS = ("lora_down.weight", "lora_up.weight", "alpha")
@@ -109,7 +110,7 @@ def parse_lora_state_dict(tensors: dict[str, Tensor], source: str = "state dict"
     if unsupported:
         raise LoraFormatError(
             f"{source}: {len(unsupported)} keys of an unsupported kind (LoRA/LoCon lora_down/lora_up, LoHa "
-            f"hada_*, LoKr lokr_* and alpha are read), e.g. {', '.join(unsupported[:3])}"
+            f"hada_*, LoKr lokr_*, alpha and dora_scale are read), e.g. {', '.join(unsupported[:3])}"
         )
     modules = {name: _layer_module(name, parts, source) for name, parts in groups.items()}
     if not modules:
@@ -121,22 +122,20 @@ def parse_lora_state_dict(tensors: dict[str, Tensor], source: str = "state dict"
 
 def _layer_module(name: str, parts: dict[str, Tensor], source: str) -> LayerWeights:
     """The module of one layer's tensors, by the family their names tell; LoraFormatError naming both."""
-    if "dora_scale" in parts:
-        raise LoraFormatError(
-            f"{source}: layer {name} is DoRA (dora_scale), which is not supported yet; "
-            "use a file trained without DoRA (dora_wd)"
-        )
     families = {family for prefix, family in _FAMILIES.items() for param in parts if param.startswith(prefix)}
     if len(families) != 1:
-        found = " and ".join(sorted(families)) if families else "only alpha"
+        found = " and ".join(sorted(families)) if families else "only " + " and ".join(sorted(parts))
         raise LoraFormatError(f"{source}: layer {name} has {found} tensors; a layer holds one kind")
+    parts = dict(parts)
+    magnitude = parts.pop("dora_scale", None)  # DoRA: the change's magnitude (inference.dora)
     build = {
         "LoRA": LoraModule.from_parts,
         "LoHa": loha.LohaModule.from_parts,
         "LoKr": lokr.LokrModule.from_parts,
     }
     try:
-        return build[families.pop()](parts)
+        change = build[families.pop()](parts)
+        return change if magnitude is None else DoraModule(change, magnitude)
     except LayerFormatError as error:
         raise LoraFormatError(f"{source}: layer {name}: {error}") from error
 
@@ -185,9 +184,12 @@ def lora_key_map(model: BaseModel) -> dict[str, tuple[nn.Module, str]]:
 def lora_delta(weights: LayerWeights, weight: Tensor, multiplier: float, name: str = "") -> Tensor:
     """The change multiplier * scale * updown of one layer, in fp32 on the weight's device, shaped like it.
 
-    `name` says where the layer comes from (file and key) in the error raised when it does not fit.
+    A DoRA layer's change depends on the weight itself (inference.dora). `name` says where the layer comes
+    from (file and key) in the error raised when it does not fit.
     """
     try:
+        if isinstance(weights, DoraModule):
+            return weights.delta(weight, multiplier)
         updown = weights.updown(weight.shape, weight.device)
     except LayerFormatError as error:
         raise LoraFormatError(

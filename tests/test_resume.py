@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors import safe_open
 
 from inference.lora import load_lora_file
@@ -245,3 +246,35 @@ def test_an_embedding_resumes_to_the_same_bytes(folders, tmp_path):  # noqa: F81
     assert (tmp_path / "resumed" / final).read_bytes() == (tmp_path / "whole" / final).read_bytes()
     with safe_open(str(tmp_path / "whole" / final), framework="pt") as file:
         assert list(file.keys()) == ["emb_params"]
+
+
+def test_dora_trains_renders_and_resumes_to_the_same_bytes(folders, tmp_path):  # noqa: F811
+    """network=dora through the users' path: the eval render patches the saved magnitudes in, and they are
+    trained tensors of the resume state too, so a resumed run ends on the same bytes."""
+    dropped = ("network=locon", "training.max_train_epochs", "training.save_every_n_steps", "eval.enabled")
+    overrides = [o for o in resumable(*folders) if not o.startswith(dropped)]
+    overrides += ["network=dora", "network.conv_dim=2", "training.save_precision=bf16"]
+    overrides += [
+        "training.max_train_epochs=null",
+        "training.max_train_steps=4",
+        "training.save_every_n_steps=2",
+    ]
+    render = ["eval.prompts=[sls toy]", "eval.weights=[0.0,1.0]", "eval.steps=2", "eval.seeds=[1]"]
+    whole = run_train(tmp_path / "whole", *overrides, *render)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert (tmp_path / "whole" / "eval" / "grid.png").is_file()  # rendered with the DoRA file patched in
+    with safe_open(str(tmp_path / "whole" / f"{NAME}.safetensors"), framework="pt") as f:
+        magnitude = f.get_tensor("lora_unet_down_blocks_0_resnets_0_conv1.dora_scale")
+        names = {key.split(".")[0] for key in f.keys()}
+        assert set(f.keys()) == {
+            f"{n}.{p}" for n in names for p in ("lora_down.weight", "lora_up.weight", "alpha", "dora_scale")
+        }
+    assert magnitude.dtype == torch.bfloat16 and tuple(magnitude.shape) == (1, 32, 1, 1)
+    assert header(tmp_path / "whole")["ss_network_module"] == "lycoris.kohya"
+
+    state = tmp_path / "whole" / f"{NAME}-step00000002-state"
+    resumed = run_train(tmp_path / "resumed", *overrides, *render, f"resume={state}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout
+    final = f"{NAME}.safetensors"
+    assert (tmp_path / "resumed" / final).read_bytes() == (tmp_path / "whole" / final).read_bytes()

@@ -16,7 +16,7 @@ from data.typed_config import to_typed
 from train.errors import ConfigError
 
 MODEL_KINDS = ("toy", "tiny", "sd15_arch", "pretrained")
-NETWORK_MODULES = ("lora", "loha", "lokr", "embedding")
+NETWORK_MODULES = ("lora", "dora", "loha", "lokr", "embedding")
 SCHEDULERS = (
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
     "cosine_with_min_lr", "rex", "adafactor",
@@ -95,7 +95,7 @@ class DatasetConfig:
 
 @dataclass
 class NetworkConfig:
-    module: str = "lora"
+    module: str = "lora"  # kohya --network_module: lora = networks.lora, dora = lycoris.kohya dora_wd
     dim: int = 8  # kohya --network_dim (rank)
     alpha: float = 4.0  # kohya --network_alpha; scale = alpha / dim
     dropout: float = 0.0  # kohya --network_dropout: dropout on the down projection's output

@@ -127,16 +127,33 @@ NETWORK_ARGS = {
 LYCORIS_ALGOS = ("loha", "lokr")  # LyCORIS's algo=… that have a network of their own here
 
 
+def _true(value: Any) -> bool:
+    return str(value).lower() == "true"
+
+
+def dora_args(args: dict[str, Any]) -> tuple[Override, list[str]]:
+    """LyCORIS' `dora_wd=True` is network=dora, which trains the input axis (`wd_on_output=False`) only."""
+    if not _true(args.pop("dora_wd", False)):
+        return [], []
+    on_output = args.pop("wd_on_output", True)  # LyCORIS' default
+    if not _true(on_output):
+        return [("network.module", "dora")], []
+    why = "DoRA trains the input axis here (wd_on_output=False), the form ComfyUI, Forge and A1111 reload as trained"
+    return [("network.module", "dora")], [f"network_args wd_on_output={on_output}: {why}"]
+
+
 def network_args(value: Any) -> tuple[Override, list[str]]:
-    overrides: Override = []
-    lacking: list[str] = []
-    for key, v in key_values(value).items():
+    args = key_values(value)
+    overrides, lacking = dora_args(args)
+    for key, v in args.items():
         if key in NETWORK_ARGS:
             overrides.append((NETWORK_ARGS[key], v))
         elif key == "algo" and v in ("locon", "lora"):
             continue  # LyCORIS' LoCon is networks.lora with conv_dim here
         elif key == "algo" and v in LYCORIS_ALGOS:
             overrides.append(("network", v))  # configs/network/loha.yaml, lokr.yaml
+        elif key == "wd_on_output" and not _true(v):
+            continue  # the axis network=dora trains
         else:
             lacking.append(f"network_args {key}={v}: not supported yet")
     return overrides, lacking

@@ -146,9 +146,10 @@ class LoRANetwork:
             if ratio is None:
                 groups.append({"params": self._params(layers), "lr": lr, "name": name})
                 continue
-            downs = [p for layer in layers for p in layer.down.parameters()]
             ups = [p for layer in layers for p in layer.up.parameters()]
-            groups.append({"params": downs, "lr": lr, "name": name})
+            up_ids = {id(p) for p in ups}
+            rest = [p for p in self._params(layers) if id(p) not in up_ids]  # downs (and DoRA's magnitudes)
+            groups.append({"params": rest, "lr": lr, "name": name})
             groups.append({"params": ups, "lr": lr * ratio, "name": f"{name}_plus"})
         return groups
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from train.config import NetworkConfig
 from train.models.bundle import ModelBundle
 from train.network.base import TrainedNetwork
+from train.network.dora import DoRANetwork
 from train.network.embedding import EmbeddingNetwork
 from train.network.loha import LohaNetwork
 from train.network.lokr import LokrNetwork
@@ -17,6 +18,7 @@ NETWORKS: dict[str, Callable[[ModelBundle, NetworkConfig], TrainedNetwork]] = {
     "loha": LohaNetwork,
     "lokr": LokrNetwork,
     "embedding": EmbeddingNetwork,
+    "dora": DoRANetwork,
 }
 
 
