@@ -11,7 +11,7 @@ import yaml
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
 
-from tests.ldm_export import bundle_to_ldm, original_config, vae_to_ldm
+from train.models.ldm_export import bundle_to_ldm, original_config, vae_to_ldm
 from train.config import ModelConfig
 from train.errors import ModelLoadError
 from train.models import ldm_config

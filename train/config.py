@@ -16,7 +16,7 @@ from data.typed_config import to_typed
 from train.errors import ConfigError
 
 MODEL_KINDS = ("toy", "tiny", "sd15_arch", "pretrained")
-NETWORK_MODULES = ("lora",)
+NETWORK_MODULES = ("lora", "full")
 SCHEDULERS = (
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
     "cosine_with_min_lr", "rex", "adafactor",
@@ -114,6 +114,9 @@ class NetworkConfig:
     train_text_encoder: bool = True  # False = kohya --network_train_unet_only
     conv_dim: int = 0  # kohya --network_args conv_dim: rank of the UNet's 3x3 convs (LoCon); 0 = off
     conv_alpha: float | None = None  # kohya --network_args conv_alpha; null = 1.0 when conv_dim is set
+    # module=full only: the text encoder trains for this many optimizer steps, then is frozen (kohya train_db
+    # --stop_text_encoder_training); null = the whole run. kohya's -1 is network.train_text_encoder=false.
+    stop_text_encoder_training: int | None = None
 
     @property
     def resolved_conv_alpha(self) -> float:
@@ -269,6 +272,7 @@ def load_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> TrainConfig:
     whether steps or epochs set the run length. Unknown keys, wrong types and bad values raise ConfigError.
     """
     typed = _run_length_from_command_line(to_typed(TrainConfig, cfg), overrides)
+    check_lora_keys_typed(typed, command_line_keys(overrides))
     return _imply_cache_latents(validate(typed))
 
 
@@ -279,4 +283,4 @@ def resolve_seed(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, seed=secrets.randbelow(2**31))
 
 
-from train.config_checks import validate  # noqa: E402  (the checks need the dataclasses above)
+from train.config_checks import check_lora_keys_typed, validate  # noqa: E402  (the checks need the dataclasses above)

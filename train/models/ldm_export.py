@@ -1,9 +1,11 @@
-"""Write a diffusers-class model in the original LDM single-file layout, for loader round-trip tests.
+"""A diffusers-class SD 1.x model in the original LDM single-file layout, as A1111 and ComfyUI load it.
 
-The key mapping is written from the layout of the CompVis files: the UNet's input_blocks / middle_block /
+The inverse of train/models/ldm_keys.py (what our loader reads), written from the layout of the CompVis files: the UNet's input_blocks / middle_block /
 output_blocks with resnets as in_layers / emb_layers / out_layers, the VAE's encoder.down / decoder.up
 (numbered from the lowest resolution up) with mid.attn_1 q/k/v/proj_out as 1x1 convs, CLIP under
 cond_stage_model.transformer.text_model.
+A full fine-tune saves through `ldm_state_dict`; `original_config` is the sidecar `.yaml` that a model of
+another architecture than SD 1.5 (the toy model) needs beside its file.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import torch
 
+from train.models import ldm_config
 from train.models.bundle import ModelBundle
 
 RESNET = {
@@ -66,17 +69,26 @@ def _unet_key(key: str, per: int, up_attention: list[bool]) -> str:
     raise AssertionError(f"no LDM name for UNet key {key}")
 
 
-def unet_to_ldm(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
+def _copy(value: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """A CPU copy of `value` (float tensors in `dtype` when given), contiguous as safetensors wants it."""
+    if dtype is None or not value.is_floating_point():
+        dtype = value.dtype
+    return value.detach().to("cpu", dtype, copy=True).contiguous()
+
+
+def unet_to_ldm(unet: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """`model.diffusion_model.*` keys for a diffusers UNet2DConditionModel."""
     per = unet.config.layers_per_block + 1
     up_attention = ["CrossAttn" in t for t in unet.config.up_block_types]
     return {
-        "model.diffusion_model." + _unet_key(key, per, up_attention): value.clone()
+        "model.diffusion_model." + _unet_key(key, per, up_attention): _copy(value, dtype)
         for key, value in unet.state_dict().items()
     }
 
 
-def vae_to_ldm(vae: torch.nn.Module, prefix: str = "first_stage_model.") -> dict[str, torch.Tensor]:
+def vae_to_ldm(
+    vae: torch.nn.Module, prefix: str = "first_stage_model.", dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
     """LDM keys (under `prefix`) for a diffusers AutoencoderKL; attention linears become 1x1 convs."""
     last = len(vae.config.block_out_channels) - 1
     out = {}
@@ -99,29 +111,31 @@ def vae_to_ldm(vae: torch.nn.Module, prefix: str = "first_stage_model.") -> dict
             new = f"{head}mid.attn_1.{VAE_ATTENTION[name]}.{tail}"
             if value.ndim == 2:
                 value = value[:, :, None, None]
-        out[prefix + new] = value.clone()
+        out[prefix + new] = _copy(value, dtype)
     return out
 
 
-def clip_to_ldm(text_encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """`cond_stage_model.transformer.text_model.*` keys for a transformers CLIPTextModel."""
+def clip_to_ldm(text_encoder: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """`cond_stage_model.transformer.text_model.*` keys for a transformers CLIPTextModel (nested or not)."""
     prefix = "cond_stage_model.transformer.text_model."
-    return {prefix + k.removeprefix("text_model."): v.clone() for k, v in text_encoder.state_dict().items()}
+    state = text_encoder.state_dict().items()
+    return {prefix + k.removeprefix("text_model."): _copy(v, dtype) for k, v in state}
 
 
-def bundle_to_ldm(bundle: ModelBundle) -> dict[str, torch.Tensor]:
-    """One LDM state dict holding the UNet, the VAE and the text encoder of `bundle`."""
-    return unet_to_ldm(bundle.unet) | vae_to_ldm(bundle.vae) | clip_to_ldm(bundle.text_encoder)
+def bundle_to_ldm(bundle: ModelBundle, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """One LDM state dict holding the UNet, the VAE and the text encoder of `bundle` (float ones in `dtype`)."""
+    parts = unet_to_ldm(bundle.unet, dtype) | vae_to_ldm(bundle.vae, dtype=dtype)
+    return parts | clip_to_ldm(bundle.text_encoder, dtype)
 
 
 def original_config(bundle: ModelBundle, parameterization: str | None = None) -> dict[str, Any]:
     """An LDM original config (the sidecar .yaml) describing the architecture of `bundle`."""
-    u, v = bundle.unet.config, bundle.vae.config
+    u, v, schedule = bundle.unet.config, bundle.vae.config, bundle.noise_scheduler.config
     base, vbase = u.block_out_channels[0], v.block_out_channels[0]
     params: dict[str, Any] = {
-        "linear_start": 0.00085,
-        "linear_end": 0.012,
-        "timesteps": 1000,
+        "linear_start": schedule.beta_start,
+        "linear_end": schedule.beta_end,
+        "timesteps": schedule.num_train_timesteps,
         "image_size": u.sample_size,
         "scale_factor": v.scaling_factor,
         "unet_config": {"params": {
@@ -133,13 +147,29 @@ def original_config(bundle: ModelBundle, parameterization: str | None = None) ->
         "first_stage_config": {"params": {"ddconfig": {
             "z_channels": v.latent_channels, "in_channels": v.in_channels, "out_ch": v.out_channels,
             "ch": vbase, "ch_mult": [c // vbase for c in v.block_out_channels],
-            "num_res_blocks": v.layers_per_block, "norm_num_groups": v.norm_num_groups,
+            "num_res_blocks": v.layers_per_block,
         }}},
-        "cond_stage_config": {
-            "target": "ldm.modules.encoders.modules.FrozenCLIPEmbedder",
-            "params": {"num_attention_heads": bundle.text_encoder.config.num_attention_heads},
-        },
+        "cond_stage_config": {"target": "ldm.modules.encoders.modules.FrozenCLIPEmbedder"},
     }  # fmt: skip
+    # LoraSmith's own keys (ldm_config.py), written only where LDM's hard-coded values would be wrong:
+    # LDM itself passes every key to its classes, which refuse the ones they do not know.
+    if v.norm_num_groups != 32:
+        params["first_stage_config"]["params"]["ddconfig"]["norm_num_groups"] = v.norm_num_groups
+    te = bundle.text_encoder.config
+    if te.num_attention_heads != max(te.hidden_size // 64, 1):
+        params["cond_stage_config"]["params"] = {"num_attention_heads": te.num_attention_heads}
     if parameterization:
         params["parameterization"] = parameterization
     return {"model": {"target": "ldm.models.diffusion.ddpm.LatentDiffusion", "params": params}}
+
+
+def needs_sidecar(bundle: ModelBundle, parameterization: str | None = None) -> bool:
+    """Whether a loader needs `original_config(bundle)` beside the file: any architecture but SD 1.5's
+    (which loaders assume for a file without one), or a v-predicting model."""
+    ours, sd15 = original_config(bundle, parameterization), ldm_config.default_original_config()
+    return (
+        parameterization is not None
+        or ldm_config.unet_config(ours) != ldm_config.unet_config(sd15)
+        or ldm_config.vae_config(ours) != ldm_config.vae_config(sd15)
+        or bool(ldm_config.text_encoder_overrides(ours))
+    )
