@@ -126,8 +126,12 @@ def render_lora_grid(
     )  # fmt: skip
     columns = [
         GridColumn(
-            f"lora {format_number(float(w))}", model, functools.partial(applied_lora, model, lora, w, w),
-            f"w{format_number(float(w))}", lora_tag(lora.name, w), hash_entry,
+            f"lora {format_number(float(w))}",
+            model,
+            functools.partial(applied_lora, model, lora, w, w),
+            f"w{format_number(float(w))}",
+            lora_tag(lora.name, w),
+            hash_entry,
         )  # fmt: skip
         for w in weights
     ]

@@ -6,12 +6,11 @@ A full fine-tune has no weight to turn: its grid has the base model as weight 0 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-
-import contextlib
-import logging
 
 import torch
 from PIL import Image
@@ -83,7 +82,9 @@ def load_eval_base(cfg: TrainConfig, device: torch.device) -> ModelBundle:
     return base
 
 
-def render_tuned_grid(tuned: ModelBundle, cfg: TrainConfig, out_dir: Path, device: torch.device) -> EvalOutcome:
+def render_tuned_grid(
+    tuned: ModelBundle, cfg: TrainConfig, out_dir: Path, device: torch.device
+) -> EvalOutcome:
     """A full fine-tune's grid: the base model (weight 0, when eval.weights has it) and the fine-tuned one
     (weight 1); other weights have no meaning for a fine-tuned model and are left out, saying so."""
     tuned.freeze()

@@ -33,8 +33,8 @@ from train.loop import run_loop
 from train.model_setup import cache_latents, cache_text_outputs, park_unused, place_trained_models, uncompile
 from train.models.bundle import ModelBundle
 from train.models.loading import load_base_model
-from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts
 from train.network.base import tunes_base_model, write_final
+from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts
 from train.network.registry import build_network, keeps_whole_model
 from train.noise import predicting_v, with_zero_terminal_snr
 from train.optim import build_scheduler, warmup_steps

@@ -73,7 +73,9 @@ class FullFineTune:
             self.bundle.unet.requires_grad_(False)
             self.unet = {}
         parts = (("te", self.text_encoder, text_encoder_lr), ("unet", self.unet, unet_lr))
-        return [{"params": list(params.values()), "lr": lr, "name": name} for name, params, lr in parts if params]
+        return [
+            {"params": list(params.values()), "lr": lr, "name": name} for name, params, lr in parts if params
+        ]
 
     def state_dict(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         """The whole model in the LDM layout: `model.diffusion_model.*`, `first_stage_model.*`,
@@ -103,7 +105,9 @@ class FullFineTune:
         return {"ss_network_module": "full", "ss_network_args": args}
 
     def _named(self) -> dict[str, nn.Parameter]:
-        return {f"te.{k}": p for k, p in self.text_encoder.items()} | {f"unet.{k}": p for k, p in self.unet.items()}
+        return {f"te.{k}": p for k, p in self.text_encoder.items()} | {
+            f"unet.{k}": p for k, p in self.unet.items()
+        }
 
     def trainable_tensors(self) -> dict[str, torch.Tensor]:
         """The trained weights exactly as they are (dtype included), on the CPU: what a resume state keeps."""
