@@ -76,50 +76,80 @@ def _copy(value: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return value.detach().to("cpu", dtype, copy=True).contiguous()
 
 
-def unet_to_ldm(unet: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """`model.diffusion_model.*` keys for a diffusers UNet2DConditionModel."""
+def unet_names(unet: torch.nn.Module) -> dict[str, str]:
+    """diffusers UNet2DConditionModel key → its `model.diffusion_model.*` name."""
     per = unet.config.layers_per_block + 1
     up_attention = ["CrossAttn" in t for t in unet.config.up_block_types]
-    return {
-        "model.diffusion_model." + _unet_key(key, per, up_attention): _copy(value, dtype)
-        for key, value in unet.state_dict().items()
-    }
+    return {key: "model.diffusion_model." + _unet_key(key, per, up_attention) for key in unet.state_dict()}
+
+
+def _vae_key(key: str, last: int) -> str:
+    new = key.replace("conv_norm_out.", "norm_out.").replace("conv_shortcut", "nin_shortcut")
+    new = re.sub(r"mid_block\.resnets\.(\d+)\.", lambda m: f"mid.block_{int(m[1]) + 1}.", new)
+    new = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.down.\1.block.", new)
+    new = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", new)
+    # the decoder's blocks are numbered from the lowest resolution up in LDM, from the top in diffusers
+    new = re.sub(
+        r"decoder\.up_blocks\.(\d+)\.resnets\.", lambda m: f"decoder.up.{last - int(m[1])}.block.", new
+    )
+    new = re.sub(
+        r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
+        lambda m: f"decoder.up.{last - int(m[1])}.upsample.",
+        new,
+    )
+    if ".mid_block.attentions.0." in new:
+        head, _, rest = new.partition("mid_block.attentions.0.")
+        name, _, tail = rest.rpartition(".")
+        new = f"{head}mid.attn_1.{VAE_ATTENTION[name]}.{tail}"
+    return new
+
+
+def vae_names(vae: torch.nn.Module, prefix: str = "first_stage_model.") -> dict[str, str]:
+    """diffusers AutoencoderKL key → its LDM name under `prefix`."""
+    last = len(vae.config.block_out_channels) - 1
+    return {key: prefix + _vae_key(key, last) for key in vae.state_dict()}
+
+
+def clip_names(text_encoder: torch.nn.Module) -> dict[str, str]:
+    """CLIPTextModel key (nested under `text_model.` or not) → `cond_stage_model.transformer.text_model.*`."""
+    prefix = "cond_stage_model.transformer.text_model."
+    return {key: prefix + key.removeprefix("text_model.") for key in text_encoder.state_dict()}
+
+
+def _renamed(
+    model: torch.nn.Module, names: dict[str, str], dtype: torch.dtype | None
+) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in model.state_dict().items():
+        name = names[key]
+        if ".mid.attn_1." in name and value.ndim == 2:  # the VAE's attention linears are LDM's 1x1 convs
+            value = value[:, :, None, None]
+        out[name] = _copy(value, dtype)
+    return out
+
+
+def unet_to_ldm(unet: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """`model.diffusion_model.*` tensors of a diffusers UNet2DConditionModel."""
+    return _renamed(unet, unet_names(unet), dtype)
 
 
 def vae_to_ldm(
     vae: torch.nn.Module, prefix: str = "first_stage_model.", dtype: torch.dtype | None = None
 ) -> dict[str, torch.Tensor]:
-    """LDM keys (under `prefix`) for a diffusers AutoencoderKL; attention linears become 1x1 convs."""
-    last = len(vae.config.block_out_channels) - 1
-    out = {}
-    for key, value in vae.state_dict().items():
-        new = key.replace("conv_norm_out.", "norm_out.").replace("conv_shortcut", "nin_shortcut")
-        new = re.sub(r"mid_block\.resnets\.(\d+)\.", lambda m: f"mid.block_{int(m[1]) + 1}.", new)
-        new = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.down.\1.block.", new)
-        new = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", new)
-        new = re.sub(
-            r"decoder\.up_blocks\.(\d+)\.resnets\.", lambda m: f"decoder.up.{last - int(m[1])}.block.", new
-        )
-        new = re.sub(
-            r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
-            lambda m: f"decoder.up.{last - int(m[1])}.upsample.",
-            new,
-        )
-        if ".mid_block.attentions.0." in new:
-            head, _, rest = new.partition("mid_block.attentions.0.")
-            name, _, tail = rest.rpartition(".")
-            new = f"{head}mid.attn_1.{VAE_ATTENTION[name]}.{tail}"
-            if value.ndim == 2:
-                value = value[:, :, None, None]
-        out[prefix + new] = _copy(value, dtype)
-    return out
+    """LDM tensors (under `prefix`) of a diffusers AutoencoderKL; attention linears become 1x1 convs."""
+    return _renamed(vae, vae_names(vae, prefix), dtype)
 
 
 def clip_to_ldm(text_encoder: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """`cond_stage_model.transformer.text_model.*` keys for a transformers CLIPTextModel (nested or not)."""
-    prefix = "cond_stage_model.transformer.text_model."
-    state = text_encoder.state_dict().items()
-    return {prefix + k.removeprefix("text_model."): _copy(v, dtype) for k, v in state}
+    """`cond_stage_model.transformer.text_model.*` tensors of a transformers CLIPTextModel."""
+    return _renamed(text_encoder, clip_names(text_encoder), dtype)
+
+
+def ldm_names(bundle: ModelBundle) -> dict[str, str]:
+    """Every LDM key of `bundle`'s single file, by `unet.` / `vae.` / `text_encoder.` + diffusers key."""
+    parts = {"unet": unet_names(bundle.unet), "vae": vae_names(bundle.vae)}
+    parts["text_encoder"] = clip_names(bundle.text_encoder)
+    return {f"{part}.{key}": name for part, names in parts.items() for key, name in names.items()}
 
 
 def bundle_to_ldm(bundle: ModelBundle, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
