@@ -193,7 +193,9 @@ def test_other_optimizers_resume_to_the_same_bytes(folders, tmp_path, optimizer)
 def test_full_fine_tune_resumes_to_the_same_bytes(folders, tmp_path):  # noqa: F811
     """network=full: a state holds every trained UNet and text-encoder weight; resumed after
     stop_text_encoder_training=4, the text encoder stays frozen from the first batch, as in the whole run."""
-    overrides = [o for o in resumable(*folders) if not o.startswith(("training.max_train_epochs", "network="))]
+    overrides = [
+        o for o in resumable(*folders) if not o.startswith(("training.max_train_epochs", "network="))
+    ]
     overrides += ["training.max_train_epochs=1", "network=full", "network.stop_text_encoder_training=4"]
     whole = run_train(tmp_path / "whole", *overrides)
     assert whole.returncode == 0, whole.stderr[-3000:]
