@@ -198,7 +198,8 @@ def test_train_full_writes_single_files_a_diffusers_folder_and_scores(tmp_path):
     with safe_open(str(run_dir / "char_lora.safetensors"), framework="pt") as handle:
         header = handle.metadata()
         assert any(k.startswith("model.diffusion_model.") for k in handle.keys())
-    assert header["ss_network_module"] == "full"
+    assert header["ss_network_module"] == "full" and header["ss_network_dim"] == "None"
+    assert header["modelspec.architecture"] == "stable-diffusion-v1"  # a checkpoint, not a LoRA
     assert json.loads(header["ss_network_args"]) == {"stop_text_encoder_training": "3"}
     scores = json.loads((run_dir / "scores.json").read_text())["weight"]
     assert set(scores) == {"0.0", "1.0"}  # the base and the fine-tuned model

@@ -99,10 +99,13 @@ class FullFineTune:
         return self.bundle.noise_scheduler.config.prediction_type == "v_prediction"
 
     def header(self) -> dict:
-        """kohya's train_db.py writes no network module; `ss_network_module` says what this file is."""
+        """`ss_network_module: full` says what this file is (kohya's train_db.py writes no network keys); no
+        rank, alpha or dropout; modelspec names a checkpoint, not a LoRA (SD 1.x only is supported)."""
         stop = self.cfg.stop_text_encoder_training
         args = {} if stop is None else {"stop_text_encoder_training": str(stop)}
-        return {"ss_network_module": "full", "ss_network_args": args}
+        lora_only = dict.fromkeys(("ss_network_dim", "ss_network_alpha", "ss_network_dropout"), None)
+        architecture = {"modelspec.architecture": "stable-diffusion-v1"}
+        return {"ss_network_module": "full", "ss_network_args": args, **lora_only, **architecture}
 
     def _named(self) -> dict[str, nn.Parameter]:
         return {f"te.{k}": p for k, p in self.text_encoder.items()} | {
