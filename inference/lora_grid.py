@@ -1,8 +1,14 @@
-"""A LoRA strength sweep: every prompt and seed (rows) at every LoRA weight (columns), saved as PNGs and a grid."""
+"""A LoRA strength sweep: every prompt and seed (rows) at every LoRA weight (columns), saved as PNGs and a grid.
+
+`render_columns` draws any such grid whose columns are models (a base and its fine-tune, for instance).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import functools
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
@@ -35,6 +41,58 @@ def row_labels(prompts: list[str], seeds: list[int]) -> list[str]:
     return [f"{prompt}\nseed {seed}" for prompt in prompts for seed in seeds]
 
 
+@dataclass
+class GridColumn:
+    """One column of a grid: the model it renders with, and how its pictures are labelled."""
+
+    label: str  # the grid's column header, e.g. "lora 0.5"
+    model: BaseModel
+    applied: Callable[[], AbstractContextManager]  # patches the model while the column renders
+    file_tag: str  # in the PNG names, e.g. "w0.5"
+    prompt_tag: str = ""  # appended to the infotext's prompt, e.g. "<lora:style:0.5>"
+    infotext: dict = field(default_factory=dict)  # extra infotext fields, e.g. "Lora hashes"
+
+
+def render_columns(
+    columns: list[GridColumn],
+    settings: GenerationParams,
+    prompts: list[str],
+    seeds: list[int],
+    out_dir: str | Path,
+    batch_size: int = 8,
+    desc: str = "grid",
+) -> LoraGridResult:
+    """Render prompts x seeds (rows) in every column with `settings`; write each PNG and `grid.png`."""
+    if not prompts or not columns or not seeds:
+        raise ValueError("a grid needs at least one prompt, one column and one seed")
+    out_dir = Path(out_dir)
+    rows = list(enumerate((prompt, seed) for prompt in prompts for seed in seeds))
+    cells: list[list[Image.Image | None]] = [[None] * len(columns) for _ in rows]
+    paths: list[list[Path | None]] = [[None] * len(columns) for _ in rows]
+    infotexts: list[str] = []
+    with tqdm(total=len(rows) * len(columns), desc=desc, unit="image") as progress:
+        # Columns outermost: each column patches the model once for all its cells.
+        for col, column in enumerate(columns):
+            with column.applied():
+                for start in range(0, len(rows), batch_size):
+                    chunk = rows[start : start + batch_size]
+                    # The text encoder sees the plain prompt; the tag goes only into the infotext, as A1111
+                    # writes it.
+                    plain = [replace(settings, prompt=prompt, seed=seed) for _, (prompt, seed) in chunk]
+                    images = generate_batch(column.model, plain)
+                    for (row, (prompt, seed)), plain_params, image in zip(chunk, plain, images, strict=True):
+                        tagged = replace(plain_params, prompt=f"{prompt} {column.prompt_tag}".rstrip())
+                        infotext = format_infotext(tagged, column.infotext)
+                        name = f"{row:03d}-{col:02d}-seed{seed}-{column.file_tag}.png"
+                        paths[row][col] = save_png(image, out_dir / name, infotext)
+                        cells[row][col] = image
+                        infotexts.append(infotext)
+                    progress.update(len(chunk))
+    grid = make_grid(cells, row_labels(prompts, seeds), [column.label for column in columns])
+    grid_path = save_png(grid, out_dir / "grid.png", infotexts[0])
+    return LoraGridResult(grid_path, paths)
+
+
 def render_lora_grid(
     model: BaseModel,
     lora_path: str | Path,
@@ -61,34 +119,20 @@ def render_lora_grid(
     if not prompts or not weights or not seeds:
         raise ValueError("a LoRA grid needs at least one prompt, one weight and one seed")
     lora = load_lora_file(lora_path)
-    hash_entry = lora_hash_entry(lora.name, lora_file_hash(lora_path)[:12])
-    out_dir = Path(out_dir)
+    hash_entry = {"Lora hashes": lora_hash_entry(lora.name, lora_file_hash(lora_path)[:12])}
     settings = GenerationParams(
         "", negative_prompt, 0, steps, cfg_scale, width, height, clip_skip, sampler, model_name,
         scheduler=scheduler,
     )  # fmt: skip
-    rows = list(enumerate((prompt, seed) for prompt in prompts for seed in seeds))
-    cells: list[list[Image.Image | None]] = [[None] * len(weights) for _ in rows]
-    paths: list[list[Path | None]] = [[None] * len(weights) for _ in rows]
-    infotexts: list[str] = []
-    with tqdm(total=len(rows) * len(weights), desc=f"LoRA grid {lora.name}", unit="image") as progress:
-        # Weights outermost: each weight patches the model once for all its cells.
-        for col, weight in enumerate(weights):
-            with applied_lora(model, lora, weight, weight):
-                for start in range(0, len(rows), batch_size):
-                    chunk = rows[start : start + batch_size]
-                    # The tag is applied through applied_lora: the text encoder sees the plain prompt, and
-                    # the tag goes only into the infotext, as A1111 writes it.
-                    plain = [replace(settings, prompt=prompt, seed=seed) for _, (prompt, seed) in chunk]
-                    images = generate_batch(model, plain)
-                    for (row, (prompt, seed)), plain_params, image in zip(chunk, plain, images, strict=True):
-                        tagged = replace(plain_params, prompt=f"{prompt} {lora_tag(lora.name, weight)}")
-                        infotext = format_infotext(tagged, {"Lora hashes": hash_entry})
-                        name = f"{row:03d}-{col:02d}-seed{seed}-w{format_number(float(weight))}.png"
-                        paths[row][col] = save_png(image, out_dir / name, infotext)
-                        cells[row][col] = image
-                        infotexts.append(infotext)
-                    progress.update(len(chunk))
-    grid = make_grid(cells, row_labels(prompts, seeds), [f"lora {format_number(float(w))}" for w in weights])
-    grid_path = save_png(grid, out_dir / "grid.png", infotexts[0])
-    return LoraGridResult(grid_path, paths)
+    columns = [
+        GridColumn(
+            f"lora {format_number(float(w))}",
+            model,
+            functools.partial(applied_lora, model, lora, w, w),
+            f"w{format_number(float(w))}",
+            lora_tag(lora.name, w),
+            hash_entry,
+        )  # fmt: skip
+        for w in weights
+    ]
+    return render_columns(columns, settings, prompts, seeds, out_dir, batch_size, f"LoRA grid {lora.name}")

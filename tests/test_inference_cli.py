@@ -192,7 +192,7 @@ def test_single_file_model_and_vae_override_as_in_a1111_folders(base_run, tmp_pa
     import yaml
     from safetensors.torch import save_file
 
-    from .ldm_export import bundle_to_ldm, original_config, vae_to_ldm
+    from train.models.ldm_export import bundle_to_ldm, original_config, vae_to_ldm
 
     tiny = build_tiny(seed=0)  # the weights `model=tiny` renders with
     checkpoint = tmp_path / "Stable-diffusion" / "tinymix_v1.safetensors"

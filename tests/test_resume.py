@@ -278,3 +278,22 @@ def test_dora_trains_renders_and_resumes_to_the_same_bytes(folders, tmp_path):  
     assert "resuming from" in resumed.stdout
     final = f"{NAME}.safetensors"
     assert (tmp_path / "resumed" / final).read_bytes() == (tmp_path / "whole" / final).read_bytes()
+
+
+def test_full_fine_tune_resumes_to_the_same_bytes(folders, tmp_path):  # noqa: F811
+    """network=full: a state holds every trained UNet and text-encoder weight; resumed after
+    stop_text_encoder_training=4, the text encoder stays frozen from the first batch, as in the whole run."""
+    overrides = [
+        o for o in resumable(*folders) if not o.startswith(("training.max_train_epochs", "network="))
+    ]
+    overrides += ["training.max_train_epochs=1", "network=full", "network.stop_text_encoder_training=4"]
+    whole = run_train(tmp_path / "whole", *overrides)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    states = sorted((tmp_path / "whole").glob(f"{NAME}-step*-state"))
+    middle = states[len(states) // 2]
+    assert int(middle.name.removeprefix(f"{NAME}-step")[:8]) > 4
+    resumed = run_train(tmp_path / "resumed", *overrides, f"resume={middle}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    unet = Path(NAME) / "unet" / "diffusion_pytorch_model.safetensors"  # the diffusers folder's
+    for final in (Path(f"{NAME}.safetensors"), unet):
+        assert (tmp_path / "resumed" / final).read_bytes() == (tmp_path / "whole" / final).read_bytes()

@@ -16,7 +16,7 @@ from data.typed_config import to_typed
 from train.errors import ConfigError
 
 MODEL_KINDS = ("toy", "tiny", "sd15_arch", "pretrained")
-NETWORK_MODULES = ("lora", "dora", "loha", "lokr", "embedding")
+NETWORK_MODULES = ("lora", "dora", "loha", "lokr", "embedding", "full")
 SCHEDULERS = (
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
     "cosine_with_min_lr", "rex", "adafactor",
@@ -140,6 +140,9 @@ class NetworkConfig:
     init_word: str | None = None  # kohya --init_word: start from its token embeddings; null = random
     num_vectors_per_token: int = 1  # kohya --num_vectors_per_token: vectors (prompt tokens) the trigger takes
     template: str = "none"  # none | object | style (kohya --use_object_template / --use_style_template)
+    # module=full only: the text encoder trains for this many optimizer steps, then is frozen (kohya train_db
+    # --stop_text_encoder_training); null = the whole run. kohya's -1 is network.train_text_encoder=false.
+    stop_text_encoder_training: int | None = None
 
     @property
     def resolved_conv_alpha(self) -> float:
@@ -303,6 +306,7 @@ def load_config(cfg: DictConfig, overrides: Sequence[str] = ()) -> TrainConfig:
     whether steps or epochs set the run length. Unknown keys, wrong types and bad values raise ConfigError.
     """
     typed = _resolve_token_string(_run_length_from_command_line(to_typed(TrainConfig, cfg), overrides))
+    check_lora_keys_typed(typed, command_line_keys(overrides))
     return _imply_cache_latents(validate(typed))
 
 
@@ -313,4 +317,4 @@ def resolve_seed(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, seed=secrets.randbelow(2**31))
 
 
-from train.config_checks import validate  # noqa: E402  (the checks need the dataclasses above)
+from train.config_checks import check_lora_keys_typed, validate  # noqa: E402  (the checks need the dataclasses above)

@@ -290,8 +290,59 @@ def _check_masks(d: DatasetConfig) -> None:
         raise ConfigError(f"dataset.mask_dir={d.mask_dir} is not a folder")
 
 
+# What only a LoRA has: kohya's train_db.py (network=full) takes none of these.
+LORA_ONLY_KEYS = (
+    "dim", "alpha", "dropout", "rank_dropout", "module_dropout", "conv_dim", "conv_alpha",
+    "loraplus_lr_ratio", "loraplus_unet_lr_ratio", "loraplus_text_encoder_lr_ratio", "factor", "decompose_both",
+    "full_matrix", "use_tucker", *BLOCK_KEYS,
+)  # fmt: skip
+
+
+def check_lora_keys_typed(cfg: TrainConfig, typed: set[str]) -> None:
+    """network=full: a LoRA-only key typed on the command line with a non-default value is refused.
+
+    The same keys from config files are ignored, so an experiment written for a LoRA (char_lora's dim and
+    conv_dim) still runs as `+experiment=char_lora network=full`.
+    """
+    if cfg.network.module != "full":
+        return
+    default = NetworkConfig()
+    given = [
+        f"network.{key}={getattr(cfg.network, key)}"
+        for key in LORA_ONLY_KEYS
+        if f"network.{key}" in typed and getattr(cfg.network, key) != getattr(default, key)
+    ]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)}: network=full trains the model's own weights, it has no rank, alpha, dropouts "
+            "or LoRA+ (kohya's train_db.py takes none of them); remove them, or use network=lora"
+        )
+
+
+def _check_stop_text_encoder(net: NetworkConfig) -> None:
+    stop = net.stop_text_encoder_training
+    if stop is None:
+        return
+    if net.module != "full":
+        raise ConfigError(
+            f"network.stop_text_encoder_training={stop} applies to network=full only (kohya's train_db.py); "
+            f"with network.module={net.module} set it to null, or optimizer.text_encoder_lr=0 to freeze it"
+        )
+    if stop < 1:
+        raise ConfigError(
+            f"network.stop_text_encoder_training={stop} must be >= 1 (steps) or null (the whole run); kohya's "
+            "-1 (never train it) is network.train_text_encoder=false"
+        )
+    if not net.train_text_encoder:
+        raise ConfigError(
+            f"network.stop_text_encoder_training={stop} has no effect with network.train_text_encoder=false: "
+            "set it to null, or train the text encoder"
+        )
+
+
 def _check_network(net: NetworkConfig) -> None:
     _check_choice("network.module", net.module, NETWORK_MODULES)
+    _check_stop_text_encoder(net)
     if net.module == "embedding":  # its own checks: train/network/embedding_checks.py
         return
     for key in ("dropout", "rank_dropout", "module_dropout"):

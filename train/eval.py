@@ -2,21 +2,31 @@
 
 The file loads as its network's format says: a LoRA through the engine's LoRA loader (weight = LoRA
 strength), a textual-inversion embedding through its embeddings (weight = the trigger's strength, 0 = off).
+A full fine-tune has no weight to turn: its grid has the base model as weight 0 (loaded again from
+`model`) and the fine-tuned model as weight 1, so scores.json reads as a LoRA's at those two weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from data.atomic import write_text_atomic
 from inference.embedding_grid import render_embedding_grid
-from inference.lora_grid import LoraGridResult, render_lora_grid
+from inference.lora_grid import GridColumn, LoraGridResult, render_columns, render_lora_grid
+from inference.txt2img import GenerationParams
 from train.config import TrainConfig
 from train.models.bundle import ModelBundle
+from train.models.loading import load_base_model
+from train.noise import predicting_v
+
+log = logging.getLogger(__name__)
 
 # network.file_format → the sweep that loads such a file
 GRID_RENDERERS = {"lora": render_lora_grid, "embedding": render_embedding_grid}
@@ -59,6 +69,46 @@ def render_eval_grid(
     scores = (
         score_grid(result, list(e.prompts), list(e.seeds), list(e.weights)) if e.scorer == "toy" else None
     )
+    return EvalOutcome(result.grid_path, scores)
+
+
+def _settings(cfg: TrainConfig, model_name: str) -> GenerationParams:
+    e, size = cfg.eval, cfg.dataset.resolution
+    return GenerationParams(
+        "", e.negative_prompt, 0, e.steps, e.cfg_scale, e.width or size, e.height or size,
+        cfg.model.clip_skip, e.sampler, model_name, scheduler=e.scheduler,
+    )  # fmt: skip
+
+
+def load_eval_base(cfg: TrainConfig, device: torch.device) -> ModelBundle:
+    """The base model as training loaded it (v-prediction included), frozen, on `device`."""
+    base = load_base_model(cfg.model)
+    if cfg.model.v_parameterization:
+        base.noise_scheduler = predicting_v(base.noise_scheduler)
+    base.freeze()
+    for part in (base.unet, base.vae, base.text_encoder):
+        part.to(device)
+    return base
+
+
+def render_tuned_grid(
+    tuned: ModelBundle, cfg: TrainConfig, out_dir: Path, device: torch.device
+) -> EvalOutcome:
+    """A full fine-tune's grid: the base model (weight 0, when eval.weights has it) and the fine-tuned one
+    (weight 1); other weights have no meaning for a fine-tuned model and are left out, saying so."""
+    tuned.freeze()
+    e = cfg.eval
+    weights = [0.0, 1.0] if 0 in e.weights else [1.0]
+    if dropped := [w for w in e.weights if w not in (0, 1)]:
+        log.warning("eval.weights %s left out: a full fine-tune renders the base (0) and itself (1)", dropped)
+    models = {0.0: load_eval_base(cfg, device) if 0.0 in weights else None, 1.0: tuned}
+    columns = [
+        GridColumn("base" if w == 0 else "fine-tuned", models[w], contextlib.nullcontext, f"w{w:g}")
+        for w in weights
+    ]
+    settings = _settings(cfg, Path(tuned.source).name or tuned.source)
+    result = render_columns(columns, settings, list(e.prompts), list(e.seeds), out_dir, e.batch_size, "eval")
+    scores = score_grid(result, list(e.prompts), list(e.seeds), weights) if e.scorer == "toy" else None
     return EvalOutcome(result.grid_path, scores)
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
+from train.network.base import begin_step
 from train.saving import TrainingDiverged, epoch_file_name, is_epoch_save, is_step_save, step_file_name
 from train.signals import EXIT_CODES, StopRequest, TrainingInterrupted
 from train.state import Progress
@@ -45,6 +46,7 @@ def train_epoch(trainer: Trainer, progress: Progress, stop: StopRequest, bar: tq
     trainer.start_epoch(progress.epoch, progress.batch)
     started = time.perf_counter()
     for batch in trainer.loader:
+        begin_step(trainer.network, progress.step)
         loss = trainer.optimizer_step(batch)
         check_loss(loss, progress, trainer)
         progress.batch += 1

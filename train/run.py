@@ -28,7 +28,7 @@ from train.config import TrainConfig, resolve_seed
 from train.cpu_speed import speed_up_cpu_training, unroute_convs
 from train.dataset import DreamBoothDataset, collate
 from train.errors import ConfigError
-from train.eval import render_eval_grid, score_metrics, write_scores
+from train.eval import render_eval_grid, render_tuned_grid, score_metrics, write_scores
 from train.loop import run_loop
 from train.model_setup import (
     cache_latents,
@@ -40,8 +40,9 @@ from train.model_setup import (
 )
 from train.models.bundle import ModelBundle
 from train.models.loading import load_base_model
+from train.network.base import tunes_base_model, write_final
 from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts
-from train.network.registry import build_network
+from train.network.registry import build_network, keeps_whole_model
 from train.network.ti_captions import caption_templates, check_trigger_in_captions
 from train.noise import predicting_v, with_zero_terminal_snr
 from train.optim import build_scheduler, warmup_steps
@@ -203,7 +204,8 @@ class Trainer:
         if text_cached:
             cache_text_outputs(self.dataset, self.bundle, cfg, self.precision, device)
         if d.cache_latents or d.cache_latents_to_disk or text_cached:
-            park_unused(self.bundle, cfg.eval.enabled and bool(cfg.eval.prompts), text_cached)
+            needed_later = (cfg.eval.enabled and bool(cfg.eval.prompts)) or keeps_whole_model(cfg.network)
+            park_unused(self.bundle, needed_later, text_cached)
         set_seed(cfg.seed)  # the LoRA's initial weights depend on the seed alone, not on what loaded before
         self.network = build_network(self.bundle, cfg.network)
         self.dataset.bind_tokenizer(self.bundle.tokenizer, self.network.caption_ids)
@@ -288,10 +290,15 @@ class Trainer:
             logs["memory/peak_vram_gib"] = torch.cuda.max_memory_allocated() / 2**30
         self.metrics.log(logs, step)
 
-    def _write_lora(self, path: Path, progress: Progress) -> Path:
+    def _write_lora(self, path: Path, progress: Progress, final: bool = False) -> Path:
+        """The network's file at `path`; for the final one, first what else the network saves (e.g. a
+        diffusers folder), so that the final file, written last, marks a complete save."""
+        dtype = SAVE_DTYPES[self.cfg.training.save_precision]
         with averaged_weights(self.optimizer):  # schedule-free: the averaged weights are the result
-            tensors = self.network.state_dict(SAVE_DTYPES[self.cfg.training.save_precision])
+            tensors = self.network.state_dict(dtype)
             check_finite(tensors, str(path))
+            if final:
+                write_final(self.network, path, dtype)
             return self.network.write_file(path, tensors, lora_metadata(self.cfg, self._facts(progress)))
 
     def _write_state(self, folder: Path, progress: Progress, rngs: list[dict]) -> None:
@@ -332,7 +339,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             write_lora_and_state(
                 path,
-                lambda p: self._write_lora(p, progress),
+                lambda p: self._write_lora(p, progress, final=True),
                 (lambda f: self._write_state(f, progress, rngs)) if state else None,
             )
         return path
@@ -357,7 +364,8 @@ def fit(trainer: Trainer, start: Path | None) -> RunResult:
 
 
 def evaluate(trainer: Trainer, result: RunResult) -> None:
-    """Render the eval grid with the final file (as its network's format loads) and score it (main process)."""
+    """Render the eval grid with the final file as its network's format loads it (or the fine-tuned model
+    itself) and score it (main process)."""
     cfg, run_dir = trainer.cfg, trainer.run_dir
     trainer.network.remove()
     uncompile(trainer.bundle.unet)
@@ -365,9 +373,12 @@ def evaluate(trainer: Trainer, result: RunResult) -> None:
     for part in (trainer.bundle.vae, trainer.bundle.text_encoder):  # parked on the CPU after caching
         if part is not None:
             part.to(trainer.accelerator.device)
-    outcome = render_eval_grid(
-        trainer.bundle, cfg, result.lora_path, run_dir / "eval", trainer.network.file_format
-    )
+    if tunes_base_model(trainer.network):
+        outcome = render_tuned_grid(trainer.bundle, cfg, run_dir / "eval", trainer.accelerator.device)
+    else:
+        outcome = render_eval_grid(
+            trainer.bundle, cfg, result.lora_path, run_dir / "eval", trainer.network.file_format
+        )
     result.grid_path, result.scores = outcome.grid_path, outcome.scores
     if outcome.scores is not None:
         result.scores_path = write_scores(outcome.scores, run_dir / "scores.json")

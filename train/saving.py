@@ -82,9 +82,11 @@ def expired_files(cfg: TrainingConfig, name: str, saved: list[str], epoch: int, 
 
 
 def remove_saved(run_dir: Path, file: str) -> None:
-    """Delete a LoRA file and its state folder (state first: a state never outlives its place in order)."""
+    """Delete a saved file, its state folder (first: a state never outlives its place in order) and the
+    sidecar `.yaml` a full fine-tune's file may have."""
     shutil.rmtree(state_folder(run_dir / file), ignore_errors=True)
     (run_dir / file).unlink(missing_ok=True)
+    (run_dir / file).with_suffix(".yaml").unlink(missing_ok=True)
 
 
 def prune(

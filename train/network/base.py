@@ -2,6 +2,13 @@
 
 One module per network type (lora.py, loha.py, …) implements this; `train.network.registry` picks the one
 that `network.module` names. The loop knows nothing else about a network.
+
+Optional, for networks that need them (the helpers below call them where present):
+- `tunes_base_model = True` (class attribute): the trained weights are the base model's own (a full
+  fine-tune). The run then keeps the VAE for saving, and the evaluation renders the model itself.
+- `begin_step(step)`: called before the batches of every optimizer step (`step` done so far, the resumed
+  count included), for a network whose trained set changes during the run (stop_text_encoder_training).
+- `write_final(path, dtype)`: after the final file, what else the final save writes (a diffusers folder).
 """
 
 from __future__ import annotations
@@ -69,3 +76,21 @@ class TrainedNetwork(Protocol):
     def remove(self) -> None:
         """Put the base model back as loaded; the training lives on in the saved files."""
         ...
+
+
+def tunes_base_model(network: object) -> bool:
+    """Whether `network` (an instance or its class) trains the base model's own weights."""
+    return bool(getattr(network, "tunes_base_model", False))
+
+
+def begin_step(network: TrainedNetwork, step: int) -> None:
+    """Tell `network` that optimizer step `step + 1` begins (`begin_step` where it has one)."""
+    hook = getattr(network, "begin_step", None)
+    if hook is not None:
+        hook(step)
+
+
+def write_final(network: TrainedNetwork, path: Path, dtype: torch.dtype) -> Path | None:
+    """The final save's extra outputs beside `path` (`write_final` where the network has one)."""
+    hook = getattr(network, "write_final", None)
+    return hook(path, dtype) if hook is not None else None

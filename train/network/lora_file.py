@@ -181,8 +181,10 @@ def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
         "ss_max_train_steps": facts["max_train_steps"],
         "ss_num_batches_per_epoch": facts["num_batches_per_epoch"],
     }
-    meta |= facts.get("network", {})  # ss_network_module, ss_network_args: the network's own header
     meta |= _dataset_metadata(cfg, facts.get("dataset", {}))
     meta |= _modelspec(cfg, v2, v_prediction)
+    # ss_network_module, ss_network_args: the network's own header, last, so it may replace what does not
+    # fit it (a full fine-tune has no rank and is no LoRA in modelspec.architecture)
+    meta |= facts.get("network", {})
     meta["lorasmith_config"] = facts.get("config_yaml", "")
     return {key: _text(value) for key, value in meta.items()}
