@@ -15,6 +15,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from inference.components import BaseModel
+from inference.embeddings import EmbeddingDatabase
 from inference.grid import make_grid
 from inference.infotext import format_infotext, format_number, save_png
 from inference.lora import applied_lora, load_lora_file, lora_file_hash
@@ -51,6 +52,9 @@ class GridColumn:
     file_tag: str  # in the PNG names, e.g. "w0.5"
     prompt_tag: str = ""  # appended to the infotext's prompt, e.g. "<lora:style:0.5>"
     infotext: dict = field(default_factory=dict)  # extra infotext fields, e.g. "Lora hashes"
+    prompt_for: Callable[[str], str] = str  # the prompt the text encoder reads (an embedding's strength)
+    embeddings: EmbeddingDatabase | None = None  # textual-inversion embeddings the prompts may use
+    fields_for: Callable[[GenerationParams], dict] | None = None  # per-image infotext fields ("TI hashes")
 
 
 def render_columns(
@@ -78,11 +82,17 @@ def render_columns(
                     chunk = rows[start : start + batch_size]
                     # The text encoder sees the plain prompt; the tag goes only into the infotext, as A1111
                     # writes it.
-                    plain = [replace(settings, prompt=prompt, seed=seed) for _, (prompt, seed) in chunk]
-                    images = generate_batch(column.model, plain)
-                    for (row, (prompt, seed)), plain_params, image in zip(chunk, plain, images, strict=True):
-                        tagged = replace(plain_params, prompt=f"{prompt} {column.prompt_tag}".rstrip())
-                        infotext = format_infotext(tagged, column.infotext)
+                    plain = [
+                        replace(settings, prompt=column.prompt_for(prompt), seed=seed)
+                        for _, (prompt, seed) in chunk
+                    ]
+                    images = generate_batch(column.model, plain, column.embeddings)
+                    for (row, (_, seed)), plain_params, image in zip(chunk, plain, images, strict=True):
+                        tagged = replace(
+                            plain_params, prompt=f"{plain_params.prompt} {column.prompt_tag}".rstrip()
+                        )
+                        fields = column.fields_for(plain_params) if column.fields_for else column.infotext
+                        infotext = format_infotext(tagged, fields)
                         name = f"{row:03d}-{col:02d}-seed{seed}-{column.file_tag}.png"
                         paths[row][col] = save_png(image, out_dir / name, infotext)
                         cells[row][col] = image
@@ -91,6 +101,23 @@ def render_columns(
     grid = make_grid(cells, row_labels(prompts, seeds), [column.label for column in columns])
     grid_path = save_png(grid, out_dir / "grid.png", infotexts[0])
     return LoraGridResult(grid_path, paths)
+
+
+def lora_columns(model: BaseModel, lora_path: str | Path, weights: list[float]) -> list[GridColumn]:
+    """One grid column per weight of the LoRA file, each patching it in while it renders."""
+    lora = load_lora_file(lora_path)
+    hash_entry = {"Lora hashes": lora_hash_entry(lora.name, lora_file_hash(lora_path)[:12])}
+    return [
+        GridColumn(
+            f"lora {format_number(float(w))}",
+            model,
+            functools.partial(applied_lora, model, lora, w, w),
+            f"w{format_number(float(w))}",
+            lora_tag(lora.name, w),
+            hash_entry,
+        )  # fmt: skip
+        for w in weights
+    ]
 
 
 def render_lora_grid(
@@ -118,21 +145,11 @@ def render_lora_grid(
     """
     if not prompts or not weights or not seeds:
         raise ValueError("a LoRA grid needs at least one prompt, one weight and one seed")
-    lora = load_lora_file(lora_path)
-    hash_entry = {"Lora hashes": lora_hash_entry(lora.name, lora_file_hash(lora_path)[:12])}
     settings = GenerationParams(
         "", negative_prompt, 0, steps, cfg_scale, width, height, clip_skip, sampler, model_name,
         scheduler=scheduler,
     )  # fmt: skip
-    columns = [
-        GridColumn(
-            f"lora {format_number(float(w))}",
-            model,
-            functools.partial(applied_lora, model, lora, w, w),
-            f"w{format_number(float(w))}",
-            lora_tag(lora.name, w),
-            hash_entry,
-        )  # fmt: skip
-        for w in weights
-    ]
-    return render_columns(columns, settings, prompts, seeds, out_dir, batch_size, f"LoRA grid {lora.name}")
+    columns = lora_columns(model, lora_path, weights)
+    return render_columns(
+        columns, settings, prompts, seeds, out_dir, batch_size, f"LoRA grid {Path(lora_path).stem}"
+    )

@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from data.atomic import write_text_atomic
-from inference.embedding_grid import render_embedding_grid
-from inference.lora_grid import GridColumn, LoraGridResult, render_columns, render_lora_grid
+from inference.embedding_grid import embedding_columns
+from inference.lora_grid import GridColumn, LoraGridResult, lora_columns, render_columns
 from inference.txt2img import GenerationParams
 from train.config import TrainConfig
 from train.models.bundle import ModelBundle
@@ -27,9 +27,6 @@ from train.models.loading import load_base_model
 from train.noise import predicting_v
 
 log = logging.getLogger(__name__)
-
-# network.file_format → the sweep that loads such a file
-GRID_RENDERERS = {"lora": render_lora_grid, "embedding": render_embedding_grid}
 
 
 @dataclass
@@ -47,28 +44,14 @@ def render_eval_grid(
     score if asked."""
     bundle.freeze()
     e = cfg.eval
-    size = cfg.dataset.resolution
-    result = GRID_RENDERERS[file_format](
-        bundle,
-        path,
-        prompts=list(e.prompts),
-        weights=list(e.weights),
-        negative_prompt=e.negative_prompt,
-        seeds=list(e.seeds),
-        steps=e.steps,
-        cfg_scale=e.cfg_scale,
-        width=e.width or size,
-        height=e.height or size,
-        clip_skip=cfg.model.clip_skip,
-        out_dir=out_dir,
-        model_name=Path(bundle.source).name or bundle.source,
-        batch_size=e.batch_size,
-        sampler=e.sampler,
-        scheduler=e.scheduler,
-    )
-    scores = (
-        score_grid(result, list(e.prompts), list(e.seeds), list(e.weights)) if e.scorer == "toy" else None
-    )
+    weights = list(e.weights)
+    if file_format == "embedding":
+        columns = embedding_columns(bundle, path, weights, e.negative_prompt, e.steps)
+    else:
+        columns = lora_columns(bundle, path, weights)
+    settings = _settings(cfg, Path(bundle.source).name or bundle.source)
+    result = render_columns(columns, settings, list(e.prompts), list(e.seeds), out_dir, e.batch_size, "eval")
+    scores = score_grid(result, list(e.prompts), list(e.seeds), weights) if e.scorer == "toy" else None
     return EvalOutcome(result.grid_path, scores)
 
 
