@@ -94,3 +94,23 @@ def write_final(network: TrainedNetwork, path: Path, dtype: torch.dtype) -> Path
     """The final save's extra outputs beside `path` (`write_final` where the network has one)."""
     hook = getattr(network, "write_final", None)
     return hook(path, dtype) if hook is not None else None
+
+
+class AdaptedParts:
+    """Networks made of adapted layers (LoRA, LyCORIS): a part trains when it has adapted layers."""
+
+    unet_layers: list
+    text_encoder_layers: list
+
+    @property
+    def layers(self) -> list:
+        """Text encoder's layers first, then the UNet's: the order of every file and state."""
+        return self.text_encoder_layers + self.unet_layers
+
+    @property
+    def trains_unet(self) -> bool:
+        return bool(self.unet_layers)
+
+    @property
+    def trains_text_encoder(self) -> bool:
+        return bool(self.text_encoder_layers)

@@ -12,6 +12,7 @@ from torch import nn
 
 from train.config import NetworkConfig
 from train.models.bundle import ModelBundle
+from train.network.base import AdaptedParts
 from train.network.blocks import block_args, block_index, block_lr_weights, target_ranks, uses_conv_targets
 from train.network.dropouts import Dropouts, install_dropouts
 from train.network.lora_file import network_args, save_lora
@@ -72,7 +73,7 @@ def _inject(model: nn.Module, targets: list[Target], cfg: NetworkConfig) -> list
     return [AdaptedLayer(t, modules[t.path], model) for t in targets]
 
 
-class LoRANetwork:
+class LoRANetwork(AdaptedParts):
     """The trainable LoRA of one run: scale = alpha / dim (3x3 convs: conv_alpha / conv_dim), up-weights 0."""
 
     file_format = "lora"
@@ -91,14 +92,6 @@ class LoRANetwork:
             layer.down.train()  # dropouts apply in training mode (the frozen base stays in eval mode)
             install_dropouts(layer.down, dropouts)
 
-    @property
-    def trains_unet(self) -> bool:
-        return bool(self.unet_layers)
-
-    @property
-    def trains_text_encoder(self) -> bool:
-        return bool(self.text_encoder_layers)
-
     def write_file(self, path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
         """One kohya-layout `.safetensors` file."""
         return save_lora(path, tensors, metadata)
@@ -109,10 +102,6 @@ class LoRANetwork:
             "ss_network_module": "networks.lora",
             "ss_network_args": network_args(self.cfg) | block_args(self.cfg),
         }
-
-    @property
-    def layers(self) -> list[AdaptedLayer]:
-        return self.text_encoder_layers + self.unet_layers
 
     @staticmethod
     def _params(layers: list[AdaptedLayer]) -> list[nn.Parameter]:

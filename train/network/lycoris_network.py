@@ -22,6 +22,7 @@ from torch import nn
 
 from train.config import NetworkConfig
 from train.models.bundle import ModelBundle
+from train.network.base import AdaptedParts
 from train.network.delta_layer import DeltaLayer, WeightDelta
 from train.network.lora_file import save_lora
 from train.network.targets import Target, text_encoder_targets, unet_targets
@@ -45,7 +46,7 @@ def _replace(owner: nn.Module, path: str, module: nn.Module) -> None:
     setattr(owner.get_submodule(parent_path) if parent_path else owner, child, module)
 
 
-class LycorisNetwork:
+class LycorisNetwork(AdaptedParts):
     """The trainable LyCORIS network of one run; subclasses give `algo` and `make_delta`."""
 
     algo = ""
@@ -74,18 +75,6 @@ class LycorisNetwork:
             _replace(model, target.path, layer)
             layers.append(WrappedLayer(target, layer, model))
         return layers
-
-    @property
-    def layers(self) -> list[WrappedLayer]:
-        return self.text_encoder_layers + self.unet_layers
-
-    @property
-    def trains_unet(self) -> bool:
-        return bool(self.unet_layers)
-
-    @property
-    def trains_text_encoder(self) -> bool:
-        return bool(self.text_encoder_layers)
 
     @staticmethod
     def _params(layers: list[WrappedLayer]) -> list[nn.Parameter]:
