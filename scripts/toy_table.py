@@ -7,17 +7,20 @@
 Each row is one ordinary `python -m train +experiment=char_lora …` run (the command is printed beside its
 numbers, so anyone can rerun one), in `<out>/<row>/`. The table gives the concept score at weight 1,
 the fidelity the base world lost (base fidelity at weight 0 minus at weight 1), the training time the run
-reports (without the evaluation render), and the size of the file it wrote. Rows run one at a time: their
-times are comparable only on an otherwise idle machine.
+reports (without the evaluation render), and the size of the file it wrote. Rows run one at a time, or
+`--jobs N` at once with the cores shared evenly; times compare only between rows run the same way on an
+otherwise idle machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +34,16 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "lokr": ("LoKr, AdamW", ["network=lokr"]),
     "dora": ("DoRA, AdamW", ["network=dora"]),
     "full": ("full fine-tune (DreamBooth)", ["+experiment=char_dreambooth"]),
-    "embedding": ("textual inversion", ["+experiment=char_embedding"]),
+    "embedding": (
+        "textual inversion (8 vectors from `star`)",
+        [
+            "network=embedding",
+            "name=sls",
+            "network.init_word=star",
+            "network.num_vectors_per_token=8",
+            "optimizer.text_encoder_lr=5e-3",
+        ],  # fmt: skip
+    ),
     "adamw8bit": ("LoCon, AdamW8bit", ["optimizer=adamw8bit"]),
     "lion": (
         "LoCon, Lion",
@@ -57,16 +69,17 @@ def shown(argv: list[str]) -> str:
     return "python -m train " + " ".join(a for a in argv[3:] if not a.startswith("hydra.run.dir="))
 
 
-def measure(row: str, out: Path) -> dict:
-    """Run one row; its scores, training seconds and file size (or the error line)."""
+def measure(row: str, out: Path, threads: int | None = None) -> dict:
+    """Run one row (with `threads` CPU threads); its scores, training seconds and file size (or the error)."""
     argv = command(row, out)
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, env=env)
     result = {"row": row, "what": ROWS[row][0], "command": shown(argv)}
     if done.returncode != 0:
         errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         return result | {"error": (errors or done.stderr.strip().splitlines()[-1:] or ["failed"])[-1]}
     trained = re.search(r"Trained (\d+) steps in ([\d.]+) s", done.stdout)
-    written = re.search(r"^\s+LoRA:\s+(.+)$", done.stdout, re.MULTILINE)
+    written = re.search(r"^\s+(?:LoRA|embedding):\s+(\S+)", done.stdout, re.MULTILINE)
     scores = json.loads((out / row / "scores.json").read_text())["weight"]
     path = Path(written.group(1)) if written else None
     return result | {
@@ -102,6 +115,9 @@ def main() -> None:
         "--out", type=Path, default=REPO / "outputs" / "toy_table", help="run folders go here"
     )
     parser.add_argument("--list", action="store_true", help="print the rows and their commands, run nothing")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="rows trained at once, sharing the CPU cores evenly (default 1)"
+    )
     args = parser.parse_args()
     rows = [row.strip() for row in args.rows.split(",") if row.strip()]
     unknown = [row for row in rows if row not in ROWS]
@@ -111,11 +127,15 @@ def main() -> None:
         for row in rows:
             print(f"{row:14s} {shown(command(row, args.out))}")
         return
-    results = []
-    for number, row in enumerate(rows, 1):
-        print(f"[{number}/{len(rows)}] {row}: {shown(command(row, args.out))}", flush=True)
-        results.append(measure(row, args.out))
-        print("  " + json.dumps(results[-1]), flush=True)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
+    for row in rows:
+        print(f"{row}: {shown(command(row, args.out))}", flush=True)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(measure, row, args.out, threads): row for row in rows}
+        for number, future in enumerate(as_completed(futures), 1):
+            print(f"[{number}/{len(rows)}] {json.dumps(future.result())}", flush=True)
+    results = [future.result() for future in futures]
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.json").write_text(json.dumps(results, indent=2))
     print()
     print(table(results))
