@@ -167,6 +167,19 @@ def test_adaptive_optimizers_warn_about_small_or_split_rates(caplog):
     assert "different learning rates (0.0001, 5e-05)" in text
 
 
+def test_d_adaptation_with_two_rates_scales_its_groups_or_refuses_in_one_line():
+    """DAdaptAdam raises at the first step when groups have different lrs; we hand it layer_scale instead,
+    which takes the same steps (0.5 x the top group's), and refuse the variants that have no scale."""
+    x, y, down, up = low_rank_problem()
+    groups = [{"params": [down], "lr": 1.0}, {"params": [up], "lr": 0.5}]
+    optimizer = build_optimizer(groups, "DAdaptAdam", {"d0": 0.1})
+    torch.nn.functional.mse_loss(x @ down @ up, y).backward()
+    optimizer.step()  # the library's own check passes
+    assert [(g["lr"], g["layer_scale"]) for g in optimizer.param_groups] == [(1.0, 1.0), (1.0, 0.5)]
+    with pytest.raises(ConfigError, match="optimizer.name=DAdaptLion takes one learning rate .* 0.5, 1"):
+        build_optimizer([{"params": [down], "lr": 1.0}, {"params": [up], "lr": 0.5}], "DAdaptLion", {})
+
+
 def test_d_times_lr_is_what_adaptive_optimizers_report():
     x, y, down, up = low_rank_problem()
     optimizer = build_optimizer([{"params": [down, up], "lr": 0.5}], "DAdaptAdam", {})

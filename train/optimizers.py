@@ -71,11 +71,32 @@ def lion(groups: list[dict], args: dict[str, Any]) -> torch.optim.Optimizer:
     return Lion(groups, **args)
 
 
+LAYER_SCALED = ("DAdaptAdam",)  # D-Adaptation classes that read a `layer_scale` from each parameter group
+
+
+def per_group_scales(class_name: str, groups: list[dict]) -> list[dict]:
+    """D-Adaptation refuses different lr values per group (it raises at the first step). Where the class
+    takes a `layer_scale` per group (DAdaptAdam), groups keep the highest lr and scale by lr / highest, the
+    same step sizes; elsewhere different rates are refused now, in one line, instead of at step one."""
+    lrs = {group["lr"] for group in groups if group["lr"]}
+    if len(lrs) <= 1:
+        return groups
+    if class_name not in LAYER_SCALED:
+        raise ConfigError(
+            f"optimizer.name={class_name} takes one learning rate for every parameter group, but this run has "
+            f"{', '.join(f'{lr:g}' for lr in sorted(lrs))} (unet_lr / text_encoder_lr, LoRA+ or block lr "
+            "weights): make them equal, or use DAdaptAdam or Prodigy, which scale groups"
+        )
+    top = max(lrs)
+    return [{**group, "lr": top, "layer_scale": group["lr"] / top} for group in groups]
+
+
 def dadaptation(class_name: str, module: str = "dadaptation") -> Builder:
     """A D-Adaptation optimizer: it estimates the step size d itself, so lr is a multiplier (1.0)."""
 
     def build(groups: list[dict], args: dict[str, Any]) -> torch.optim.Optimizer:
-        return getattr(importlib.import_module(module), class_name)(groups, **args)
+        cls = getattr(importlib.import_module(module), class_name)
+        return cls(per_group_scales(class_name, groups), **args)
 
     build.__name__ = f"dadaptation_{class_name}"
     return build

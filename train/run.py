@@ -282,7 +282,9 @@ class Trainer:
     def log_step(self, loss: float, average: float, step: int, seconds: float) -> None:
         logs = {"loss/current": loss, "loss/average": average, "time/step": seconds}
         for group, lr in zip(self.optimizer.param_groups, self.lr_scheduler.get_last_lr(), strict=True):
-            logs[lr_log_key(group["name"])] = lr
+            logs[lr_log_key(group["name"])] = lr * group.get(
+                "layer_scale", 1.0
+            )  # D-Adaptation's per-group scale
         adapted = adaptive_rate(self.optimizer)
         if adapted is not None:  # D-Adaptation / Prodigy: the step size they use (kohya's lr/d*lr)
             logs["lr/d*lr"] = adapted
