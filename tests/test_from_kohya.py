@@ -210,3 +210,12 @@ def test_a_textual_inversion_config_trains_an_embedding_named_by_its_token():
     assert settings["name"] == "sls" and settings["network.template"] == "object"
     assert settings["network.init_word"] == "star" and settings["network.num_vectors_per_token"] == 4
     assert [line for line in result.lacking if line.startswith("output_name=my_embedding")]
+
+
+def test_a_train_db_setting_makes_a_full_fine_tune():
+    from train.kohya_config import convert
+
+    settings = dict(convert({"stop_text_encoder_training": 400, "learning_rate": 2e-6}).settings)
+    assert settings["network"] == "full" and settings["network.stop_text_encoder_training"] == 400
+    never = dict(convert({"stop_text_encoder_training": -1}).settings)
+    assert never["network"] == "full" and never["network.train_text_encoder"] is False

@@ -276,12 +276,21 @@ def token_string(value: Any) -> Override:
     return [("network", "embedding"), ("network.token_string", str(value)), ("name", str(value))]
 
 
+def stop_text_encoder_training(value: Any) -> Override:
+    """kohya's train_db.py (a full fine-tune): the text encoder trains for this many steps; -1: never."""
+    steps = int(value)
+    if steps < 0:
+        return [("network", "full"), ("network.train_text_encoder", False)]
+    return [("network", "full")] + ([("network.stop_text_encoder_training", steps)] if steps else [])
+
+
 def template(kind: str) -> Callable[[Any], Override]:
     return lambda value: [("network.template", kind)] if value else []
 
 
 CONVERTED: dict[str, Callable[[Any], Override]] = {
     "token_string": token_string,
+    "stop_text_encoder_training": stop_text_encoder_training,
     "use_object_template": template("object"),
     "use_style_template": template("style"),
     "pretrained_model_name_or_path": model_path,
