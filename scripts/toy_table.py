@@ -28,11 +28,14 @@ ADAPTIVE = ["optimizer.lr=1", "optimizer.unet_lr=null", "optimizer.text_encoder_
 
 # Row name → (what it shows, overrides on top of +experiment=char_lora)
 ROWS: dict[str, tuple[str, list[str]]] = {
-    "lora": ("LoRA (attention only), AdamW", ["network=lora", "network.dim=8", "network.alpha=8"]),
+    "lora": (
+        "LoRA (attention layers only), AdamW",
+        ["network=lora", "network.conv_dim=0", "network.conv_alpha=null"],
+    ),
     "locon": ("LoCon (char_lora as shipped), AdamW", []),
-    "loha": ("LoHa, AdamW", ["network=loha"]),
-    "lokr": ("LoKr, AdamW", ["network=lokr"]),
-    "dora": ("DoRA, AdamW", ["network=dora"]),
+    "loha": ("LoHa with 3x3 convs, AdamW", ["network=loha"]),
+    "lokr": ("LoKr with 3x3 convs, AdamW", ["network=lokr"]),
+    "dora": ("DoRA with 3x3 convs, AdamW", ["network=dora"]),
     "full": ("full fine-tune (DreamBooth)", ["+experiment=char_dreambooth"]),
     "embedding": (
         "textual inversion (8 vectors from `star`)",
