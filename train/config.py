@@ -317,4 +317,5 @@ def resolve_seed(cfg: TrainConfig) -> TrainConfig:
     return replace(cfg, seed=secrets.randbelow(2**31))
 
 
-from train.config_checks import check_lora_keys_typed, validate  # noqa: E402  (the checks need the dataclasses above)
+from train.config_checks import validate  # noqa: E402
+from train.network_checks import check_lora_keys_typed  # noqa: E402  (the checks need the dataclasses above)
