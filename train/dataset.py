@@ -122,7 +122,7 @@ class DreamBoothDataset(Dataset):
         for entry in self.reg_plan.entries:
             self._register(entry.path, entry.subset, entry.times_used)
         self._pixels_cache: dict[Path, np.ndarray] = {}
-        self._masks: dict[Path, np.ndarray] = {}  # centre-cropped loss masks (training.masked_loss)
+        self._masks: dict[Path, np.ndarray] = {}  # centre-cropped loss masks (dataset.masked_loss)
         self._latent_lookup: LatentLookup | None = None
         self._text_lookup: TextLookup | None = None
         self._sizes: dict[Path, Size] = {}  # upright (w, h) of each picture, from its header
