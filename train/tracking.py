@@ -63,6 +63,19 @@ class MetricsLog:
             handle.write(json.dumps(record, allow_nan=False) + "\n")
         self.accelerator.log(values, step=step)
 
+    def log_images(self, images: dict[str, list[tuple[Path, str]]], step: int) -> None:
+        """Send PNG files to the trackers: `{"samples": [(path, caption), …]}` becomes one `wandb.Image` list
+        under `samples` (captions shown under each picture) and one tensorboard image per file under
+        `samples/0`, `samples/1`, … (tensorboard has no captions; the step tells them apart). The files stay
+        where they are: `metrics.jsonl` holds numbers only (main process only)."""
+        if not self.accelerator.is_main_process or not images:
+            return
+        for tracker in self.accelerator.trackers:
+            if tracker.name == "wandb":
+                _wandb_images(tracker.tracker, images, step)
+            elif tracker.name == "tensorboard":
+                _tensorboard_images(tracker.tracker, images, step)
+
     def truncate_after(self, step: int) -> None:
         """Drop lines logged after `step` (by a killed run that a resume now replays), atomically."""
         if not self.accelerator.is_main_process or not self.path.is_file():
@@ -77,6 +90,30 @@ class MetricsLog:
             except ValueError:  # a line cut short by the kill
                 continue
         write_text_atomic(self.path, "".join(line + "\n" for line in kept))
+
+
+def _wandb_images(run, images: dict[str, list[tuple[Path, str]]], step: int) -> None:
+    import wandb
+
+    run.log(
+        {
+            key: [wandb.Image(str(path), caption=caption) for path, caption in files]
+            for key, files in images.items()
+        },
+        step=step,
+    )
+
+
+def _tensorboard_images(writer, images: dict[str, list[tuple[Path, str]]], step: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    for key, files in images.items():
+        for index, (path, _caption) in enumerate(files):
+            with Image.open(path) as picture:
+                pixels = np.asarray(picture.convert("RGB"))
+            writer.add_image(f"{key}/{index}", pixels, global_step=step, dataformats="HWC")
+    writer.flush()
 
 
 def _json_number(value):
