@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 # bitsandbytes (imported by peft) warns about an optional CPU kernel package on every start.
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's database layer lists its plugins at start
 
 from data.errors import run_reporting_user_errors  # noqa: E402
 

@@ -114,7 +114,18 @@ def swept_params(records: list[TrialRecord]) -> list[str]:
 
 
 def split_overrides(overrides: list[str]) -> dict[str, str]:
-    return dict(o.split("=", 1) if "=" in o else (o, "") for o in overrides)
+    """`key=value` overrides as {key: value}; `+`/`++` (add, force-add) set the same key as without them."""
+    pairs = (o.split("=", 1) if "=" in o else (o, "") for o in overrides)
+    return {key.lstrip("+"): value for key, value in pairs}
+
+
+def short(value: str) -> str:
+    """A number as 4 significant digits for the md and html tables (results.csv keeps it whole)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() or len(value) <= 8 else f"{number:.4g}"
 
 
 def best_trial(records: list[TrialRecord]) -> TrialRecord | None:
@@ -126,7 +137,7 @@ def best_trial(records: list[TrialRecord]) -> TrialRecord | None:
     return pick(done, key=lambda r: r.objective)
 
 
-def rows(records: list[TrialRecord]) -> tuple[list[str], list[list[str]]]:
+def rows(records: list[TrialRecord], shorten=str) -> tuple[list[str], list[list[str]]]:
     """The table's header and rows: trial, status, objective, each swept parameter, run folder, error."""
     params = swept_params(records)
     header = ["trial", "status", "objective", *params, "run folder", "error"]
@@ -135,7 +146,14 @@ def rows(records: list[TrialRecord]) -> tuple[list[str], list[list[str]]]:
         given = split_overrides(r.overrides)
         objective = "" if r.objective is None else f"{r.objective:.6g}"
         body.append(
-            [str(r.number), r.status, objective, *(given.get(k, "") for k in params), r.folder, r.error]
+            [
+                str(r.number),
+                r.status,
+                objective,
+                *(shorten(given.get(k, "")) for k in params),
+                r.folder,
+                r.error,
+            ]
         )
     return header, body
 
@@ -148,7 +166,7 @@ def results_csv(records: list[TrialRecord]) -> str:
 
 
 def results_md(records: list[TrialRecord]) -> str:
-    header, body = rows(records)
+    header, body = rows(records, short)
     best = best_trial(records)
     cell = lambda text: text.replace("|", "\\|").replace("\n", " ")  # noqa: E731
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
