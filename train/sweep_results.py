@@ -100,17 +100,13 @@ def read_records(sweep_dir: Path, finished: bool = False) -> list[TrialRecord]:
 
 
 def swept_params(records: list[TrialRecord]) -> list[str]:
-    """The override keys whose values differ between trials (with one trial: all of its overrides)."""
-    values: dict[str, set[str]] = {}
-    for r in records:
-        for key, value in split_overrides(r.overrides).items():
-            values.setdefault(key, set()).add(value)
-    keys = [
-        k
-        for k, v in values.items()
-        if len(v) > 1 or any(k not in split_overrides(r.overrides) for r in records)
-    ]
-    return keys if len(records) > 1 else list(values)
+    """The override keys whose values differ between trials (with one trial: all of its overrides); trials
+    that died left no overrides and do not count."""
+    given = [split_overrides(r.overrides) for r in records if r.overrides]
+    keys = list(dict.fromkeys(k for overrides in given for k in overrides))
+    if len(given) <= 1:
+        return keys
+    return [k for k in keys if len({overrides.get(k) for overrides in given}) > 1]
 
 
 def split_overrides(overrides: list[str]) -> dict[str, str]:
