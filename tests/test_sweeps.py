@@ -102,7 +102,12 @@ def test_callback_tables_mark_best_and_failed_trials_and_escape_html(tmp_path):
     page = (sweep / "index.html").read_text()
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" not in page  # constant overrides are not shown
     assert page.index("<td>1</td>") < page.index("<td>0</td>") < page.index("<td>2</td>")  # best first
-    assert '<img src="1/eval/grid.png"' in page and 'href="1/report.html"' in page and 'href="0/"' in page
+    assert (
+        "<td>0.003123</td>" in page
+        and '<img src="1/eval/grid.png"' in page
+        and 'href="1/report.html"' in page
+        and 'href="0/"' in page
+    )
     assert "/tmp" not in page and str(tmp_path) not in page  # relative links only
 
 

@@ -157,7 +157,8 @@ def rows(records: list[TrialRecord], shorten=str) -> tuple[list[str], list[list[
 def results_csv(records: list[TrialRecord]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerows([rows(records)[0], *rows(records)[1]])
+    header, body = rows(records)
+    writer.writerows([header, *body])
     return out.getvalue()
 
 
@@ -186,7 +187,7 @@ def write_tables(sweep_dir: Path, finished: bool = False) -> None:
         return
     write_text_atomic(sweep_dir / "results.csv", results_csv(records), durable=False)
     write_text_atomic(sweep_dir / "results.md", results_md(records), durable=False)
-    header, body = rows(records)
+    header, body = rows(records, short)
     write_text_atomic(
         sweep_dir / "index.html",
         index_html(sweep_dir, records, header, body, best_trial(records)),
