@@ -18,6 +18,7 @@ from train.errors import ConfigError
 from train.objective import ObjectiveConfig, ObjectiveError, measure, toy_objective
 from train.sweep_results import SweepResults
 
+PROMPTS = 'eval.prompts=["sls star, blue background, large","red circle, blue background, large"]'  # 4 images
 SCORES = {
     "0.0": {"concept_score": 0.0, "base_fidelity": 0.9},
     "1.0": {"concept_score": 0.8, "base_fidelity": 0.7},
@@ -125,7 +126,7 @@ def test_grid_multirun_with_a_failing_trial_writes_the_results_table(tmp_path):
     sweep = tmp_path / "sweep"
     quick = [o for o in QUICK if not o.startswith(("training.max_train_epochs", "training.save_every"))]
     result = run_train(
-        tmp_path / "unused", "-m", *quick, "training.max_train_epochs=1", "eval.weights=[0.0,1.0]",
+        tmp_path / "unused", "-m", *quick, "training.max_train_epochs=1", "eval.weights=[0.0,1.0]", PROMPTS,
         "network.dim=8,-1", f"hydra.sweep.dir={sweep}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -158,3 +159,29 @@ def test_wandb_sweep_runs_python_m_train_with_hydra_overrides_of_real_keys(compo
         if "." in key:
             section, field = key.split(".")
             assert getattr(getattr(cfg, section), field) == value
+
+
+def test_a_crashing_trial_prints_one_line_and_returns_the_failed_value(tmp_path, capsys):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from train.trial import run_trial
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("train", ["+experiment=char_lora"], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir, cfg.hydra.job.num = str(tmp_path), 4
+
+    def crash(_cfg):
+        raise RuntimeError("CUDA out of memory")
+
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert run_trial(crash, cfg) == -10.0  # objective=toy's failed_value
+    finally:
+        HydraConfig.instance().cfg = None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"trial 4 failed: RuntimeError: CUDA out of memory ({tmp_path / 'failure.txt'})"]
+    record = (tmp_path / "failure.txt").read_text()
+    assert record.startswith("RuntimeError: CUDA out of memory\n") and "Traceback" in record
