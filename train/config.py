@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from data.typed_config import to_typed
 from train.errors import ConfigError
+from train.objective import ObjectiveConfig
 
 MODEL_KINDS = ("toy", "tiny", "sd15_arch", "pretrained")
 NETWORK_MODULES = ("lora", "dora", "loha", "lokr", "embedding", "full")
@@ -255,6 +256,7 @@ class TrainConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # what a sweep optimizes
 
 
 def command_line_keys(overrides: Sequence[str]) -> set[str]:

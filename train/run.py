@@ -45,6 +45,7 @@ from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts
 from train.network.registry import build_network, keeps_whole_model
 from train.network.ti_captions import caption_templates, check_trigger_in_captions
 from train.noise import predicting_v, with_zero_terminal_snr
+from train.objective import log_objective
 from train.optim import build_scheduler, warmup_steps
 from train.optimizers import adaptive_rate, averaged_weights, build_optimizer, describe_optimizer
 from train.precision import allow_fp16_gradients, announce, choose_precision
@@ -89,6 +90,7 @@ def config_for_record(cfg: TrainConfig) -> dict:
     record = OmegaConf.to_container(OmegaConf.structured(cfg))
     record.pop("output_dir", None)
     record.pop("resume", None)
+    record.pop("objective", None)  # what a sweep measures, not what the run trains
     if cfg.dataset.source == "toy":
         record["dataset"]["train_dir"] = record["dataset"]["reg_dir"] = None
     return record
@@ -409,6 +411,10 @@ def train(cfg: TrainConfig, run_dir: Path) -> RunResult:
             result = fit(trainer, start)
             if cfg.eval.enabled and cfg.eval.prompts and is_main:
                 evaluate(trainer, result)
+            if is_main:  # before the trackers close: a wandb sweep agent reads it from the run
+                result.objective = log_objective(
+                    cfg.objective, run_dir, trainer.metrics, trainer.plan.max_train_steps
+                )
         finally:
             trainer.accelerator.end_training()
     return result
