@@ -74,7 +74,7 @@ def line_chart(title: str, series: Series, x_label: str = "step") -> str:
     return f'<figure><figcaption>{escape(title)}{scale}</figcaption>{"".join(parts)}<div class="legend">{legend}</div></figure>'
 
 
-def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+def nice_ticks(low: float, high: float, count: int = 6) -> list[float]:
     """Round numbers (1, 2, 5 × 10^k apart) covering [low, high], about `count` of them."""
     raw = (high - low) / max(count, 1)
     power = 10 ** math.floor(math.log10(raw))
