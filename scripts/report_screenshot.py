@@ -1,6 +1,6 @@
 """Regenerate a run's report.html and photograph it in headless Chromium: the picture in the README.
 
-    python scripts/report_screenshot.py RUN_FOLDER [--out docs/report.png] [--width 1100] [--max-height 2200]
+    python scripts/report_screenshot.py RUN_FOLDER [--out docs/report.png] [--width 1100] [--max-height 1500]
 
 Needs Chromium and chromedriver from the distribution (`make install` adds them where it can) and Selenium
 (the dev extra). The PNG is reduced to a 256-colour palette so it stays small enough to commit.
@@ -69,7 +69,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("run_dir", type=Path, help="a run folder (outputs/<date>/<time>_<name>)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "report.png")
     parser.add_argument("--width", type=int, default=1100, help="browser window width, px")
-    parser.add_argument("--max-height", type=int, default=2200, help="the picture's height at most, px")
+    parser.add_argument("--max-height", type=int, default=1500, help="the picture's height at most, px")
     args = parser.parse_args(argv)
     if not args.run_dir.is_dir():
         raise SystemExit(f"error: {args.run_dir}: no such folder")

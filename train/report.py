@@ -34,6 +34,7 @@ figure { display: inline-block; margin: 0.4em; vertical-align: top; }
 figure img { max-width: 100%; border: 1px solid #ddd; image-rendering: pixelated; }
 .samples figure img { width: 192px; } .samples figcaption { max-width: 192px; font-size: 0.8em; }
 .grid img { max-width: 1050px; }
+.charts { display: flex; flex-wrap: wrap; gap: 0.5em; } .charts figure { margin: 0; }
 .legend { font-size: 0.8em; } .key { margin-right: 1em; white-space: nowrap; }
 .swatch { display: inline-block; width: 0.8em; height: 0.8em; margin-right: 0.3em; vertical-align: middle; }
 .muted { color: #777; }
@@ -111,7 +112,7 @@ def _curves(contents: RunContents) -> str:
         line_chart("Learning rate", metric_series(contents.metrics, "lr/")),
     ]
     charts = [c for c in charts if c]
-    return "<h2>Curves</h2>\n" + "\n".join(charts) if charts else ""
+    return f'<h2>Curves</h2>\n<div class="charts">{"".join(charts)}</div>' if charts else ""
 
 
 def _scores(contents: RunContents) -> str:

@@ -10,8 +10,8 @@ import itertools
 import math
 from html import escape
 
-WIDTH, HEIGHT = 640, 260
-LEFT, RIGHT, TOP, BOTTOM = 64, 12, 12, 28  # margins around the plot area, px
+WIDTH, HEIGHT = 520, 260  # two side by side on a laptop screen
+LEFT, RIGHT, TOP, BOTTOM = 64, 22, 12, 28  # margins around the plot area, px
 MAX_POINTS = 800  # a longer series is thinned to this many points (keeps the page small)
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
@@ -113,8 +113,8 @@ def _x_ticks(x_range: tuple[float, float], x_label: str) -> list[str]:
         lines.append(
             f'<text x="{left:.1f}" y="{HEIGHT - BOTTOM + 14}" text-anchor="middle" font-size="11">{tick:g}</text>'
         )
-    lines.append(
-        f'<text x="{WIDTH - RIGHT}" y="{HEIGHT - 2}" text-anchor="end" font-size="11">{escape(x_label)}</text>'
+    lines.append(  # under the y axis' labels, clear of the last x tick
+        f'<text x="{LEFT - 4}" y="{HEIGHT - BOTTOM + 14}" text-anchor="end" font-size="11">{escape(x_label)}</text>'
     )
     return lines
 
