@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
+import wandb
 from accelerate import Accelerator
 from PIL import Image
 
@@ -144,6 +145,7 @@ def test_an_interruption_closes_the_tracker_with_its_signal_exit_code(tmp_path, 
     accelerator = Accelerator(log_with="wandb")
     start_trackers(accelerator, LoggerConfig(kind="wandb"), tmp_path, "stopped", {"seed": 1})
     close_trackers(accelerator, TrainingInterrupted("SIGTERM: stopped after step 3", 143))
+    wandb.teardown()  # what the command's exit does: the service writes out the run's last records
     (finished,) = records_of(tmp_path, "exit")
     assert finished.exit_code == 143 and accelerator.trackers == []
 
