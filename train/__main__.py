@@ -52,6 +52,8 @@ def run(cfg: DictConfig) -> float:
         for weight, values in (result.scores or {}).items():
             shown = ", ".join(f"{k} {v:.3f}" for k, v in values.items() if v is not None)
             print(f"    {'embedding' if embedding else 'LoRA'} weight {weight}: {shown}")
+    if (report := result.run_dir / "report.html").is_file():
+        print(f"  report:     {report} (opens in a browser, offline)")
     print(f"  objective:  {typed.objective.kind} {result.objective:.4f} ({typed.objective.direction})")
     print(f"  run folder: {result.run_dir}")
     return result.objective
