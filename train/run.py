@@ -59,6 +59,7 @@ from train.signals import graceful_stop
 from train.state import Progress, capture_rng, load_state, write_state_files
 from train.step import diffusion_loss
 from train.tracking import MetricsLog, start_trackers, tracker_name
+from train.validation import held_out_for, validation_loss
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,7 @@ class Trainer:
         text_cached = d.cache_text_encoder_outputs
         if text_cached:
             cache_text_outputs(self.dataset, self.bundle, cfg, self.precision, device)
+        self.held_out = held_out_for(self.dataset, self.bundle, cfg, text_cached)  # before the VAE leaves
         if d.cache_latents or d.cache_latents_to_disk or text_cached:
             needed_later = (cfg.eval.enabled and bool(cfg.eval.prompts)) or keeps_whole_model(cfg.network)
             park_unused(self.bundle, needed_later, text_cached)
@@ -278,6 +280,16 @@ class Trainer:
             self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         return loss.detach().item()
+
+    def validate(self, step: int) -> None:
+        """Log `loss/validation` of the held-out pictures at `step`, with the weights a schedule-free
+        optimizer evaluates with (train/validation.py: no random stream or weight is changed)."""
+        with averaged_weights(self.optimizer):
+            loss = validation_loss(
+                self.held_out, self.bundle.unet, self.bundle.text_encoder, self.noise_scheduler,
+                self.dataset.caption_inputs, self.cfg.model.clip_skip, self.accelerator.autocast,
+            )  # fmt: skip
+        self.metrics.log({"loss/validation": loss}, step)
 
     def log_step(self, loss: float, average: float, step: int, seconds: float) -> None:
         logs = {"loss/current": loss, "loss/average": average, "time/step": seconds}
