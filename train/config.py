@@ -223,7 +223,7 @@ class TrainingConfig:
     # of the run and every N steps / N epochs; kohya's names and default (every epoch).
     validate_every_n_steps: int | None = None  # kohya --validate_every_n_steps
     validate_every_n_epochs: int | None = None  # kohya --validate_every_n_epochs; null = every epoch
-    max_validation_steps: int | None = None  # kohya --max_validation_steps: held-out pictures used; null = all
+    max_validation_steps: int | None = None  # kohya --max_validation_steps: pictures measured; null = all
 
 
 @dataclass
@@ -248,9 +248,9 @@ class EvalConfig:
     height: int | None = None
     scorer: str | None = None  # toy: score concept presence and base fidelity of the rendered images
     batch_size: int = 8  # images per sampling pass; each keeps its own seed's noise
-    # Image scores (train/image_scores.py), a local folder or hub id each; null = not measured
-    clip_model: str | None = None  # CLIP (transformers CLIPModel): text-image score of each picture vs its prompt
-    identity_model: str | None = None  # CLIP vision or DINOv2 (AutoModel): similarity to the training pictures
+    # Image scores (train/image_scores.py), a local folder or hub id each; null = not measured.
+    clip_model: str | None = None  # CLIP: text-image score of each picture against its prompt
+    identity_model: str | None = None  # CLIP vision or DINOv2: similarity to the training pictures
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,6 +35,7 @@ class EvalOutcome:
 
     grid_path: Path
     scores: dict[str, dict[str, float | None]] | None = None
+    image_paths: list[list[Path]] = field(default_factory=list)  # [row][weight column], rows prompt x seed
 
 
 def render_eval_grid(
@@ -52,7 +53,7 @@ def render_eval_grid(
     settings = _settings(cfg, Path(bundle.source).name or bundle.source)
     result = render_columns(columns, settings, list(e.prompts), list(e.seeds), out_dir, e.batch_size, "eval")
     scores = score_grid(result, list(e.prompts), list(e.seeds), weights) if e.scorer == "toy" else None
-    return EvalOutcome(result.grid_path, scores)
+    return EvalOutcome(result.grid_path, scores, result.image_paths)
 
 
 def _settings(cfg: TrainConfig, model_name: str) -> GenerationParams:
