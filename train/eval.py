@@ -9,7 +9,6 @@ A full fine-tune has no weight to turn: its grid has the base model as weight 0 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,6 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from data.atomic import write_text_atomic
 from inference.embedding_grid import embedding_columns
 from inference.lora_grid import GridColumn, LoraGridResult, lora_columns, render_columns
 from inference.txt2img import GenerationParams
@@ -112,11 +110,6 @@ def score_grid(
             "base_fidelity": measured["base_fidelity"],
         }
     return scores
-
-
-def write_scores(scores: dict, path: Path) -> Path:
-    """`scores.json`: `{"weight": {"1.0": {"concept_score": …, "base_fidelity": …}, …}}`."""
-    return write_text_atomic(path, json.dumps({"weight": scores}, indent=2) + "\n")
 
 
 def score_metrics(scores: dict[str, dict[str, float | None]]) -> dict[str, float]:

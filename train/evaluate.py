@@ -31,6 +31,9 @@ def run(cfg: DictConfig) -> None:
     """Evaluate the run folder, print where everything went."""
     from hydra.core.hydra_config import HydraConfig
 
+    from train.saved_files import check_run_folder
+
+    check_run_folder(Path(cfg.run))  # before the slow imports: a mistyped folder is told at once
     from train.config import command_line_keys
     from train.run_eval import evaluate_run
 

@@ -54,6 +54,14 @@ class FileEval:
     epoch: int | None = None
 
 
+def identity_references(scorers: dict, dataset) -> torch.Tensor | None:
+    """The identity embeddings of the dataset's training pictures, held-out ones included (not reg)."""
+    if "identity" not in scorers:
+        return None
+    pictures = [p for subset in dataset.train_subsets + dataset.validation_subsets for p in subset.images]
+    return scorers["identity"].embed([Image.open(p).convert("RGB") for p in pictures])
+
+
 def _column_images(paths: list[list[Path]], column: int) -> list[Image.Image]:
     return [Image.open(row[column]).convert("RGB") for row in paths]
 

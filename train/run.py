@@ -28,7 +28,16 @@ from train.config import TrainConfig, resolve_seed
 from train.cpu_speed import speed_up_cpu_training, unroute_convs
 from train.dataset import DreamBoothDataset, collate
 from train.errors import ConfigError
-from train.eval import render_eval_grid, render_tuned_grid, score_metrics, write_scores
+from train.eval import render_tuned_grid
+from train.file_eval import (
+    EvalContext,
+    FileEval,
+    evaluate_file,
+    file_metrics,
+    identity_references,
+    write_scores_json,
+)
+from train.image_scores import load_scorers
 from train.loop import run_loop
 from train.model_setup import (
     cache_latents,
@@ -53,6 +62,7 @@ from train.resume import finished_result, fits_record, model_fingerprint, open_r
 from train.run_folder import (
     lock_run_folder,
 )
+from train.saved_files import read_saved_file
 from train.saving import check_finite, final_file_name, prune, write_lora_and_state
 from train.schedule import StepPlan, plan_steps
 from train.signals import graceful_stop
@@ -389,14 +399,31 @@ def evaluate(trainer: Trainer, result: RunResult) -> None:
             part.to(trainer.accelerator.device)
     if tunes_base_model(trainer.network):
         outcome = render_tuned_grid(trainer.bundle, cfg, run_dir / "eval", trainer.accelerator.device)
+        measured = FileEval(result.lora_path, outcome.grid_path, outcome.scores or {})
     else:
-        outcome = render_eval_grid(
-            trainer.bundle, cfg, result.lora_path, run_dir / "eval", trainer.network.file_format
-        )
-    result.grid_path, result.scores = outcome.grid_path, outcome.scores
-    if outcome.scores is not None:
-        result.scores_path = write_scores(outcome.scores, run_dir / "scores.json")
-        trainer.metrics.log(score_metrics(outcome.scores), trainer.plan.max_train_steps)
+        saved = read_saved_file(result.lora_path, final=True)
+        measured = evaluate_file(
+            trainer.bundle, final_eval_context(trainer), result.lora_path, run_dir / "eval",
+            trainer.network.file_format, saved.step, saved.epoch,
+        )  # fmt: skip
+    result.grid_path = measured.grid_path
+    if any(measured.weights.values()):
+        result.scores = measured.weights
+        result.scores_path = write_scores_json([measured], run_dir / "scores.json", result.lora_path.name)
+        # loss/validation of the final weights is already logged by the loop
+        trainer.metrics.log(file_metrics(measured, with_validation=False), trainer.plan.max_train_steps)
+
+
+def final_eval_context(trainer: Trainer) -> EvalContext:
+    """The end-of-training measurement: the run's held-out pictures (a LoRA-format file), schedule and
+    precision, and the configured image scorers."""
+    cfg, device = trainer.cfg, trainer.accelerator.device
+    scorers = load_scorers(cfg.eval.clip_model, cfg.eval.identity_model, device)
+    held_out = trainer.held_out if trainer.network.file_format == "lora" else []
+    return EvalContext(
+        cfg, held_out, trainer.dataset.caption_inputs, trainer.noise_scheduler, scorers,
+        identity_references(scorers, trainer.dataset), trainer.accelerator.autocast,
+    )  # fmt: skip
 
 
 def train(cfg: TrainConfig, run_dir: Path) -> RunResult:

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from PIL import Image
 
 from data.errors import LoraSmithError
 from data.typed_config import to_typed
@@ -23,11 +22,18 @@ from train.config_checks import validate
 from train.dataset import DreamBoothDataset
 from train.errors import ConfigError
 from train.eval import load_eval_base
-from train.file_eval import EvalContext, FileEval, evaluate_file, file_metrics, write_scores_json
+from train.file_eval import (
+    EvalContext,
+    FileEval,
+    evaluate_file,
+    file_metrics,
+    identity_references,
+    write_scores_json,
+)
 from train.image_scores import load_scorers
 from train.network.ti_captions import caption_templates
 from train.noise import with_zero_terminal_snr
-from train.saved_files import saved_files
+from train.saved_files import check_run_folder, saved_files
 from train.saving import final_file_name
 from train.tracking import append_metrics
 from train.validation import held_out_for
@@ -47,13 +53,7 @@ class RunEvaluation:
 
 def read_run_config(run_dir: Path, eval_overrides: dict | None = None) -> TrainConfig:
     """The run's recorded config with `eval_overrides` (e.g. {"weights": [0, 1]}) merged into `eval`."""
-    if not run_dir.is_dir():
-        raise LoraSmithError(
-            f"run={run_dir} is not a folder: give the run folder that `python -m train` wrote"
-        )
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise LoraSmithError(f"run={run_dir} has no config.yaml: give a folder that `python -m train` wrote")
+    path = check_run_folder(run_dir)
     try:
         raw = OmegaConf.load(path)
         if eval_overrides:
@@ -74,9 +74,7 @@ def _context(cfg: TrainConfig, base, device: torch.device) -> EvalContext:
     dataset = DreamBoothDataset(cfg.dataset, seed=cfg.seed, templates=caption_templates(cfg))
     dataset.bind_tokenizer(base.tokenizer)
     ctx.held_out, ctx.caption_inputs = held_out_for(dataset, base, cfg), dataset.caption_inputs
-    if "identity" in scorers:
-        pictures = [p for s in dataset.train_subsets + dataset.validation_subsets for p in s.images]
-        ctx.references = scorers["identity"].embed([Image.open(p).convert("RGB") for p in pictures])
+    ctx.references = identity_references(scorers, dataset)
     return ctx
 
 

@@ -47,3 +47,15 @@ def saved_files(run_dir: Path, name: str) -> list[SavedFile]:
         if pattern.match(path.name)
     ]
     return sorted(found, key=lambda f: (f.final, f.step if f.step is not None else -1, f.path.name))
+
+
+def check_run_folder(run_dir: Path) -> Path:
+    """The run folder's config.yaml; LoraSmithError when `run_dir` is not a folder that training wrote."""
+    if not run_dir.is_dir():
+        raise LoraSmithError(
+            f"run={run_dir} is not a folder: give the run folder that `python -m train` wrote"
+        )
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise LoraSmithError(f"run={run_dir} has no config.yaml: give a folder that `python -m train` wrote")
+    return path
