@@ -25,31 +25,21 @@ from data.toy.dataset import concept_dataset_dirs, write_concept_dataset
 from train.batch_order import EpochBatchSampler, ShuffledBatchSampler
 from train.bucket_batches import BucketBatchSampler
 from train.config import TrainConfig, resolve_seed
-from train.cpu_speed import speed_up_cpu_training, unroute_convs
+from train.cpu_speed import speed_up_cpu_training
 from train.dataset import DreamBoothDataset, collate
 from train.errors import ConfigError
-from train.eval import render_tuned_grid
-from train.file_eval import (
-    EvalContext,
-    FileEval,
-    evaluate_file,
-    file_metrics,
-    identity_references,
-    write_scores_json,
-)
-from train.image_scores import load_scorers
+from train.final_eval import evaluate
 from train.loop import run_loop
 from train.model_setup import (
     cache_latents,
     cache_text_outputs,
     park_unused,
     place_trained_models,
-    uncompile,
     warn_clip_skip_on_sd2,
 )
 from train.models.bundle import ModelBundle
 from train.models.loading import load_base_model
-from train.network.base import tunes_base_model, write_final
+from train.network.base import write_final
 from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts
 from train.network.registry import build_network, keeps_whole_model
 from train.network.ti_captions import caption_templates, check_trigger_in_captions
@@ -62,7 +52,6 @@ from train.resume import finished_result, fits_record, model_fingerprint, open_r
 from train.run_folder import (
     lock_run_folder,
 )
-from train.saved_files import read_saved_file
 from train.saving import check_finite, final_file_name, prune, write_lora_and_state
 from train.schedule import StepPlan, plan_steps
 from train.signals import graceful_stop
@@ -384,45 +373,6 @@ def fit(trainer: Trainer, start: Path | None) -> RunResult:
     return RunResult(
         trainer.run_dir, final, epoch_files, final_loss=progress.average, steps=progress.step - first_step,
         seconds=time.time() - began, is_main=trainer.accelerator.is_main_process,
-    )  # fmt: skip
-
-
-def evaluate(trainer: Trainer, result: RunResult) -> None:
-    """Render the eval grid with the final file as its network's format loads it (or the fine-tuned model
-    itself) and score it (main process)."""
-    cfg, run_dir = trainer.cfg, trainer.run_dir
-    trainer.network.remove()
-    uncompile(trainer.bundle.unet)
-    unroute_convs(trainer.bundle.unet)
-    for part in (trainer.bundle.vae, trainer.bundle.text_encoder):  # parked on the CPU after caching
-        if part is not None:
-            part.to(trainer.accelerator.device)
-    if tunes_base_model(trainer.network):
-        outcome = render_tuned_grid(trainer.bundle, cfg, run_dir / "eval", trainer.accelerator.device)
-        measured = FileEval(result.lora_path, outcome.grid_path, outcome.scores or {})
-    else:
-        saved = read_saved_file(result.lora_path, final=True)
-        measured = evaluate_file(
-            trainer.bundle, final_eval_context(trainer), result.lora_path, run_dir / "eval",
-            trainer.network.file_format, saved.step, saved.epoch,
-        )  # fmt: skip
-    result.grid_path = measured.grid_path
-    if any(measured.weights.values()):
-        result.scores = measured.weights
-        result.scores_path = write_scores_json([measured], run_dir / "scores.json", result.lora_path.name)
-        # loss/validation of the final weights is already logged by the loop
-        trainer.metrics.log(file_metrics(measured, with_validation=False), trainer.plan.max_train_steps)
-
-
-def final_eval_context(trainer: Trainer) -> EvalContext:
-    """The end-of-training measurement: the run's held-out pictures (a LoRA-format file), schedule and
-    precision, and the configured image scorers."""
-    cfg, device = trainer.cfg, trainer.accelerator.device
-    scorers = load_scorers(cfg.eval.clip_model, cfg.eval.identity_model, device)
-    held_out = trainer.held_out if trainer.network.file_format == "lora" else []
-    return EvalContext(
-        cfg, held_out, trainer.dataset.caption_inputs, trainer.noise_scheduler, scorers,
-        identity_references(scorers, trainer.dataset), trainer.accelerator.autocast,
     )  # fmt: skip
 
 
