@@ -112,6 +112,10 @@ def test_a_missing_or_foreign_folder_is_one_error_line(tmp_path):
     assert foreign.returncode == 2 and "has no config.yaml" in foreign.stderr
     assert len(foreign.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "nowhere").exists()  # nothing is created
+    (tmp_path / "config.yaml").write_text("name: lora\n")
+    other = run_evaluate(f"run={tmp_path}", "eval=none", "+training.batch_size=4")
+    assert other.returncode == 2 and "takes run= and eval.* keys" in other.stderr  # not silently ignored
+    assert "eval, training.batch_size" in other.stderr
 
 
 @SLOW

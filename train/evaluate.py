@@ -35,9 +35,18 @@ def run(cfg: DictConfig) -> None:
 
     check_run_folder(Path(cfg.run))  # before the slow imports: a mistyped folder is told at once
     from train.config import command_line_keys
+    from train.errors import ConfigError
     from train.run_eval import evaluate_run
 
-    overrides = typed_eval_overrides(cfg, command_line_keys(HydraConfig.get().overrides.task))
+    typed = command_line_keys(HydraConfig.get().overrides.task)
+    if other := sorted(
+        k for k in typed if k != "run" and not k.startswith("eval.") and not k.startswith("hydra")
+    ):
+        raise ConfigError(
+            f"{', '.join(other)}: python -m train.evaluate takes run= and eval.* keys (e.g. eval.weights=[0,1]); "
+            "everything else comes from the run's config.yaml"
+        )
+    overrides = typed_eval_overrides(cfg, typed)
     evaluation = evaluate_run(Path(cfg.run), overrides)
     print(f"\nEvaluated {len(evaluation.files)} files in {evaluation.seconds:.1f} s")
     for result in evaluation.files:
