@@ -31,21 +31,19 @@ def run(cfg: DictConfig) -> None:
     """Evaluate the run folder, print where everything went."""
     from hydra.core.hydra_config import HydraConfig
 
+    from data.typed_config import ConfigError
     from train.saved_files import check_run_folder
 
-    check_run_folder(Path(cfg.run))  # before the slow imports: a mistyped folder is told at once
-    from train.config import command_line_keys
-    from train.errors import ConfigError
-    from train.run_eval import evaluate_run
-
-    typed = command_line_keys(HydraConfig.get().overrides.task)
-    if other := sorted(
-        k for k in typed if k != "run" and not k.startswith("eval.") and not k.startswith("hydra")
-    ):
+    # Both checks before the slow imports: a mistyped folder or key is told at once.
+    check_run_folder(Path(cfg.run))
+    typed = {item.split("=", 1)[0].lstrip("+") for item in HydraConfig.get().overrides.task if "=" in item}
+    if other := sorted(k for k in typed if k != "run" and not k.startswith(("eval.", "hydra"))):
         raise ConfigError(
             f"{', '.join(other)}: python -m train.evaluate takes run= and eval.* keys (e.g. eval.weights=[0,1]); "
             "everything else comes from the run's config.yaml"
         )
+    from train.run_eval import evaluate_run
+
     overrides = typed_eval_overrides(cfg, typed)
     evaluation = evaluate_run(Path(cfg.run), overrides)
     print(f"\nEvaluated {len(evaluation.files)} files in {evaluation.seconds:.1f} s")
