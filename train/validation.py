@@ -108,7 +108,7 @@ def build_held_out(
     clip_skip: int = 1,
 ) -> list[HeldOutPicture]:
     """Encode the held-out pictures once with the VAE where it is (and their captions with `text_encoder`,
-    when its outputs are cached for training, since it may be gone later)."""  # fmt: skip
+    when its outputs are cached for training, since it may be gone later)."""
     made = []
     for path, caption in tqdm(
         held_out_pictures(dataset, config, limit), desc="validation pictures", leave=False
