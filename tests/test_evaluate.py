@@ -129,3 +129,31 @@ def test_a_run_without_saved_files_is_refused(evaluated, tmp_path):
     (empty / "config.yaml").write_text((run_dir / "config.yaml").read_text())
     with pytest.raises(LoraSmithError, match="holds no char_lora"):
         evaluate_run(empty)
+
+
+def test_saved_files_are_found_in_step_order_with_their_header_steps(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from data.errors import LoraSmithError
+    from train.saved_files import saved_files
+
+    def save(name: str, step: int, epoch: int) -> None:
+        save_file({"w": torch.zeros(1)}, tmp_path / name, {"ss_steps": str(step), "ss_epoch": str(epoch)})
+
+    save("smith.safetensors", 30, 3)
+    save("smith-000002.safetensors", 20, 2)
+    save("smith-step00000005.safetensors", 5, 1)
+    save("smith-000001.safetensors", 10, 1)
+    save("smithy.safetensors", 1, 1)  # another run's name
+    (tmp_path / "smith-000001-state").mkdir()
+    found = saved_files(tmp_path, "smith")
+    assert [(f.path.name, f.step, f.epoch, f.final) for f in found] == [
+        ("smith-step00000005.safetensors", 5, 1, False),
+        ("smith-000001.safetensors", 10, 1, False),
+        ("smith-000002.safetensors", 20, 2, False),
+        ("smith.safetensors", 30, 3, True),
+    ]
+    (tmp_path / "smith-000003.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(LoraSmithError, match="smith-000003.safetensors cannot be read"):
+        saved_files(tmp_path, "smith")
