@@ -92,6 +92,10 @@ class DatasetConfig:
     toy_images: int = 20  # source=toy: pictures of the concept to generate
     toy_repeats: int = 10  # source=toy: repeats of the generated concept folder
     toy_reg_images: int = 0  # source=toy: class pictures for the regularization folder
+    # kohya --validation_split: this fraction of each training folder's pictures is held out, never trained
+    # on, and measured by the validation loss (train/validation_split.py); regularization pictures stay out
+    validation_split: float = 0.0
+    validation_seed: int | None = None  # kohya --validation_seed: which pictures are held out; null = seed
 
 
 @dataclass
@@ -216,6 +220,11 @@ class TrainingConfig:
     )
     compile: bool = False  # torch.compile the UNet (kohya --torch_compile); the first steps compile
     save_precision: str = "float"  # float | fp16 | bf16 (kohya --save_precision)
+    # With dataset.validation_split (train/validation.py): the held-out loss, `loss/validation`, at the end
+    # of the run and every N steps / N epochs; kohya's names and default (every epoch).
+    validate_every_n_steps: int | None = None  # kohya --validate_every_n_steps
+    validate_every_n_epochs: int | None = None  # kohya --validate_every_n_epochs; null = every epoch
+    max_validation_steps: int | None = None  # kohya --max_validation_steps: pictures measured; null = all
 
 
 @dataclass
@@ -240,6 +249,9 @@ class EvalConfig:
     height: int | None = None
     scorer: str | None = None  # toy: score concept presence and base fidelity of the rendered images
     batch_size: int = 8  # images per sampling pass; each keeps its own seed's noise
+    # Image scores (train/image_scores.py), a local folder or hub id each; null = not measured.
+    clip_model: str | None = None  # CLIP: text-image score of each picture against its prompt
+    identity_model: str | None = None  # CLIP vision or DINOv2: similarity to the training pictures
 
 
 @dataclass

@@ -33,6 +33,7 @@ from train.network_checks import check_network
 from train.network_checks import check_positive as _check_positive
 from train.objective_checks import check_objective
 from train.optimizers import OPTIMIZERS, is_class_path, known_name, uses_relative_step
+from train.validation_split import check_validation_keys
 
 
 def _check_eval_sampler(e: EvalConfig) -> None:
@@ -360,6 +361,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.scheduler.name in ("constant", "adafactor") and cfg.scheduler.warmup_steps:
         raise ConfigError(f"scheduler.name={cfg.scheduler.name} takes no warmup; use constant_with_warmup")
     _check_training(cfg.training)
+    check_validation_keys(cfg.dataset, cfg.training)
     _check_choice("logger.kind", cfg.logger.kind, LOGGERS)
     _check_eval_sampler(cfg.eval)
     _check_positive("eval.batch_size", cfg.eval.batch_size)

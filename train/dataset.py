@@ -35,6 +35,7 @@ from train.config import DatasetConfig
 from train.errors import ConfigError, DatasetError, LoraSmithError
 from train.loss_mask import alpha_mask, check_masks, folder_mask, mask_file, mask_tensor
 from train.preflight import check_pictures
+from train.validation_split import split_validation
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,11 @@ class DreamBoothDataset(Dataset):
         self.epoch = 0
         self.resolution = config.resolution
         extensions = list(config.caption_extensions)
-        self.train_subsets: list[Subset] = scan_dataset_dir(config.train_dir, False, extensions)
+        split_seed = seed if config.validation_seed is None else config.validation_seed
+        # Held-out pictures (dataset.validation_split) are never samples: train/validation.py measures them.
+        self.train_subsets, self.validation_subsets = split_validation(
+            scan_dataset_dir(config.train_dir, False, extensions), config.validation_split, split_seed
+        )
         self.reg_subsets: list[Subset] = (
             scan_dataset_dir(config.reg_dir, True, extensions) if config.reg_dir else []
         )

@@ -9,15 +9,13 @@ A full fine-tune has no weight to turn: its grid has the base model as weight 0 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from data.atomic import write_text_atomic
 from inference.embedding_grid import embedding_columns
 from inference.lora_grid import GridColumn, LoraGridResult, lora_columns, render_columns
 from inference.txt2img import GenerationParams
@@ -35,6 +33,7 @@ class EvalOutcome:
 
     grid_path: Path
     scores: dict[str, dict[str, float | None]] | None = None
+    image_paths: list[list[Path]] = field(default_factory=list)  # [row][weight column], rows prompt x seed
 
 
 def render_eval_grid(
@@ -52,7 +51,7 @@ def render_eval_grid(
     settings = _settings(cfg, Path(bundle.source).name or bundle.source)
     result = render_columns(columns, settings, list(e.prompts), list(e.seeds), out_dir, e.batch_size, "eval")
     scores = score_grid(result, list(e.prompts), list(e.seeds), weights) if e.scorer == "toy" else None
-    return EvalOutcome(result.grid_path, scores)
+    return EvalOutcome(result.grid_path, scores, result.image_paths)
 
 
 def _settings(cfg: TrainConfig, model_name: str) -> GenerationParams:
@@ -111,11 +110,6 @@ def score_grid(
             "base_fidelity": measured["base_fidelity"],
         }
     return scores
-
-
-def write_scores(scores: dict, path: Path) -> Path:
-    """`scores.json`: `{"weight": {"1.0": {"concept_score": …, "base_fidelity": …}, …}}`."""
-    return write_text_atomic(path, json.dumps({"weight": scores}, indent=2) + "\n")
 
 
 def score_metrics(scores: dict[str, dict[str, float | None]]) -> dict[str, float]:

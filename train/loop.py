@@ -17,6 +17,7 @@ from train.network.base import begin_step
 from train.saving import TrainingDiverged, epoch_file_name, is_epoch_save, is_step_save, step_file_name
 from train.signals import EXIT_CODES, StopRequest, TrainingInterrupted
 from train.state import Progress
+from train.validation import is_validation_epoch, is_validation_step
 
 if TYPE_CHECKING:
     from train.run import Trainer
@@ -57,7 +58,9 @@ def train_epoch(trainer: Trainer, progress: Progress, stop: StopRequest, bar: tq
         average = progress.record(loss)
         now = time.perf_counter()
         trainer.log_step(loss, average, progress.step, now - started)
-        started = now
+        if trainer.held_out and is_validation_step(trainer.cfg.training, progress.step):
+            trainer.validate(progress.step)  # before a stop's save, so a resume keeps its line
+        started = time.perf_counter()
         bar.update(1)
         bar.set_postfix(epoch=progress.epoch, loss=f"{average:.4f}")
         last = progress.step >= plan.max_train_steps
@@ -70,11 +73,16 @@ def train_epoch(trainer: Trainer, progress: Progress, stop: StopRequest, bar: tq
 
 
 def finish_epoch(trainer: Trainer, progress: Progress) -> None:
-    """The end-of-epoch work: the epoch's average loss, and the epoch file when one is due."""
+    """The end-of-epoch work: the epoch's average loss, the validation loss and the epoch file when due."""
     losses = progress.epoch_losses
     trainer.metrics.log({"loss/epoch_average": sum(losses) / max(len(losses), 1)}, progress.step)
     progress.epoch_done = True
     last = progress.step >= trainer.plan.max_train_steps or progress.epoch == trainer.plan.num_epochs
+    t = trainer.cfg.training
+    # kohya's epoch cadence, and always the end of the run; never twice at one step.
+    if trainer.held_out and (last or is_validation_epoch(t, progress.epoch)):
+        if not is_validation_step(t, progress.step):
+            trainer.validate(progress.step)
     if is_epoch_save(trainer.cfg.training, progress.epoch, last):
         trainer.save_checkpoint(epoch_file_name(trainer.cfg.name, progress.epoch), progress)
 

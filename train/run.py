@@ -25,22 +25,21 @@ from data.toy.dataset import concept_dataset_dirs, write_concept_dataset
 from train.batch_order import EpochBatchSampler, ShuffledBatchSampler
 from train.bucket_batches import BucketBatchSampler
 from train.config import TrainConfig, resolve_seed
-from train.cpu_speed import speed_up_cpu_training, unroute_convs
+from train.cpu_speed import speed_up_cpu_training
 from train.dataset import DreamBoothDataset, collate
 from train.errors import ConfigError
-from train.eval import render_eval_grid, render_tuned_grid, score_metrics, write_scores
+from train.final_eval import evaluate
 from train.loop import run_loop
 from train.model_setup import (
     cache_latents,
     cache_text_outputs,
     park_unused,
     place_trained_models,
-    uncompile,
     warn_clip_skip_on_sd2,
 )
 from train.models.bundle import ModelBundle
 from train.models.loading import load_base_model
-from train.network.base import tunes_base_model, write_final
+from train.network.base import write_final
 from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts
 from train.network.registry import build_network, keeps_whole_model
 from train.network.ti_captions import caption_templates, check_trigger_in_captions
@@ -61,7 +60,8 @@ from train.signals import graceful_stop
 from train.state import Progress, capture_rng, load_state, write_state_files
 from train.step import diffusion_loss
 from train.tracking import MetricsLog, close_trackers, start_trackers, tracker_name
-from train.tracking_results import log_eval, log_lora
+from train.tracking_results import log_lora
+from train.validation import held_out_for, validation_loss
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,7 @@ class Trainer:
         text_cached = d.cache_text_encoder_outputs
         if text_cached:
             cache_text_outputs(self.dataset, self.bundle, cfg, self.precision, device)
+        self.held_out = held_out_for(self.dataset, self.bundle, cfg, text_cached)  # before the VAE leaves
         if d.cache_latents or d.cache_latents_to_disk or text_cached:
             needed_later = (cfg.eval.enabled and bool(cfg.eval.prompts)) or keeps_whole_model(cfg.network)
             park_unused(self.bundle, needed_later, text_cached)
@@ -282,6 +283,16 @@ class Trainer:
             self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         return loss.detach().item()
+
+    def validate(self, step: int) -> None:
+        """Log `loss/validation` of the held-out pictures at `step`, with the weights a schedule-free
+        optimizer evaluates with (train/validation.py: no random stream or weight is changed)."""
+        with averaged_weights(self.optimizer):
+            loss = validation_loss(
+                self.held_out, self.bundle.unet, self.bundle.text_encoder, self.noise_scheduler,
+                self.dataset.caption_inputs, self.cfg.model.clip_skip, self.accelerator.autocast,
+            )  # fmt: skip
+        self.metrics.log({"loss/validation": loss}, step)
 
     def log_step(self, loss: float, average: float, step: int, seconds: float) -> None:
         logs = {"loss/current": loss, "loss/average": average, "time/step": seconds}
@@ -367,29 +378,6 @@ def fit(trainer: Trainer, start: Path | None) -> RunResult:
         trainer.run_dir, final, epoch_files, final_loss=progress.average, steps=progress.step - first_step,
         seconds=time.time() - began, is_main=trainer.accelerator.is_main_process,
     )  # fmt: skip
-
-
-def evaluate(trainer: Trainer, result: RunResult) -> None:
-    """Render the eval grid with the final file as its network's format loads it (or the fine-tuned model
-    itself) and score it (main process)."""
-    cfg, run_dir = trainer.cfg, trainer.run_dir
-    trainer.network.remove()
-    uncompile(trainer.bundle.unet)
-    unroute_convs(trainer.bundle.unet)
-    for part in (trainer.bundle.vae, trainer.bundle.text_encoder):  # parked on the CPU after caching
-        if part is not None:
-            part.to(trainer.accelerator.device)
-    if tunes_base_model(trainer.network):
-        outcome = render_tuned_grid(trainer.bundle, cfg, run_dir / "eval", trainer.accelerator.device)
-    else:
-        outcome = render_eval_grid(
-            trainer.bundle, cfg, result.lora_path, run_dir / "eval", trainer.network.file_format
-        )
-    result.grid_path, result.scores = outcome.grid_path, outcome.scores
-    if outcome.scores is not None:
-        result.scores_path = write_scores(outcome.scores, run_dir / "scores.json")
-        trainer.metrics.log(score_metrics(outcome.scores), trainer.plan.max_train_steps)
-    log_eval(trainer.metrics, outcome.grid_path, outcome.scores, trainer.plan.max_train_steps)
 
 
 def train(cfg: TrainConfig, run_dir: Path) -> RunResult:

@@ -58,9 +58,7 @@ class MetricsLog:
         """Record `values` at optimizer step `step` (main process only); NaN and infinity become null."""
         if not self.accelerator.is_main_process:
             return
-        record = {"step": step, **{k: _json_number(v) for k, v in values.items()}}
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, allow_nan=False) + "\n")
+        append_metrics(self.path, values, step)
         self.accelerator.log(values, step=step)
 
     def log_images(self, images: dict[str, list[tuple[Path, str]]], step: int) -> None:
@@ -139,6 +137,13 @@ def exit_code(error: BaseException | None) -> int:
     if isinstance(error, LoraSmithError):
         return getattr(error, "exit_code", 2)
     return 1
+
+
+def append_metrics(path: Path, values: dict[str, float], step: int, **labels: str) -> None:
+    """Append one `{"step": …, **labels, **values}` line to metrics.jsonl; NaN and infinity become null."""
+    record = {"step": step, **labels, **{k: _json_number(v) for k, v in values.items()}}
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, allow_nan=False) + "\n")
 
 
 def _wandb_images(run, images: dict[str, list[tuple[Path, str]]], step: int) -> None:
