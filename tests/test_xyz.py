@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 import inference.xyz.render as xyz_render
+from inference.hires import HiresParams
 from inference.infotext import parse_infotext, read_infotext
 from inference.txt2img import GenerationParams, generate_batch
 from inference.xyz import Cell, XYZError, read_axis, render_xyz
@@ -183,3 +184,23 @@ def test_var_seed_axis_writes_each_cells_variation_seed(model, tmp_path):
     assert [info["Variation seed"] for info in infos] == ["10", "11"]
     first, second = (np.asarray(Image.open(cell.path)) for cell in result.cells)
     assert not np.array_equal(first, second)
+
+
+def test_denoising_sets_the_hires_pass_and_a_model_checkpoint_loads_once(model, tmp_path):
+    loads = []
+
+    def load(name):
+        loads.append(name)
+        return model
+
+    settings = _settings(hires=HiresParams(scale=1.5))
+    axes = (read_axis("denoising", "0.3, 0.9"), read_axis("cfg", "3,7"), read_axis("checkpoint", "tiny"))
+    result = render_xyz(model, settings, axes, tmp_path, load_checkpoint=load)
+    assert loads == ["tiny"]  # one load for the four cells
+    infos = [parse_infotext(cell.infotext) for cell in result.cells]
+    assert [info["Denoising strength"] for info in infos] == ["0.3", "0.9", "0.3", "0.9"]
+    assert {info["Model"] for info in infos} == {"tiny"}
+    low, high = (np.asarray(Image.open(result.cell(ix).path)) for ix in (0, 1))
+    assert low.shape == (96, 96, 3) and not np.array_equal(low, high)
+    with pytest.raises(XYZError, match="hires.enabled"):
+        render_xyz(model, _settings(), (read_axis("hires_denoising", "0.5"), *axes[1:]), tmp_path)

@@ -61,6 +61,14 @@ class XYZResult:
         x, y = len(self.axes[0].values), len(self.axes[1].values)
         return self.cells[ix + iy * x + iz * x * y]
 
+    def table(self) -> list[dict[str, Any]]:
+        """One row per cell: its place, the X/Y/Z values, the PNG and its seed (what an evaluation scores)."""
+        return [
+            {"ix": c.ix, "iy": c.iy, "iz": c.iz, "x": c.values[0], "y": c.values[1], "z": c.values[2],
+             "path": str(c.path), "seed": c.params.seed}
+            for c in self.cells
+        ]  # fmt: skip
+
 
 ModelLoader = Callable[[str], BaseModel]
 
