@@ -41,8 +41,10 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from inference.cli import PROMPT_KEYS, quote_prompt_overrides
+    from inference.cli import quote_prompt_overrides
     from inference.xyz.cli import VALUE_KEYS
 
-    sys.argv = quote_prompt_overrides(sys.argv, PROMPT_KEYS + VALUE_KEYS)
+    sys.argv = quote_prompt_overrides(sys.argv)
+    # A value list may start with a CSV quote ('"a, b",c'): only a single quote is the user's own quoting.
+    sys.argv = quote_prompt_overrides(sys.argv, VALUE_KEYS, user_quotes=("'",))
     main()

@@ -89,18 +89,37 @@ class _Prepared:
         return (*self.cell.patch_key(), tags)
 
 
-def _prepare(index: int, cell: Cell, lora_dir: str | Path | None, model_name: str | None) -> _Prepared:
+class _Files:
+    """The prompt tags' LoRAs and the networks' hashes, read once per plot rather than once per cell."""
+
+    def __init__(self, lora_dir: str | Path | None) -> None:
+        self.lora_dir = lora_dir
+        self._tags: dict[str, list[PromptLora]] = {}
+        self._hashes: dict[Path, str] = {}
+
+    def prompt_loras(self, prompt: str, tags: list) -> list[PromptLora]:
+        if prompt not in self._tags:
+            self._tags[prompt] = resolve_loras(tags, self.lora_dir)
+        return self._tags[prompt]
+
+    def short_hash(self, path: Path) -> str:
+        if path not in self._hashes:
+            self._hashes[path] = lora_file_hash(path)[:12]
+        return self._hashes[path]
+
+
+def _prepare(index: int, cell: Cell, files: _Files, model_name: str | None) -> _Prepared:
     params = cell.params
     # With "keep -1 for seeds" each cell draws its own seed here.
     seed = random.randrange(MAX_SEED) if params.seed == -1 else params.seed
     subseed = random.randrange(MAX_SEED) if params.subseed == -1 else params.subseed
     plain, networks = parse_prompt(params.prompt)
-    loras = resolve_loras(networks.get("lora", []), lora_dir)
+    loras = files.prompt_loras(params.prompt, networks.get("lora", []))
     name = Path(cell.checkpoint).stem if cell.checkpoint else model_name
     rendered = replace(params, prompt=plain, seed=seed, subseed=subseed, model_name=name)
     tags = " ".join(lora_tag(path.stem, cell.lora_weight) for path in cell.networks)
     hashes = [lora_hash_entry(lora.name, lora.short_hash) for lora in loras]
-    hashes += [lora_hash_entry(path.stem, lora_file_hash(path)[:12]) for path in cell.networks]
+    hashes += [lora_hash_entry(path.stem, files.short_hash(path)) for path in cell.networks]
     fields: dict[str, Any] = {"Lora hashes": ", ".join(dict.fromkeys(hashes)) or None}
     if cell.init_image is not None:
         fields.update(img2img_fields(cell.denoising))
@@ -155,7 +174,8 @@ def render_xyz(
     out_dir = Path(out_dir)
     cells, axes = plan_cells(settings, *axes, keep_random_seeds=keep_random_seeds)
     model_name = settings.params.model_name
-    prepared = [_prepare(i, cell, lora_dir, model_name) for i, cell in enumerate(cells)]
+    files = _Files(lora_dir)
+    prepared = [_prepare(i, cell, files, model_name) for i, cell in enumerate(cells)]
     results: list[XYZCell | None] = [None] * len(cells)
     images: list[Image.Image | None] = [None] * len(cells)
     network_cache: dict[Path, Any] = {}
