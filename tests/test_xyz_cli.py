@@ -81,3 +81,15 @@ def test_bad_axes_values_and_missing_files_are_one_line_errors(overrides, messag
     err = capsys.readouterr().err.strip()
     assert err.startswith(message) and "\n" not in err
     assert not (tmp_path / "xyz_grid.png").exists()
+
+
+@pytest.mark.parametrize(
+    "text", ['"red, large",blue', "0,0.5,1", "1-10 (+3)", "0.0-1.0 [5]", "-1", "it's, [a|b]"]
+)
+def test_value_lists_reach_the_parser_as_typed(text):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from inference.xyz.cli import quote_overrides
+
+    (override,) = quote_overrides([f"x_values={text}"])
+    assert OverridesParser.create().parse_override(override).value() == text

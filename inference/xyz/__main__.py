@@ -41,10 +41,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from inference.cli import quote_prompt_overrides
-    from inference.xyz.cli import VALUE_KEYS
+    from inference.xyz.cli import quote_overrides
 
-    sys.argv = quote_prompt_overrides(sys.argv)
-    # A value list may start with a CSV quote ('"a, b",c'): only a single quote is the user's own quoting.
-    sys.argv = quote_prompt_overrides(sys.argv, VALUE_KEYS, user_quotes=("'",))
+    sys.argv = quote_overrides(sys.argv)
     main()

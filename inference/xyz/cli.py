@@ -8,13 +8,21 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from data.typed_config import ConfigError, to_typed
-from inference.cli import HiresConfig, _embeddings, load_model, model_name
+from inference.cli import HiresConfig, _embeddings, load_model, model_name, quote_prompt_overrides
 from inference.txt2img import GenerationParams
 from inference.xyz.cell import Cell, XYZError
 from inference.xyz.plan import AxisValues, read_axis
 from inference.xyz.render import XYZResult, render_xyz
 
 VALUE_KEYS = ("x_values=", "y_values=", "z_values=")  # A1111 value lists: commas and brackets stay text
+
+
+def quote_overrides(argv: list[str]) -> list[str]:
+    """Quote the prompts and the value lists for Hydra, so commas, brackets and CSV quotes stay text.
+
+    A value list may start with a CSV quote (`"a, b",c`): only a single quote is the user's own quoting.
+    """
+    return quote_prompt_overrides(quote_prompt_overrides(argv), VALUE_KEYS, user_quotes=("'",))
 
 
 @dataclass
