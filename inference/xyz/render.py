@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -178,27 +178,11 @@ def render_xyz(
     prepared = [_prepare(i, cell, files, model_name) for i, cell in enumerate(cells)]
     results: list[XYZCell | None] = [None] * len(cells)
     images: list[Image.Image | None] = [None] * len(cells)
-    network_cache: dict[Path, Any] = {}
-    loaded: dict[str, BaseModel] = {}  # the one checkpoint in memory
-    ordered = sorted(prepared, key=lambda item: (item.group_key(), item.index))
     with tqdm(total=len(cells), desc="X/Y/Z plot", unit="image") as progress:
-        # Groups outermost: a model loads and a patch applies once for all the cells that share them.
-        for _, group in itertools.groupby(ordered, key=_Prepared.group_key):
-            group = list(group)
-            cell_model = _model_for(group[0].cell.checkpoint, model, load_checkpoint, loaded)
-            with ExitStack() as stack:
-                _patched(stack, cell_model, group[0].cell, group[0].loras, network_cache)
-                by_batch = sorted(group, key=lambda item: (repr(item.cell.batch_key()), item.index))
-                for _, same in itertools.groupby(by_batch, key=lambda item: repr(item.cell.batch_key())):
-                    same = list(same)
-                    for first in range(0, len(same), batch_size):
-                        batch = same[first : first + batch_size]
-                        for item, image in zip(
-                            batch, _render_batch(cell_model, batch, embeddings), strict=True
-                        ):
-                            results[item.index] = _save_cell(item, image, axes, out_dir)
-                            images[item.index] = image
-                        progress.update(len(batch))
+        for item, image in _render_groups(prepared, model, load_checkpoint, batch_size, embeddings):
+            results[item.index] = _save_cell(item, image, axes, out_dir)
+            images[item.index] = image
+            progress.update()
     done = [result for result in results if result is not None]
     per_grid = len(axes[0].values) * len(axes[1].values)
     infotexts = [
@@ -210,6 +194,38 @@ def render_xyz(
         [image for image in images if image is not None], axes, out_dir, draw_legend, infotexts
     )
     return XYZResult(grid_path, sub_paths, done, axes, time.perf_counter() - start)
+
+
+def _render_groups(
+    prepared: list[_Prepared],
+    model: BaseModel,
+    load_checkpoint: ModelLoader | None,
+    batch_size: int,
+    embeddings: EmbeddingDatabase | None,
+) -> Iterator[tuple[_Prepared, Image.Image]]:
+    """Each cell with its picture, group by group: a model loads and a patch applies once per group."""
+    network_cache: dict[Path, Any] = {}
+    loaded: dict[str, BaseModel] = {}  # the one checkpoint in memory
+    ordered = sorted(prepared, key=lambda item: (item.group_key(), item.index))
+    for _, grouped in itertools.groupby(ordered, key=_Prepared.group_key):
+        group = list(grouped)
+        cell_model = _model_for(group[0].cell.checkpoint, model, load_checkpoint, loaded)
+        with ExitStack() as stack:
+            _patched(stack, cell_model, group[0].cell, group[0].loras, network_cache)
+            for batch in _batches(group, batch_size):
+                yield from zip(batch, _render_batch(cell_model, batch, embeddings), strict=True)
+
+
+def _batches(group: list[_Prepared], batch_size: int) -> Iterator[list[_Prepared]]:
+    """The group's cells in sampling passes of up to `batch_size` that share steps, CFG, sampler, …"""
+
+    def key(item: _Prepared) -> str:
+        return repr(item.cell.batch_key())
+
+    for _, grouped in itertools.groupby(sorted(group, key=lambda item: (key(item), item.index)), key=key):
+        same = list(grouped)
+        for first in range(0, len(same), batch_size):
+            yield same[first : first + batch_size]
 
 
 def _model_for(
