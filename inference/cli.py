@@ -36,17 +36,19 @@ MAX_SEED = 4294967294  # A1111's range for a random seed
 PROMPT_KEYS = ("prompt=", "negative_prompt=", "hires.prompt=", "hires.negative_prompt=", "hires.upscaler=")
 
 
-def quote_prompt_overrides(argv: list[str]) -> list[str]:
+def quote_prompt_overrides(
+    argv: list[str], keys: tuple[str, ...] = PROMPT_KEYS, user_quotes: tuple[str, ...] = ("'", '"')
+) -> list[str]:
     """Quote `prompt=…` / `negative_prompt=…` for Hydra, so `<lora:x:1>`, `(a:1.2)` and commas stay text.
 
-    The hires prompts and upscaler too. Values the user quoted already are left alone. Only backslashes
-    before a quote or at the end are doubled: Hydra keeps every other backslash as written, so A1111's `\\(`
-    escapes survive.
+    The hires prompts and upscaler too (all of `keys`). Values the user quoted already (starting with one of
+    `user_quotes`) are left alone. Only backslashes before a quote or at the end are doubled: Hydra keeps
+    every other backslash as written, so A1111's `\\(` escapes survive.
     """
     quoted = []
     for arg in argv:
         key, _, value = arg.partition("=")
-        if arg.startswith(PROMPT_KEYS) and not value.startswith(("'", '"')):
+        if arg.startswith(keys) and not value.startswith(user_quotes):
             value = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'")
             arg = f"{key}='{value}'"
         quoted.append(arg)

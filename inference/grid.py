@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw, ImageFont
 
+from inference.axis_values import parse_axis_values as parse_axis_values  # the X/Y/Z plot's value syntax
+
 BACKGROUND = "#ffffff"
 TEXT_COLOUR = "#000000"
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont

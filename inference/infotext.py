@@ -67,6 +67,8 @@ def infotext_fields(params: GenerationParams, extra: dict[str, Any] | None = Non
         "Seed": params.seed,
         "Size": f"{params.width}x{params.height}",
         "Model": params.model_name,
+        "Variation seed": params.subseed if params.subseed_strength else None,
+        "Variation seed strength": params.subseed_strength or None,
         "Clip skip": params.clip_skip if params.clip_skip > 1 else None,
         "RNG": None if params.rng == "GPU" else params.rng,  # A1111's default source goes unwritten
     }
@@ -159,6 +161,8 @@ def params_from_infotext(info: dict[str, str]) -> GenerationParams:
         rng=info.get("RNG", "GPU"),
         scheduler=scheduler,
         emphasis=info.get("Emphasis", "Original"),
+        subseed=int(info.get("Variation seed", "0")),
+        subseed_strength=float(info.get("Variation seed strength", "0")),
     )
 
 

@@ -13,12 +13,13 @@ from inference.components import BaseModel, vae_scale_factor
 from inference.denoisers import CFGDenoiser, EpsDenoiser
 from inference.embeddings import EmbeddingDatabase
 from inference.noise import PerImageNoise
-from inference.noise_sources import RNG_SOURCES, find_rng_source, seeded_generator
+from inference.noise_sources import RNG_SOURCES, find_rng_source
 from inference.prompt_chunks import COMMA_BACKTRACK, EMPHASIS_MODES
 from inference.sampler_names import SamplerSpec, find_sampler, get_sampler_and_scheduler, run_sampler
 from inference.scheduled_conds import PromptTimeline, schedule_steps
 from inference.text_encoding import TextOptions, encode_scheduled_conds
 from inference.timestep_samplers import LCMDenoiser
+from inference.variation import image_noise_with_variations
 
 
 @dataclass
@@ -47,6 +48,10 @@ class GenerationParams:
     # True: the UNet runs once per image of a batch, so image i is bit for bit the image rendered alone
     # (batched matrix products round differently: up to a level or two of a pixel). False: one call.
     exact_batch: bool = False
+    # A1111's variation seed: with a strength > 0 the starting noise is blended towards subseed's noise
+    # (inference.variation); 0 leaves the image as it was.
+    subseed: int = 0
+    subseed_strength: float = 0.0
 
     def __post_init__(self) -> None:
         self.sampler, self.scheduler = get_sampler_and_scheduler(self.sampler, self.scheduler)
@@ -159,10 +164,11 @@ def prepare_sampling(
     )
     scale = vae_scale_factor(model)
     shape = (unet.config.in_channels, first.height // scale, first.width // scale)
-    generators = [seeded_generator(p.seed, p.rng, unet.device) for p in batch]
-    return SamplingSetup(
-        spec, schedule, guided, denoiser.sigmas, PerImageNoise(generators, shape, unet.device)
-    )
+    noise = image_noise_with_variations(
+        [p.seed for p in batch], [p.subseed for p in batch], [p.subseed_strength for p in batch], shape,
+        [p.rng for p in batch], unet.device,
+    )  # fmt: skip
+    return SamplingSetup(spec, schedule, guided, denoiser.sigmas, noise)
 
 
 def sample_latents(
