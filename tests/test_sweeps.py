@@ -55,6 +55,16 @@ def test_objective_checks(compose_config):
         compose_config("+experiment=char_lora", "objective.direction=minimize")
     with pytest.raises(ConfigError, match="lacks"):
         compose_config("+experiment=char_lora", "eval.weights=[0.5,1.0]")
+    # A single run may skip its eval grid; only a sweep, which needs the number, refuses that.
+    assert not compose_config("+experiment=char_lora", "eval.enabled=false").eval.enabled
+    with pytest.raises(ConfigError, match="needs held-out pictures"):
+        compose_config("dataset=toy_character", "objective=validation_loss")
+    assert (
+        compose_config(
+            "dataset=toy_character", "objective=validation_loss", "dataset.validation_split=0.2"
+        ).objective.kind
+        == "validation_loss"
+    )
 
 
 def _job(sweep: Path, number: int, overrides: list[str], value, status=JobStatus.COMPLETED):

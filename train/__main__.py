@@ -25,7 +25,7 @@ def run(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     from train.config import load_config
-    from train.objective import measure
+    from train.objective import is_measured, measure
     from train.run import train
 
     # The user's own overrides decide between max_train_steps and max_train_epochs (see load_config).
@@ -34,7 +34,8 @@ def run(cfg: DictConfig) -> float:
     if not result.is_main:
         return result.final_loss
     if result.already_finished:
-        return measure(typed.objective, result.run_dir)
+        measured = is_measured(typed.objective, typed.eval.enabled)
+        return measure(typed.objective, result.run_dir) if measured else result.final_loss
     print(
         f"\nTrained {result.steps} steps in {result.seconds:.1f} s (final average loss {result.final_loss:.4f})"
     )
@@ -54,9 +55,12 @@ def run(cfg: DictConfig) -> float:
             print(f"    {'embedding' if embedding else 'LoRA'} weight {weight}: {shown}")
     if (report := result.run_dir / "report.html").is_file():
         print(f"  report:     {report} (opens in a browser, offline)")
-    print(f"  objective:  {typed.objective.kind} {result.objective:.4f} ({typed.objective.direction})")
+    if result.objective is None:
+        print(f"  objective:  {typed.objective.kind} not measured (eval.enabled=false)")
+    else:
+        print(f"  objective:  {typed.objective.kind} {result.objective:.4f} ({typed.objective.direction})")
     print(f"  run folder: {result.run_dir}")
-    return result.objective
+    return result.final_loss if result.objective is None else result.objective
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")

@@ -93,6 +93,12 @@ def measure(cfg: ObjectiveConfig, run_dir: Path) -> float:
     return cfg.failed_value if math.isnan(value) else value
 
 
+def is_measured(cfg: ObjectiveConfig, eval_enabled: bool) -> bool:
+    """False only for a toy objective of a run without its eval grid (a single run with eval.enabled=false,
+    which the config checks allow outside a sweep)."""
+    return cfg.kind != "toy" or eval_enabled
+
+
 def log_objective(cfg: ObjectiveConfig, run_dir: Path, metrics, step: int) -> float:
     """Measure the objective and log it as `objective` (metrics.jsonl and the tracker, where a wandb sweep
     agent reads its metric)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from train.config import TrainConfig
 from train.errors import ConfigError
 from train.objective import DIRECTIONS
+from train.trial import in_multirun
 
 
 def check_objective(cfg: TrainConfig) -> None:
@@ -18,9 +19,21 @@ def check_objective(cfg: TrainConfig) -> None:
             f"{'higher' if DIRECTIONS[o.kind] == 'maximize' else 'lower'}: set objective.direction="
             f"{DIRECTIONS[o.kind]} (or choose objective={o.kind}, which sets both)"
         )
+    if o.kind == "validation_loss" and not cfg.dataset.validation_split:
+        raise ConfigError(
+            "objective=validation_loss reads loss/validation, which needs held-out pictures: set "
+            "dataset.validation_split (e.g. 0.2), or choose objective=train_loss"
+        )
     if o.kind != "toy":
         return
-    if e.scorer != "toy" or not e.enabled or not e.prompts:
+    if not e.enabled:  # the run trains as asked; only a sweep, which needs the number, refuses it
+        if in_multirun():
+            raise ConfigError(
+                "objective=toy reads the eval grid's toy scores, but eval.enabled=false: a sweep needs them "
+                "(drop eval.enabled=false, or choose objective=train_loss)"
+            )
+        return
+    if e.scorer != "toy" or not e.prompts:
         raise ConfigError(
             "objective=toy reads the toy scores of the eval grid: it needs eval.enabled=true, eval.prompts and "
             f"eval.scorer=toy (here {e.scorer}); use +experiment=char_lora, or choose objective=train_loss"

@@ -44,7 +44,7 @@ from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts
 from train.network.registry import build_network, keeps_whole_model
 from train.network.ti_captions import caption_templates, check_trigger_in_captions
 from train.noise import predicting_v, with_zero_terminal_snr
-from train.objective import log_objective
+from train.objective import is_measured, log_objective
 from train.optim import build_scheduler, warmup_steps
 from train.optimizers import adaptive_rate, averaged_weights, build_optimizer, describe_optimizer
 from train.precision import allow_fp16_gradients, announce, choose_precision
@@ -403,7 +403,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> RunResult:
             result = fit(trainer, start)
             if cfg.eval.enabled and cfg.eval.prompts and is_main:
                 evaluate(trainer, result)
-            if is_main:  # before the trackers close: a wandb sweep agent reads it from the run
+            # before the trackers close: a wandb sweep agent reads it from the run
+            if is_main and is_measured(cfg.objective, cfg.eval.enabled):
                 result.objective = log_objective(
                     cfg.objective, run_dir, trainer.metrics, trainer.plan.max_train_steps
                 )
