@@ -32,6 +32,7 @@ from train.network_checks import check_choice as _check_choice
 from train.network_checks import check_network
 from train.network_checks import check_positive as _check_positive
 from train.optimizers import OPTIMIZERS, is_class_path, known_name, uses_relative_step
+from train.sample_prompts import check_sample
 
 
 def _check_eval_sampler(e: EvalConfig) -> None:
@@ -364,4 +365,5 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_positive("eval.batch_size", cfg.eval.batch_size)
     if cfg.eval.scorer is not None:
         _check_choice("eval.scorer", cfg.eval.scorer, SCORERS)
+    check_sample(cfg)
     return cfg
