@@ -154,7 +154,7 @@ def _option(option: str, raw: str, where: str) -> tuple[str, Any]:
 
 def parse_line(line: str, where: str) -> SamplePrompt:
     """One prompt line in kohya's syntax; `where` (e.g. `prompts.txt:3`) names it in errors."""
-    prompt, *parts = line.strip().split(" --")
+    prompt, *parts = (" " + line.strip()).split(" --")  # the space: a line may start with options
     values: dict[str, Any] = {}
     for part in parts:
         option, _, raw = part.strip().partition(" ")

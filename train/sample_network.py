@@ -4,8 +4,8 @@ Every network renders live, from the weights the optimizer just wrote, with no f
 - adapted layers (LoRA, LoCon, DoRA through peft; LoHa, LoKr as DeltaLayers): strength w makes each layer
   output `base(x) + w * (layer(x) - base(x))`, i.e. the weight `W + w * (W' - W)` that A1111 patches in for
   `<lora:name:w>` (DoRA's decomposed W' included); the infotext's prompt carries that tag;
-- a textual-inversion embedding: its live vectors through the engine's embeddings, the trigger read as
-  A1111 reads `(trigger:w)` (0: without the embedding);
+- a textual-inversion embedding: its live vectors through the engine's embeddings, the trigger written and
+  read as A1111 reads `(trigger:w)`;
 - a full fine-tune: the model itself; it has no strength to turn, so the config checks allow only 1.
 """
 
@@ -80,7 +80,7 @@ def live_network(network: TrainedNetwork, tokenizer, name: str, weight: float) -
             contextlib.nullcontext,
             functools.partial(with_strength, trigger=network.token, strength=weight),
             "",
-            live_embedding(network, tokenizer) if weight else None,
+            live_embedding(network, tokenizer),
         )
     if tunes_base_model(network):
         if weight != 1:  # the config checks refuse it; a caller that skipped them learns here

@@ -1,0 +1,114 @@
+"""Samples during training through `python -m train`: the prompt file's options in the pictures and their
+infotext, the right steps, no change to the LoRA's bytes or to an exact resume, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.infotext import parse_infotext, read_infotext
+
+from .test_cli import QUICK, REPO, run_train
+
+PROMPTS = """# kohya's prompt-file syntax
+sls star, blue background --w 64 --h 32 --d 5 --s 3
+red circle --n sls star, ugly --d 7 --s 2 --l 4 --ss euler_a
+sls star, blue background --w 64 --h 32 --d 5 --s 3 --am 0.5
+
+sls star, blue background --w 64 --h 32 --d 5 --s 3
+"""
+# 4 steps of one epoch: two pictures a batch, no class pictures
+SHORT = [
+    "+experiment=char_lora", "logger=none", "eval.enabled=false", "dataset.toy_images=4",
+    "dataset.toy_repeats=2", "dataset.toy_reg_images=0", "training.batch_size=2", "training.max_train_steps=4",
+]  # fmt: skip
+SAMPLED = ["sample.every_n_steps=2", "sample.at_start=true", "sample.steps=2"]
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same run with samples every 2 steps (and at the start) and without: started side by side."""
+    root = tmp_path_factory.mktemp("samples")
+    (root / "prompts.txt").write_text(PROMPTS)
+    command = [sys.executable, "-m", "train", *SHORT]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    sampled = [
+        *command,
+        *SAMPLED,
+        f"sample.prompt_file={root / 'prompts.txt'}",
+        f"hydra.run.dir={root / 'on'}",
+    ]
+    processes = [
+        subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for args in (sampled, [*command, f"hydra.run.dir={root / 'off'}"])
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+    return root / "on", root / "off"
+
+
+def test_samples_at_the_right_steps_with_the_files_options(runs):
+    on, _ = runs
+    names = sorted(path.name for path in (on / "samples").iterdir())
+    assert names == [f"step{step:06d}-epoch001-{index:02d}.png" for step in (0, 2, 4) for index in range(4)]
+    info = parse_infotext(read_infotext(on / "samples" / "step000002-epoch001-00.png"))
+    assert info["Prompt"] == "sls star, blue background <lora:char_lora:1>" and info["Negative prompt"] == ""
+    assert [info[k] for k in ("Steps", "Sampler", "CFG scale", "Seed", "Size")] == [
+        "3",
+        "DDIM",
+        "7.5",
+        "5",
+        "64x32",
+    ]
+    assert Image.open(on / "samples" / "step000002-epoch001-00.png").size == (64, 32)
+    info = parse_infotext(read_infotext(on / "samples" / "step000002-epoch001-01.png"))
+    assert info["Negative prompt"] == "sls star, ugly" and info["Model"] == "toy"
+    assert [info[k] for k in ("Steps", "Sampler", "CFG scale", "Seed", "Size")] == [
+        "2",
+        "Euler a",
+        "4",
+        "7",
+        "64x64",
+    ]
+    assert Image.open(on / "samples" / "step000002-epoch001-01.png").size == (64, 64)  # dataset.resolution
+    assert "<lora:char_lora:0.5>" in read_infotext(on / "samples" / "step000004-epoch001-02.png")
+
+
+def test_same_seed_same_picture_and_the_live_network_at_its_weight(runs):
+    on, _ = runs
+    at = {
+        step: [pixels(on / "samples" / f"step{step:06d}-epoch001-{i:02d}.png") for i in range(4)]
+        for step in (0, 4)
+    }
+    for step in (0, 4):
+        assert np.array_equal(at[step][0], at[step][3])  # the same line twice: the same picture
+    assert np.array_equal(at[0][0], at[0][2])  # before training the LoRA's ups are 0: weight changes nothing
+    assert np.abs(at[4][0] - at[0][0]).mean() > 1  # four steps later the trained LoRA shows
+    assert np.abs(at[4][0] - at[4][2]).mean() > 0.3  # and weight 0.5 is not weight 1
+
+
+def test_sampling_leaves_the_lora_bytes_and_none_writes_nothing(runs):
+    on, off = runs
+    assert (on / "char_lora.safetensors").read_bytes() == (off / "char_lora.safetensors").read_bytes()
+    assert not (off / "samples").exists()  # sample=none, the default
+
+
+def test_a_bad_prompt_file_is_one_line_and_a_failed_run(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("sls star --d 1\nred circle --q 3\n")
+    result = run_train(tmp_path / "run", *QUICK, f"sample.prompt_file={prompts}", "sample.every_n_steps=2")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {prompts}:2: unknown option --q; the options are --n --w --h --d --l --s --ss --sampler --am"
+    )
+    assert "Traceback" not in result.stderr and not (tmp_path / "run" / "samples").exists()
