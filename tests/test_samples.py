@@ -4,6 +4,7 @@ infotext, the right steps, no change to the LoRA's bytes or to an exact resume, 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -112,3 +113,72 @@ def test_a_bad_prompt_file_is_one_line_and_a_failed_run(tmp_path):
         f"error: {prompts}:2: unknown option --q; the options are --n --w --h --d --l --s --ss --sampler --am"
     )
     assert "Traceback" not in result.stderr and not (tmp_path / "run" / "samples").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["sample.every_n_steps=10"], "set sample.prompt_file (kohya's --sample_prompts) or sample.prompts"),
+        (["sample.prompts=[cat]"], "sample prompts are set but never rendered"),
+        (["sample.prompts=[cat]", "sample.prompt_file=p.txt", "sample.at_start=true"], "not both"),
+        (["sample.prompts=[cat]", "sample.every_n_epochs=0"], "sample.every_n_epochs=0 must be at least 1"),
+        (
+            ["sample.prompts=[cat]", "sample.at_start=true", "sample.sampler=dpmsingle"],
+            "sample.sampler: kohya's",
+        ),
+        (["sample.prompts=[cat]", "sample.at_start=true", "sample.width=100"], "sample.width=100 must be"),
+        (["sample.prompts=['cat --q 1']", "sample.at_start=true"], "sample.prompts:1: unknown option --q"),
+        (
+            ["network=full", "sample.prompts=['cat --am 0.5']", "sample.at_start=true"],
+            "sample prompt 1 ('cat') asks for weight 0.5: network.module=full",
+        ),
+    ],
+)
+def test_sample_settings_are_checked_before_training(compose_config, overrides, message):
+    from data.errors import LoraSmithError
+
+    with pytest.raises(LoraSmithError, match=re.escape(message)):
+        compose_config("+experiment=char_lora", *overrides)
+
+
+def test_inline_prompts_take_the_groups_defaults(compose_config):
+    from train.sample_prompts import resolved_prompts
+
+    cfg = compose_config("+experiment=char_lora", "sample=toy")
+    first, second, third = resolved_prompts(cfg)
+    assert (first.width, first.height, first.sampler, first.steps, first.cfg_scale) == (
+        64,
+        64,
+        "Euler a",
+        20,
+        3.0,
+    )
+    assert (first.seed, second.weight, third.negative_prompt) == (1, 0.5, "sls star")
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_same_bytes_without_redoing_samples(tmp_path):
+    from .test_resume import kill_after_step, start_train
+
+    (tmp_path / "prompts.txt").write_text(PROMPTS)
+    longer = [
+        *SHORT[:-1],
+        "training.max_train_steps=8",
+        "training.save_every_n_steps=3",
+        "training.save_state=true",
+    ]
+    sampled = [*longer, *SAMPLED, f"sample.prompt_file={tmp_path / 'prompts.txt'}"]
+    plain = run_train(tmp_path / "plain", *longer)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    run_dir = tmp_path / "killed"
+    kill_after_step(start_train(run_dir, *sampled), run_dir, 5)  # state at step 3, samples of step 4 written
+    before = {path.name: path.stat().st_mtime_ns for path in (run_dir / "samples").iterdir()}
+    assert "step000004-epoch001-00.png" in before and "step000006-epoch002-00.png" not in before
+    resumed = run_train(run_dir, *sampled, "resume=auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (run_dir / "char_lora.safetensors").read_bytes() == (
+        tmp_path / "plain" / "char_lora.safetensors"
+    ).read_bytes()
+    after = {path.name: path.stat().st_mtime_ns for path in (run_dir / "samples").iterdir()}
+    assert {name: after[name] for name in before} == before  # the killed run's samples were not redone
+    assert len(after) == 5 * 4  # steps 0, 2, 4, 6, 8
