@@ -14,7 +14,7 @@ from PIL import Image
 
 from inference.infotext import parse_infotext, read_infotext
 
-from .test_cli import QUICK, REPO, run_train
+from .test_cli import REPO, run_train
 
 PROMPTS = """# kohya's prompt-file syntax
 sls star, blue background --w 64 --h 32 --d 5 --s 3
@@ -37,29 +37,39 @@ def pixels(path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The same run with samples every 2 steps (and at the start) and without: started side by side."""
+    """Started side by side: the run with samples every 2 steps (and at the start), the same run without,
+    and one whose prompt file has a bad line. Returns their run folders and the bad run's result."""
     root = tmp_path_factory.mktemp("samples")
     (root / "prompts.txt").write_text(PROMPTS)
+    (root / "bad.txt").write_text("sls star --d 1\nred circle --q 3\n")
     command = [sys.executable, "-m", "train", *SHORT]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    sampled = [
-        *command,
-        *SAMPLED,
-        f"sample.prompt_file={root / 'prompts.txt'}",
-        f"hydra.run.dir={root / 'on'}",
-    ]
-    processes = [
-        subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for args in (sampled, [*command, f"hydra.run.dir={root / 'off'}"])
-    ]
-    for process in processes:
-        _, stderr = process.communicate(timeout=600)
+    runs = {
+        "on": [*SAMPLED, f"sample.prompt_file={root / 'prompts.txt'}"],
+        "off": [],
+        "bad": [f"sample.prompt_file={root / 'bad.txt'}", "sample.every_n_steps=2"],
+    }
+    processes = {
+        name: subprocess.Popen(
+            [*command, *extra, f"hydra.run.dir={root / name}"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for name, extra in runs.items()
+    }
+    results = {name: (process, *process.communicate(timeout=600)) for name, process in processes.items()}
+    for name in ("on", "off"):
+        process, _, stderr = results[name]
         assert process.returncode == 0, stderr[-3000:]
-    return root / "on", root / "off"
+    bad, _, bad_stderr = results["bad"]
+    return root, bad.returncode, bad_stderr
 
 
 def test_samples_at_the_right_steps_with_the_files_options(runs):
-    on, _ = runs
+    on = runs[0] / "on"
     names = sorted(path.name for path in (on / "samples").iterdir())
     assert names == [f"step{step:06d}-epoch001-{index:02d}.png" for step in (0, 2, 4) for index in range(4)]
     info = parse_infotext(read_infotext(on / "samples" / "step000002-epoch001-00.png"))
@@ -86,7 +96,7 @@ def test_samples_at_the_right_steps_with_the_files_options(runs):
 
 
 def test_same_seed_same_picture_and_the_live_network_at_its_weight(runs):
-    on, _ = runs
+    on = runs[0] / "on"
     at = {
         step: [pixels(on / "samples" / f"step{step:06d}-epoch001-{i:02d}.png") for i in range(4)]
         for step in (0, 4)
@@ -99,46 +109,41 @@ def test_same_seed_same_picture_and_the_live_network_at_its_weight(runs):
 
 
 def test_sampling_leaves_the_lora_bytes_and_none_writes_nothing(runs):
-    on, off = runs
+    on, off = runs[0] / "on", runs[0] / "off"
     assert (on / "char_lora.safetensors").read_bytes() == (off / "char_lora.safetensors").read_bytes()
     assert not (off / "samples").exists()  # sample=none, the default
 
 
-def test_a_bad_prompt_file_is_one_line_and_a_failed_run(tmp_path):
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("sls star --d 1\nred circle --q 3\n")
-    result = run_train(tmp_path / "run", *QUICK, f"sample.prompt_file={prompts}", "sample.every_n_steps=2")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"error: {prompts}:2: unknown option --q; the options are --n --w --h --d --l --s --ss --sampler --am"
+def test_a_bad_prompt_file_is_one_line_and_a_failed_run(runs):
+    root, returncode, stderr = runs
+    assert returncode == 2
+    assert stderr.strip().splitlines()[-1] == (
+        f"error: {root / 'bad.txt'}:2: unknown option --q; the options are --n --w --h --d --l --s --ss --sampler --am"
     )
-    assert "Traceback" not in result.stderr and not (tmp_path / "run" / "samples").exists()
+    assert "Traceback" not in stderr and not (root / "bad" / "samples").exists()
 
 
 @pytest.mark.parametrize(
-    "overrides, message",
+    "settings, message",
     [
-        (["sample.every_n_steps=10"], "set sample.prompt_file (kohya's --sample_prompts) or sample.prompts"),
-        (["sample.prompts=[cat]"], "sample prompts are set but never rendered"),
-        (["sample.prompts=[cat]", "sample.prompt_file=p.txt", "sample.at_start=true"], "not both"),
-        (["sample.prompts=[cat]", "sample.every_n_epochs=0"], "sample.every_n_epochs=0 must be at least 1"),
-        (
-            ["sample.prompts=[cat]", "sample.at_start=true", "sample.sampler=dpmsingle"],
-            "sample.sampler: kohya's",
-        ),
-        (["sample.prompts=[cat]", "sample.at_start=true", "sample.width=100"], "sample.width=100 must be"),
-        (["sample.prompts=['cat --q 1']", "sample.at_start=true"], "sample.prompts:1: unknown option --q"),
-        (
-            ["network=full", "sample.prompts=['cat --am 0.5']", "sample.at_start=true"],
-            "sample prompt 1 ('cat') asks for weight 0.5: network.module=full",
-        ),
+        ({"every_n_steps": 10}, "set sample.prompt_file (kohya's --sample_prompts) or sample.prompts"),
+        ({"prompts": ["cat"]}, "sample prompts are set but never rendered"),
+        ({"prompts": ["cat"], "prompt_file": "p.txt", "at_start": True}, "not both"),
+        ({"prompts": ["cat"], "every_n_epochs": 0}, "sample.every_n_epochs=0 must be at least 1"),
+        ({"prompts": ["cat"], "at_start": True, "sampler": "dpmsingle"}, "sample.sampler: kohya's dpmsingle"),
+        ({"prompts": ["cat"], "at_start": True, "width": 100}, "sample.width=100 must be"),
+        ({"prompts": ["cat --q 1"], "at_start": True}, "sample.prompts:1: unknown option --q"),
+        ({"prompts": ["cat --am 0.5"], "at_start": True}, "sample prompt 1 ('cat') asks for weight 0.5"),
     ],
 )
-def test_sample_settings_are_checked_before_training(compose_config, overrides, message):
+def test_sample_settings_are_checked_before_training(settings, message):
     from data.errors import LoraSmithError
+    from train.config import NetworkConfig, SampleConfig, TrainConfig
+    from train.sample_prompts import check_sample
 
+    cfg = TrainConfig(network=NetworkConfig(module="full"), sample=SampleConfig(**settings))
     with pytest.raises(LoraSmithError, match=re.escape(message)):
-        compose_config("+experiment=char_lora", *overrides)
+        check_sample(cfg)  # what load_config runs, before any model loads
 
 
 def test_inline_prompts_take_the_groups_defaults(compose_config):
