@@ -133,7 +133,10 @@ def test_a_bad_prompt_file_is_one_line_and_a_failed_run(runs):
         ({"prompts": ["cat"], "at_start": True, "sampler": "dpmsingle"}, "sample.sampler: kohya's dpmsingle"),
         ({"prompts": ["cat"], "at_start": True, "width": 100}, "sample.width=100 must be"),
         ({"prompts": ["cat --q 1"], "at_start": True}, "sample.prompts:1: unknown option --q"),
-        ({"prompts": ["cat --am 0.5"], "at_start": True}, "sample prompt 1 ('cat') asks for weight 0.5"),
+        (
+            {"prompts": ["cat --am 0.5"], "at_start": True},
+            "sample prompt 1 of sample.prompts ('cat') asks for weight 0.5",
+        ),
     ],
 )
 def test_sample_settings_are_checked_before_training(settings, message):

@@ -89,6 +89,7 @@ def check_sample(cfg: TrainConfig) -> None:
         for number, prompt in enumerate(prompts, start=1):
             if prompt.weight != 1:
                 raise PromptFileError(
-                    f"sample prompt {number} ({prompt.prompt[:40]!r}) asks for weight {prompt.weight:g}: "
+                    f"sample prompt {number} of {s.prompt_file or 'sample.prompts'} ({prompt.prompt[:40]!r}) asks "
+                    f"for weight {prompt.weight:g}: "
                     "network.module=full trains the model itself, which has no strength to turn; use 1"
                 )
