@@ -7,9 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-full lint format clean
+.PHONY: install browser train test test-full lint format clean
 
-install: $(STAMP)
+install: $(STAMP) browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,13 +18,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# Chromium + chromedriver for the report's browser test: a quick check when present, apt-get when root.
+browser:
+	@sh scripts/install_browser.sh
+
 train: $(STAMP)
 	$(PY) -m train +experiment=char_lora $(ARGS)
 
-test: $(STAMP)
+test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(ARGS)
 
-test-full: $(STAMP)
+test-full: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "" $(ARGS)
 
 lint: $(STAMP)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from data.errors import DatasetError
 from train.config import DatasetConfig
 from train.dataset import DreamBoothDataset, SampleError, collate
 from train.errors import ConfigError
@@ -101,6 +102,25 @@ def test_a_missing_or_misfit_mask_names_the_file(tmp_path, tiny):
     Image.new("L", (32, 32), 255).save(masks / "a.png")
     with pytest.raises(SampleError, match="is 32x32 but its picture a.png is 64x64"):
         dataset(tmp_path / "train", tiny, mask_dir=str(masks))[0]
+
+
+def test_every_mask_is_checked_before_the_first_step(tmp_path, tiny, caplog):
+    for name in ("a", "b", "c"):
+        picture(tmp_path / "train" / "1_sls toy" / f"{name}.png", size=(64, 64))
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    Image.new("L", (64, 64), 255).save(masks / "a.png")
+    Image.new("L", (48, 64), 255).save(masks / "c.png")
+    data = dataset(tmp_path / "train", tiny, mask_dir=str(masks))
+    with pytest.raises(
+        DatasetError,
+        match=r"b.png has no mask in .*masks \(expected b.png\).*dataset.masked_loss=false \(and 1 more",
+    ):
+        data.check_pictures(progress=False)
+    assert "is 48x64 but its picture c.png is 64x64" in caplog.text  # every problem is listed in one run
+    Image.new("L", (64, 64), 255).save(masks / "b.png")
+    Image.new("L", (64, 64), 255).save(masks / "c.png")
+    dataset(tmp_path / "train", tiny, mask_dir=str(masks)).check_pictures(progress=False)
 
 
 @pytest.mark.parametrize(

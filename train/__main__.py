@@ -1,7 +1,8 @@
 """`python -m train +experiment=char_lora [key=value ...]`: train a LoRA as the Hydra config says.
 
 User mistakes (bad folders, bad values) print one `error:` line and exit with status 2; set
-HYDRA_FULL_ERROR=1 to see the traceback as well.
+HYDRA_FULL_ERROR=1 to see the traceback as well. `python -m train -m …` is a sweep: each run returns its
+`objective`, and a failed trial returns `objective.failed_value` so the sweep goes on (train/trial.py).
 """
 
 from __future__ import annotations
@@ -14,22 +15,26 @@ from omegaconf import DictConfig
 
 # bitsandbytes (imported by peft) warns about an optional CPU kernel package on every start.
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's database layer lists its plugins at start
 
 from data.errors import run_reporting_user_errors  # noqa: E402
 
 
 def run(cfg: DictConfig) -> float:
-    """Validate, train, print the summary; return the final average loss (the metric a sweep minimises)."""
+    """Validate, train, print the summary; return the run's objective (`objective.kind`, what a sweep optimizes)."""
     from hydra.core.hydra_config import HydraConfig
 
     from train.config import load_config
+    from train.objective import measure
     from train.run import train
 
     # The user's own overrides decide between max_train_steps and max_train_epochs (see load_config).
     typed = load_config(cfg, list(HydraConfig.get().overrides.task))
     result = train(typed, Path(typed.output_dir))
-    if not result.is_main or result.already_finished:
+    if not result.is_main:
         return result.final_loss
+    if result.already_finished:
+        return measure(typed.objective, result.run_dir)
     print(
         f"\nTrained {result.steps} steps in {result.seconds:.1f} s (final average loss {result.final_loss:.4f})"
     )
@@ -47,14 +52,19 @@ def run(cfg: DictConfig) -> float:
         for weight, values in (result.scores or {}).items():
             shown = ", ".join(f"{k} {v:.3f}" for k, v in values.items() if v is not None)
             print(f"    {'embedding' if embedding else 'LoRA'} weight {weight}: {shown}")
+    if (report := result.run_dir / "report.html").is_file():
+        print(f"  report:     {report} (opens in a browser, offline)")
+    print(f"  objective:  {typed.objective.kind} {result.objective:.4f} ({typed.objective.direction})")
     print(f"  run folder: {result.run_dir}")
-    return result.final_loss
+    return result.objective
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point."""
-    return run_reporting_user_errors(run, cfg)
+    from train.trial import in_multirun, run_trial
+
+    return run_trial(run, cfg) if in_multirun() else run_reporting_user_errors(run, cfg)
 
 
 if __name__ == "__main__":

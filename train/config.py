@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from data.typed_config import to_typed
 from train.errors import ConfigError
+from train.objective import ObjectiveConfig
 
 MODEL_KINDS = ("toy", "tiny", "sd15_arch", "pretrained")
 NETWORK_MODULES = ("lora", "dora", "loha", "lokr", "embedding", "full")
@@ -275,6 +276,7 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # what a sweep optimizes
 
 
 def command_line_keys(overrides: Sequence[str]) -> set[str]:

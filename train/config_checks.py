@@ -31,6 +31,7 @@ from train.network.embedding_checks import check_embedding
 from train.network_checks import check_choice as _check_choice
 from train.network_checks import check_network
 from train.network_checks import check_positive as _check_positive
+from train.objective_checks import check_objective
 from train.optimizers import OPTIMIZERS, is_class_path, known_name, uses_relative_step
 from train.sample_prompts import check_sample
 
@@ -366,4 +367,5 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.eval.scorer is not None:
         _check_choice("eval.scorer", cfg.eval.scorer, SCORERS)
     check_sample(cfg)
+    check_objective(cfg)
     return cfg

@@ -33,7 +33,7 @@ from train.caption_ops import caption_options, process_caption
 from train.caption_tokens import CLIP_LENGTH, CaptionTokens, caption_tokens
 from train.config import DatasetConfig
 from train.errors import ConfigError, DatasetError, LoraSmithError
-from train.loss_mask import alpha_mask, folder_mask, mask_file, mask_tensor
+from train.loss_mask import alpha_mask, check_masks, folder_mask, mask_file, mask_tensor
 from train.preflight import check_pictures
 
 log = logging.getLogger(__name__)
@@ -304,6 +304,9 @@ class DreamBoothDataset(Dataset):
     def check_pictures(self, progress: bool = True) -> None:
         """Decode every picture once before training; DatasetError naming the first broken or too-long one."""
         check_pictures(self.unique_pictures(), self.config.max_aspect_ratio, progress=progress)
+        if self.config.masked_loss and self.config.mask_dir:
+            training = dict.fromkeys(record.path for record in self.records if not record.is_reg)
+            check_masks(list(training), Path(self.config.mask_dir))
 
     def attach_latent_cache(self, lookup: LatentLookup) -> None:
         """Serve cached latents instead of pixels: lookup(path, flipped) → latent_mean, latent_std (4, h/8, w/8).

@@ -9,6 +9,7 @@ grid ("area"), and the loss is multiplied by it before its mean, as kohya does.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ from PIL import Image, ImageOps
 
 from data.errors import DatasetError
 from data.folders import IMAGE_EXTENSIONS
-from data.images import has_alpha
+from data.images import has_alpha, upright_size
+
+log = logging.getLogger(__name__)
 
 
 def _open_upright(path: Path) -> Image.Image:
@@ -50,21 +53,57 @@ def mask_file(picture: Path, mask_dir: Path) -> Path | None:
     return None
 
 
+def _missing(picture: Path, mask_dir: Path) -> str:
+    return (
+        f"{picture} has no mask in {mask_dir} (expected {picture.stem}.png): add one, white where the "
+        "picture should train, or set dataset.masked_loss=false"
+    )
+
+
+def _misfit(path: Path, mask_size: tuple[int, int], picture: Path, size: tuple[int, int]) -> str:
+    return (
+        f"mask {path} is {mask_size[0]}x{mask_size[1]} but its picture {picture.name} is {size[0]}x{size[1]}: "
+        "a mask must have its picture's size"
+    )
+
+
 def folder_mask(picture: Path, mask_dir: Path, size: tuple[int, int]) -> Image.Image:
     """The red channel of the picture's mask in `mask_dir`; DatasetError when it is missing or sized wrong."""
     path = mask_file(picture, mask_dir)
     if path is None:
-        raise DatasetError(
-            f"{picture} has no mask in {mask_dir} (expected {picture.stem}.png): add one, white where the "
-            "picture should train, or set training.masked_loss=false"
-        )
+        raise DatasetError(_missing(picture, mask_dir))
     image = _open_upright(path).convert("RGB").getchannel("R")
     if image.size != size:
-        raise DatasetError(
-            f"mask {path} is {image.size[0]}x{image.size[1]} but its picture {picture.name} is {size[0]}x{size[1]}: "
-            "a mask must have its picture's size"
-        )
+        raise DatasetError(_misfit(path, image.size, picture, size))
     return image
+
+
+def mask_problem(picture: Path, mask_dir: Path) -> str | None:
+    """What is wrong with a training picture's mask in `mask_dir` (missing, unreadable, sized unlike its
+    picture), from the headers alone; None when it fits."""
+    path = mask_file(picture, mask_dir)
+    if path is None:
+        return _missing(picture, mask_dir)
+    try:
+        mask_size = upright_size(path)
+    except DatasetError:
+        return f"{path} cannot be read as a mask: re-save it as PNG"
+    size = upright_size(picture)
+    return None if mask_size == size else _misfit(path, mask_size, picture, size)
+
+
+def check_masks(pictures: list[Path], mask_dir: Path) -> None:
+    """Before the first step: every training picture has a fitting mask in `mask_dir`. Each problem is
+    logged; one DatasetError names the first (and how many more), so a run does not stop hours in when a
+    sample without a mask is drawn. Regularization pictures are not asked (without a mask they train
+    everywhere)."""
+    problems = [why for why in (mask_problem(picture, mask_dir) for picture in pictures) if why]
+    if not problems:
+        return
+    for why in problems[1:]:
+        log.warning("%s", why)
+    more = f" (and {len(problems) - 1} more, listed above)" if len(problems) > 1 else ""
+    raise DatasetError(problems[0] + more)
 
 
 def mask_tensor(array: np.ndarray, flip: bool) -> torch.Tensor:

@@ -20,4 +20,5 @@ class RunResult:
     steps: int = 0
     seconds: float = 0.0
     is_main: bool = True  # False in the other processes of a multi-process launch: they print nothing
+    objective: float | None = None  # objective.kind's value, measured by the main process after eval
     already_finished: bool = False  # resume found the run complete: nothing was trained

@@ -45,9 +45,11 @@ from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts
 from train.network.registry import build_network, keeps_whole_model
 from train.network.ti_captions import caption_templates, check_trigger_in_captions
 from train.noise import predicting_v, with_zero_terminal_snr
+from train.objective import log_objective
 from train.optim import build_scheduler, warmup_steps
 from train.optimizers import adaptive_rate, averaged_weights, build_optimizer, describe_optimizer
 from train.precision import allow_fp16_gradients, announce, choose_precision
+from train.report import write_report_after_run
 from train.result import RunResult
 from train.resume import finished_result, fits_record, model_fingerprint, open_run, restore_progress
 from train.run_folder import (
@@ -60,7 +62,8 @@ from train.schedule import StepPlan, plan_steps
 from train.signals import graceful_stop
 from train.state import Progress, capture_rng, load_state, write_state_files
 from train.step import diffusion_loss
-from train.tracking import MetricsLog, start_trackers, tracker_name
+from train.tracking import MetricsLog, close_trackers, start_trackers, tracker_name
+from train.tracking_results import log_eval, log_lora
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,7 @@ def config_for_record(cfg: TrainConfig) -> dict:
     record.pop("output_dir", None)
     record.pop("resume", None)
     record.pop("sample", None)  # what the run shows along the way, not what it trains
+    record.pop("objective", None)  # what a sweep measures, not what the run trains
     if cfg.dataset.source == "toy":
         record["dataset"]["train_dir"] = record["dataset"]["reg_dir"] = None
     return record
@@ -393,6 +397,7 @@ def evaluate(trainer: Trainer, result: RunResult) -> None:
     if outcome.scores is not None:
         result.scores_path = write_scores(outcome.scores, run_dir / "scores.json")
         trainer.metrics.log(score_metrics(outcome.scores), trainer.plan.max_train_steps)
+    log_eval(trainer.metrics, outcome.grid_path, outcome.scores, trainer.plan.max_train_steps)
 
 
 def train(cfg: TrainConfig, run_dir: Path) -> RunResult:
@@ -413,10 +418,21 @@ def train(cfg: TrainConfig, run_dir: Path) -> RunResult:
         if is_main:
             write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
         start_trackers(trainer.accelerator, cfg.logger, run_dir, cfg.name, config_for_record(cfg))
+        error: BaseException | None = None
         try:
             result = fit(trainer, start)
             if cfg.eval.enabled and cfg.eval.prompts and is_main:
                 evaluate(trainer, result)
+            if is_main:  # before the trackers close: a wandb sweep agent reads it from the run
+                result.objective = log_objective(
+                    cfg.objective, run_dir, trainer.metrics, trainer.plan.max_train_steps
+                )
+                log_lora(trainer.metrics, result, cfg, trainer.plan.max_train_steps)
+        except BaseException as caught:  # Ctrl-C and SIGTERM too: the tracker records how the run ended
+            error = caught
+            raise
         finally:
-            trainer.accelerator.end_training()
+            close_trackers(trainer.accelerator, error)
+            if is_main:
+                write_report_after_run(run_dir, error)
     return result

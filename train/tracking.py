@@ -76,6 +76,30 @@ class MetricsLog:
             elif tracker.name == "tensorboard":
                 _tensorboard_images(tracker.tracker, images, step)
 
+    def log_table(self, key: str, columns: list[str], rows: list[list], step: int) -> None:
+        """A table (wandb only: tensorboard has no tables; its numbers go through `log` as scalars)."""
+        if not self.accelerator.is_main_process:
+            return
+        for tracker in self.accelerator.trackers:
+            if tracker.name == "wandb":
+                import wandb
+
+                tracker.tracker.log({key: wandb.Table(columns=columns, data=rows)}, step=step)
+
+    def log_artifact(self, name: str, kind: str, files: list[Path], metadata: dict) -> None:
+        """Files as one versioned wandb artifact of type `kind`, referenced where they lie in the run folder
+        (no copy: the run folder keeps them, and `wandb sync` uploads them from there)."""
+        if not self.accelerator.is_main_process:
+            return
+        for tracker in self.accelerator.trackers:
+            if tracker.name == "wandb":
+                import wandb
+
+                artifact = wandb.Artifact(name, type=kind, metadata=metadata)
+                for path in files:
+                    artifact.add_file(str(path.resolve()), name=path.name, policy="immutable")
+                tracker.tracker.log_artifact(artifact)
+
     def truncate_after(self, step: int) -> None:
         """Drop lines logged after `step` (by a killed run that a resume now replays), atomically."""
         if not self.accelerator.is_main_process or not self.path.is_file():
@@ -90,6 +114,31 @@ class MetricsLog:
             except ValueError:  # a line cut short by the kill
                 continue
         write_text_atomic(self.path, "".join(line + "\n" for line in kept))
+
+
+def close_trackers(accelerator: Accelerator, error: BaseException | None) -> None:
+    """Close every tracker; wandb records how the run ended (0, or the exit code of `error`)."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "wandb" and accelerator.is_main_process:
+            tracker.tracker.finish(exit_code=exit_code(error))
+        else:
+            tracker.finish()
+    accelerator.trackers = []
+    accelerator.end_training()  # with no trackers left: only a launch's process group
+
+
+def exit_code(error: BaseException | None) -> int:
+    """The status the command line exits with after `error`: 130/143 for Ctrl-C/SIGTERM, 2 for the
+    user's mistakes and a diverged run, 1 for anything else."""
+    from data.errors import LoraSmithError
+
+    if error is None:
+        return 0
+    if isinstance(error, KeyboardInterrupt):
+        return 130
+    if isinstance(error, LoraSmithError):
+        return getattr(error, "exit_code", 2)
+    return 1
 
 
 def _wandb_images(run, images: dict[str, list[tuple[Path, str]]], step: int) -> None:

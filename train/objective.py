@@ -1,0 +1,101 @@
+"""The number a sweep optimizes, read from a finished run folder (`objective.kind` says which).
+
+- `toy`: concept_score at weight 1 − fidelity_penalty × fidelity lost, where fidelity lost is base_fidelity
+  at weight 0 minus at weight 1 (scores.json, as in the README's toy table). Higher is better.
+- `validation_loss`: the last `loss/validation` in metrics.jsonl. Lower is better.
+- `train_loss`: the last `loss/average` in metrics.jsonl (what `python -m train` always returned). Lower is better.
+
+There is no CLIP objective yet: the project computes no CLIP score.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from data.errors import LoraSmithError
+
+DIRECTIONS = {"toy": "maximize", "validation_loss": "minimize", "train_loss": "minimize"}
+
+
+class ObjectiveError(LoraSmithError):
+    """The run finished but does not hold what its objective reads."""
+
+
+@dataclass
+class ObjectiveConfig:
+    kind: str = "train_loss"  # toy | validation_loss | train_loss
+    direction: str = "minimize"  # maximize | minimize: must be the kind's own (the sweeper reads it)
+    fidelity_penalty: float = 1.0  # toy: weight of the fidelity lost against the concept score
+    failed_value: float = 1.0e6  # what a failed trial of a multirun returns: worse than any real value
+
+
+def toy_objective(scores: dict, fidelity_penalty: float) -> float:
+    """concept_score at weight 1 − fidelity_penalty × (base_fidelity at weight 0 − base_fidelity at weight 1)."""
+    at0, at1 = scores.get("0.0", {}), scores.get("1.0", {})
+    values = (at1.get("concept_score"), at0.get("base_fidelity"), at1.get("base_fidelity"))
+    if None in values:
+        raise ObjectiveError(
+            "objective=toy needs the concept score at weight 1 and the base fidelity at weights 0 and 1: the "
+            "eval prompts need some with the trigger word and some without"
+        )
+    concept, fidelity0, fidelity1 = values
+    return concept - fidelity_penalty * (fidelity0 - fidelity1)
+
+
+def last_metric(metrics_path: Path, key: str) -> float | None:
+    """The value of `key` in the last line of metrics.jsonl that has it (None when no line has it)."""
+    if not metrics_path.is_file():
+        return None
+    found = None
+    for line in metrics_path.read_text().splitlines():
+        record = json.loads(line)
+        if record.get(key) is not None:
+            found = float(record[key])
+    return found
+
+
+def toy_score(cfg: ObjectiveConfig, run_dir: Path) -> float:
+    path = run_dir / "scores.json"
+    if not path.is_file():
+        raise ObjectiveError(
+            f"objective=toy reads {path}, which the run did not write (eval.scorer=toy writes it)"
+        )
+    return toy_objective(json.loads(path.read_text())["weight"], cfg.fidelity_penalty)
+
+
+def validation_loss(cfg: ObjectiveConfig, run_dir: Path) -> float:
+    return _required_metric(run_dir, "loss/validation", "objective=validation_loss", "the run computed no "
+                            "validation loss: give it a validation set, or choose objective=train_loss")  # fmt: skip
+
+
+def train_loss(cfg: ObjectiveConfig, run_dir: Path) -> float:
+    return _required_metric(run_dir, "loss/average", "objective=train_loss", "the run trained no step")
+
+
+def _required_metric(run_dir: Path, key: str, what: str, fix: str) -> float:
+    value = last_metric(run_dir / "metrics.jsonl", key)
+    if value is None:
+        raise ObjectiveError(
+            f"{what} reads the last {key} of {run_dir / 'metrics.jsonl'}, which has none: {fix}"
+        )
+    return value
+
+
+MEASURES = {"toy": toy_score, "validation_loss": validation_loss, "train_loss": train_loss}
+
+
+def measure(cfg: ObjectiveConfig, run_dir: Path) -> float:
+    """The objective of the finished run in `run_dir`; a NaN (diverged run) counts as the failed value."""
+    value = MEASURES[cfg.kind](cfg, run_dir)
+    return cfg.failed_value if math.isnan(value) else value
+
+
+def log_objective(cfg: ObjectiveConfig, run_dir: Path, metrics, step: int) -> float:
+    """Measure the objective and log it as `objective` (metrics.jsonl and the tracker, where a wandb sweep
+    agent reads its metric)."""
+    value = measure(cfg, run_dir)
+    metrics.log({"objective": value}, step)
+    return value
