@@ -25,7 +25,7 @@ sls star, blue background --w 64 --h 32 --d 5 --s 3
 """
 # 4 steps of one epoch: two pictures a batch, no class pictures
 SHORT = [
-    "+experiment=char_lora", "logger=none", "eval.enabled=false", "dataset.toy_images=4",
+    "+experiment=char_lora", "logger=none", "eval.enabled=false", "objective=train_loss", "dataset.toy_images=4",
     "dataset.toy_repeats=2", "dataset.toy_reg_images=0", "training.batch_size=2", "training.max_train_steps=4",
 ]  # fmt: skip
 SAMPLED = ["sample.every_n_steps=2", "sample.at_start=true", "sample.steps=2"]
