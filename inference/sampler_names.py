@@ -142,10 +142,20 @@ SAMPLER_SPECS: tuple[SamplerSpec, ...] = (
 DEFAULT_SAMPLER = SAMPLER_SPECS[0]  # A1111's samplers[0]: the default and the fallback for unknown names
 
 
+# kohya sd-scripts' `--sample_sampler` names that A1111 has no alias for (its k_* names are A1111's own).
+KOHYA_NAMES = {"euler_a": "Euler a", "dpm_2_a": "DPM2 a", "pndm": "PLMS", "dpmsolver++": "DPM++ 2M"}
+# kohya's names with no A1111 sampler behind them, and what to use instead.
+KOHYA_UNMATCHED = {
+    "dpmsolver": "DPM-Solver (not ++) has no A1111 sampler; dpmsolver++ (DPM++ 2M) is the closest",
+    "dpmsingle": "single-step DPM-Solver++ has no A1111 sampler; dpmsolver++ (DPM++ 2M) is the closest",
+}
+
+
 def find_sampler(name: str | None) -> SamplerSpec | None:
-    """The sampler with this UI name, alias or short name (case-insensitive), or None."""
+    """The sampler with this UI name, alias, short name or kohya name (case-insensitive), or None."""
     if not name:
         return None
+    name = KOHYA_NAMES.get(name.casefold(), name)
     for spec in SAMPLER_SPECS:
         if spec.name == name:
             return spec

@@ -219,3 +219,19 @@ def test_a_train_db_setting_makes_a_full_fine_tune():
     assert settings["network"] == "full" and settings["network.stop_text_encoder_training"] == 400
     never = dict(convert({"stop_text_encoder_training": -1}).settings)
     assert never["network"] == "full" and never["network.train_text_encoder"] is False
+
+
+def test_kohya_sample_settings_become_the_sample_group(tmp_path, compose_config):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("sls star --d 1\n")
+    settings = {"sample_prompts": str(prompts), "sample_every_n_epochs": 2, "sample_every_n_steps": 50}
+    settings |= {"sample_at_first": True, "sample_sampler": "k_euler_a"}
+    conversion = convert(settings)
+    s = compose_config("+experiment=char_lora", *conversion.overrides).sample
+    assert (s.prompt_file, s.every_n_epochs, s.every_n_steps, s.at_start) == (str(prompts), 2, None, True)
+    assert (s.sampler, s.width, s.height) == ("k_euler_a", 512, 512)  # kohya renders 512x512 by default
+    assert conversion.lacking == [
+        "sample_every_n_steps=50: kohya ignores it when sample_every_n_epochs is set"
+    ]
+    alone = convert({"sample_prompts": str(prompts), "sample_sampler": "ddim"})
+    assert alone.settings == [] and alone.lacking[0].startswith(f"sample_prompts={prompts}: kohya renders it")

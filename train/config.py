@@ -255,6 +255,25 @@ class EvalConfig:
 
 
 @dataclass
+class SampleConfig:
+    """Pictures rendered with the network as it trains (kohya --sample_*); each prompt's options win."""
+
+    prompts: list[str] = field(default_factory=list)  # kohya's prompt-line syntax, `a cat --w 512 --d 1`
+    prompt_file: str | None = None  # kohya --sample_prompts: .txt lines, .toml or .json
+    every_n_steps: int | None = None  # kohya --sample_every_n_steps
+    every_n_epochs: int | None = None  # kohya --sample_every_n_epochs (at the epoch's end)
+    at_start: bool = False  # kohya --sample_at_first: before the first step
+    sampler: str = "ddim"  # kohya --sample_sampler: kohya's names (euler_a, k_dpm_2) or A1111's
+    steps: int = 30  # kohya's defaults: 30 steps, CFG 7.5, a random seed per picture
+    cfg_scale: float = 7.5
+    seed: int = -1  # -1: a fresh random seed for each picture (recorded in its infotext)
+    width: int | None = None  # null: dataset.resolution
+    height: int | None = None
+    negative_prompt: str = ""
+    weight: float = 1.0  # the network's strength (A1111's <lora:name:weight>)
+
+
+@dataclass
 class TrainConfig:
     name: str = "lora"  # run name; also the LoRA file name (kohya --output_name)
     seed: int = 42  # -1: pick one at random (A1111's convention) and record it
@@ -268,6 +287,7 @@ class TrainConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # what a sweep optimizes
 
 

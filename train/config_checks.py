@@ -33,6 +33,7 @@ from train.network_checks import check_network
 from train.network_checks import check_positive as _check_positive
 from train.objective_checks import check_objective
 from train.optimizers import OPTIMIZERS, is_class_path, known_name, uses_relative_step
+from train.sample_prompts import check_sample
 from train.validation_split import check_validation_keys
 
 
@@ -367,5 +368,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_positive("eval.batch_size", cfg.eval.batch_size)
     if cfg.eval.scorer is not None:
         _check_choice("eval.scorer", cfg.eval.scorer, SCORERS)
+    check_sample(cfg)
     check_objective(cfg)
     return cfg

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from train.kohya_sample import KEYS as SAMPLE_KEYS
+from train.kohya_sample import sample_settings
 from train.optimizers import known_name
 
 Override = list[tuple[str, Any]]  # (our key, value) pairs; a config group's key takes the option's name
@@ -321,16 +323,13 @@ IGNORED = {
     "v2": "SD 2.x is told by the model's own OpenCLIP text encoder",
 }
 
-WHY_LACKING = {
-    "sample_prompts": "use eval.prompts (the eval grid renders after training)",
-}
-
 
 def convert(settings: dict[str, Any]) -> Conversion:
     """Our overrides for kohya's flat settings; what has no counterpart goes into `lacking` with why."""
     result = Conversion()
+    result.settings, result.lacking = sample_settings(settings)
     for key, value in settings.items():
-        if value is None or value == "" or key in IGNORED:
+        if value is None or value == "" or key in IGNORED or key in SAMPLE_KEYS:
             continue
         if key in SAME:
             result.settings.append((SAME[key], value))
@@ -344,7 +343,7 @@ def convert(settings: dict[str, Any]) -> Conversion:
             except (KeyError, ValueError):
                 result.lacking.append(f"{key}={value}: not supported yet")
         else:
-            result.lacking.append(f"{key}={value}: {WHY_LACKING.get(key, 'no counterpart yet')}")
+            result.lacking.append(f"{key}={value}: no counterpart yet")
     if settings.get("token_string") and settings.get("output_name") not in (
         None,
         "",

@@ -68,12 +68,14 @@ def train_epoch(trainer: Trainer, progress: Progress, stop: StopRequest, bar: tq
             raise interrupted(trainer, progress, stop)
         if is_step_save(trainer.cfg.training, progress.step, last):
             trainer.save_checkpoint(step_file_name(trainer.cfg.name, progress.step), progress)
+        trainer.samples.after_step(trainer, progress)
         if last:
             return
 
 
 def finish_epoch(trainer: Trainer, progress: Progress) -> None:
-    """The end-of-epoch work: the epoch's average loss, the validation loss and the epoch file when due."""
+    """The end-of-epoch work: the epoch's average loss, and the validation loss, the epoch file and samples
+    when due."""
     losses = progress.epoch_losses
     trainer.metrics.log({"loss/epoch_average": sum(losses) / max(len(losses), 1)}, progress.step)
     progress.epoch_done = True
@@ -85,6 +87,7 @@ def finish_epoch(trainer: Trainer, progress: Progress) -> None:
             trainer.validate(progress.step)
     if is_epoch_save(trainer.cfg.training, progress.epoch, last):
         trainer.save_checkpoint(epoch_file_name(trainer.cfg.name, progress.epoch), progress)
+    trainer.samples.at_epoch_end(trainer, progress)
 
 
 def interrupted(trainer: Trainer, progress: Progress, stop: StopRequest) -> TrainingInterrupted:
@@ -108,6 +111,7 @@ def run_loop(trainer: Trainer, progress: Progress, stop: StopRequest) -> Path:
         disable=not trainer.accelerator.is_local_main_process,
     )
     try:
+        trainer.samples.at_start(trainer, progress)
         while progress.step < plan.max_train_steps and progress.epoch <= plan.num_epochs:
             if not progress.epoch_done:
                 train_epoch(trainer, progress, stop, bar)

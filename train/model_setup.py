@@ -94,7 +94,7 @@ def cache_text_outputs(dataset, bundle: ModelBundle, cfg: TrainConfig, precision
 def park_unused(bundle: ModelBundle, needed_later: bool, text_cached: bool) -> None:
     """After caching: the VAE (and a cached text encoder) leave the GPU, or memory when nothing needs them.
 
-    The final evaluation renders with them; without it, a CPU run frees them outright.
+    The final evaluation and samples during training render with them; without those, they are freed.
     """
     parts = ["vae", "text_encoder"] if text_cached else ["vae"]
     for part in parts:

@@ -54,6 +54,8 @@ from train.resume import finished_result, fits_record, model_fingerprint, open_r
 from train.run_folder import (
     lock_run_folder,
 )
+from train.sample_prompts import sampling_enabled
+from train.sampling import TrainingSamples
 from train.saving import check_finite, final_file_name, prune, write_lora_and_state
 from train.schedule import StepPlan, plan_steps
 from train.signals import graceful_stop
@@ -87,11 +89,12 @@ def prepare_dataset_dirs(cfg: TrainConfig, run_dir: Path, write: bool = True) ->
 
 
 def config_for_record(cfg: TrainConfig) -> dict:
-    """The config as the user gave it: without the run folder, the toy dataset's place inside it, nor
-    `resume` (how the run was started, not what it trains), so equal configs give byte-identical LoRAs."""
+    """The config as the user gave it: without the run folder, the toy dataset's place inside it, `resume`
+    (how the run was started, not what it trains) nor `sample`, so equal configs give byte-identical LoRAs."""
     record = OmegaConf.to_container(OmegaConf.structured(cfg))
     record.pop("output_dir", None)
     record.pop("resume", None)
+    record.pop("sample", None)  # what the run shows along the way, not what it trains
     record.pop("objective", None)  # what a sweep measures, not what the run trains
     if cfg.dataset.source == "toy":
         record["dataset"]["train_dir"] = record["dataset"]["reg_dir"] = None
@@ -178,6 +181,7 @@ class Trainer:
         self.plan: StepPlan = plan_steps(t, len(loader), self.accelerator.num_processes)
         self._raw_loader = loader
         self.metrics = MetricsLog(self.accelerator, run_dir / "metrics.jsonl")
+        self.samples = TrainingSamples(cfg, run_dir)
 
     def load_model(self) -> None:
         """Check the pictures, load the base model, cache what can be cached, add the LoRA, the optimizer."""
@@ -209,7 +213,11 @@ class Trainer:
             cache_text_outputs(self.dataset, self.bundle, cfg, self.precision, device)
         self.held_out = held_out_for(self.dataset, self.bundle, cfg, text_cached)  # before the VAE leaves
         if d.cache_latents or d.cache_latents_to_disk or text_cached:
-            needed_later = (cfg.eval.enabled and bool(cfg.eval.prompts)) or keeps_whole_model(cfg.network)
+            needed_later = (
+                (cfg.eval.enabled and bool(cfg.eval.prompts))
+                or keeps_whole_model(cfg.network)
+                or sampling_enabled(cfg.sample)
+            )
             park_unused(self.bundle, needed_later, text_cached)
         set_seed(cfg.seed)  # the LoRA's initial weights depend on the seed alone, not on what loaded before
         self.network = build_network(self.bundle, cfg.network)
