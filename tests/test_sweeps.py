@@ -44,6 +44,13 @@ def test_loss_objectives_read_the_last_value_and_name_what_is_missing(tmp_path):
         measure(ObjectiveConfig("validation_loss"), tmp_path)
     with pytest.raises(ObjectiveError, match="scores.json"):
         measure(ObjectiveConfig("toy", "maximize"), tmp_path)
+    with pytest.raises(ObjectiveError, match="scores.json"):
+        measure(ObjectiveConfig("clip_score", "maximize"), tmp_path)
+    (tmp_path / "scores.json").write_text(json.dumps({"weight": {"1.0": {"clip_score": 31.5}}}))
+    assert measure(ObjectiveConfig("clip_score", "maximize"), tmp_path) == 31.5
+    (tmp_path / "scores.json").write_text(json.dumps({"weight": {"1.0": {"concept_score": 1.0}}}))
+    with pytest.raises(ObjectiveError, match="CLIP score at weight 1"):
+        measure(ObjectiveConfig("clip_score", "maximize"), tmp_path)
 
 
 def test_objective_checks(compose_config):
@@ -65,6 +72,8 @@ def test_objective_checks(compose_config):
         ).objective.kind
         == "validation_loss"
     )
+    with pytest.raises(ConfigError, match="needs eval.clip_model"):
+        compose_config("+experiment=char_lora", "objective=clip_score")
 
 
 def _job(sweep: Path, number: int, overrides: list[str], value, status=JobStatus.COMPLETED):

@@ -3,9 +3,9 @@
 - `toy`: concept_score at weight 1 − fidelity_penalty × fidelity lost, where fidelity lost is base_fidelity
   at weight 0 minus at weight 1 (scores.json, as in the README's toy table). Higher is better.
 - `validation_loss`: the last `loss/validation` in metrics.jsonl. Lower is better.
+- `clip_score`: the final file's CLIP text-image score at weight 1 (scores.json, eval.clip_model): how well
+  the pictures match their prompts, for real data without a toy scorer. Higher is better.
 - `train_loss`: the last `loss/average` in metrics.jsonl (what `python -m train` always returned). Lower is better.
-
-There is no CLIP objective yet: the project computes no CLIP score.
 """
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ from pathlib import Path
 
 from data.errors import LoraSmithError
 
-DIRECTIONS = {"toy": "maximize", "validation_loss": "minimize", "train_loss": "minimize"}
+DIRECTIONS = {
+    "toy": "maximize",
+    "validation_loss": "minimize",
+    "clip_score": "maximize",
+    "train_loss": "minimize",
+}
+
+
+GRID_KINDS = ("toy", "clip_score")  # read from the eval grid's scores.json
 
 
 class ObjectiveError(LoraSmithError):
@@ -26,7 +34,7 @@ class ObjectiveError(LoraSmithError):
 
 @dataclass
 class ObjectiveConfig:
-    kind: str = "train_loss"  # toy | validation_loss | train_loss
+    kind: str = "train_loss"  # toy | validation_loss | clip_score | train_loss
     direction: str = "minimize"  # maximize | minimize: must be the kind's own (the sweeper reads it)
     fidelity_penalty: float = 1.0  # toy: weight of the fidelity lost against the concept score
     failed_value: float = 1.0e6  # what a failed trial of a multirun returns: worse than any real value
@@ -57,13 +65,26 @@ def last_metric(metrics_path: Path, key: str) -> float | None:
     return found
 
 
-def toy_score(cfg: ObjectiveConfig, run_dir: Path) -> float:
+def _weight_scores(run_dir: Path, what: str, writer: str) -> dict:
     path = run_dir / "scores.json"
     if not path.is_file():
+        raise ObjectiveError(f"{what} reads {path}, which the run did not write ({writer} writes it)")
+    return json.loads(path.read_text())["weight"]
+
+
+def toy_score(cfg: ObjectiveConfig, run_dir: Path) -> float:
+    return toy_objective(_weight_scores(run_dir, "objective=toy", "eval.scorer=toy"), cfg.fidelity_penalty)
+
+
+def clip_score(cfg: ObjectiveConfig, run_dir: Path) -> float:
+    scores = _weight_scores(run_dir, "objective=clip_score", "eval.clip_model")
+    value = scores.get("1.0", {}).get("clip_score")
+    if value is None:
         raise ObjectiveError(
-            f"objective=toy reads {path}, which the run did not write (eval.scorer=toy writes it)"
+            f"objective=clip_score reads the CLIP score at weight 1 of {run_dir / 'scores.json'}, which has "
+            "none: eval.weights needs 1.0 and eval.clip_model a CLIP model"
         )
-    return toy_objective(json.loads(path.read_text())["weight"], cfg.fidelity_penalty)
+    return float(value)
 
 
 def validation_loss(cfg: ObjectiveConfig, run_dir: Path) -> float:
@@ -84,7 +105,9 @@ def _required_metric(run_dir: Path, key: str, what: str, fix: str) -> float:
     return value
 
 
-MEASURES = {"toy": toy_score, "validation_loss": validation_loss, "train_loss": train_loss}
+MEASURES = {
+    "toy": toy_score, "validation_loss": validation_loss, "clip_score": clip_score, "train_loss": train_loss,
+}  # fmt: skip
 
 
 def measure(cfg: ObjectiveConfig, run_dir: Path) -> float:
@@ -94,9 +117,9 @@ def measure(cfg: ObjectiveConfig, run_dir: Path) -> float:
 
 
 def is_measured(cfg: ObjectiveConfig, eval_enabled: bool) -> bool:
-    """False only for a toy objective of a run without its eval grid (a single run with eval.enabled=false,
-    which the config checks allow outside a sweep)."""
-    return cfg.kind != "toy" or eval_enabled
+    """False only for an objective read from the eval grid (toy, clip_score) of a run without one (a single
+    run with eval.enabled=false, which the config checks allow outside a sweep)."""
+    return cfg.kind not in GRID_KINDS or eval_enabled
 
 
 def log_objective(cfg: ObjectiveConfig, run_dir: Path, metrics, step: int) -> float:

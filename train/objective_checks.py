@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from train.config import TrainConfig
 from train.errors import ConfigError
-from train.objective import DIRECTIONS
+from train.objective import DIRECTIONS, GRID_KINDS
 from train.trial import in_multirun
 
 
@@ -24,13 +24,21 @@ def check_objective(cfg: TrainConfig) -> None:
             "objective=validation_loss reads loss/validation, which needs held-out pictures: set "
             "dataset.validation_split (e.g. 0.2), or choose objective=train_loss"
         )
-    if o.kind != "toy":
+    if o.kind not in GRID_KINDS:
         return
     if not e.enabled:  # the run trains as asked; only a sweep, which needs the number, refuses it
         if in_multirun():
             raise ConfigError(
-                "objective=toy reads the eval grid's toy scores, but eval.enabled=false: a sweep needs them "
+                f"objective={o.kind} reads the eval grid's scores, but eval.enabled=false: a sweep needs them "
                 "(drop eval.enabled=false, or choose objective=train_loss)"
+            )
+        return
+    if o.kind == "clip_score":
+        if not e.clip_model or not e.prompts or 1.0 not in e.weights:
+            raise ConfigError(
+                "objective=clip_score reads the CLIP score of the eval grid at LoRA weight 1: it needs "
+                f"eval.clip_model (a CLIP model folder or hub id), eval.prompts and 1.0 in eval.weights "
+                f"(here {list(e.weights)})"
             )
         return
     if e.scorer != "toy" or not e.prompts:
