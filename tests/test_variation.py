@@ -51,7 +51,8 @@ def test_full_strength_starts_from_the_variation_seeds_noise(model):
     assert np.abs(blended_full - seed_2).max() <= 2  # float rounding of the blend only
     assert np.abs(seed_1 - seed_2).mean() > 5
     assert np.abs(blended_half - seed_1).mean() > 1 and np.abs(blended_half - seed_2).mean() > 1
-    assert np.array_equal(unblended, seed_1)
+    # Strength 0 is the seed's own noise; rows of one batch may round apart by a level on some CPUs.
+    assert np.abs(unblended - seed_1).max() <= 1
 
 
 def test_infotext_records_variation_only_with_a_strength():
