@@ -15,14 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.atomic import write_text_atomic  # noqa: E402
-from train.kohya_config import (  # noqa: E402
-    Conversion,
-    convert,
-    dataset_settings,
-    experiment_yaml,
-    read_settings,
-    read_toml,
-)
+from train.kohya_config import Conversion, convert, experiment_yaml  # noqa: E402
+from train.kohya_files import dataset_settings, read_settings, read_toml  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

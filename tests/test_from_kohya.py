@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from train.kohya_config import convert, dataset_settings, read_settings, read_toml
+from train.kohya_config import convert
+from train.kohya_files import dataset_settings, read_settings, read_toml
 
 from .test_cli import REPO
 

@@ -11,29 +11,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from data.balance import RegPlan, balance_reg, count_samples
-from data.buckets import Box, Size, bucket_resize_box
-from data.captions import read_caption, tag_frequency
+from data.buckets import Box, Size
 from data.folders import Subset, scan_dataset_dir
 from data.images import (
-    centre_window,
     color_augment,
-    cover_size,
-    load_rgb,
-    random_window,
-    resize_window,
     upright_size,
-    window_in_source,
 )
 from train.bucket_batches import bucket_chooser, bucket_info
 from train.caption_ops import caption_options, process_caption
 from train.caption_tokens import CLIP_LENGTH, CaptionTokens, caption_tokens
 from train.config import DatasetConfig
+from train.dataset_captions import dataset_summary, read_captions
 from train.errors import ConfigError, DatasetError, LoraSmithError
-from train.loss_mask import alpha_mask, check_masks, folder_mask, mask_file, mask_tensor
+from train.loss_mask import check_masks, mask_tensor
+from train.picture_windows import PictureWindows
 from train.preflight import check_pictures
 from train.validation_split import split_validation
 
@@ -118,7 +112,9 @@ class DreamBoothDataset(Dataset):
             scan_dataset_dir(config.reg_dir, True, extensions) if config.reg_dir else []
         )
         self.reg_plan: RegPlan = balance_reg(self.train_subsets, self.reg_subsets)
-        self._captions, self._uncaptioned = self._read_captions(extensions)
+        self._captions, self._uncaptioned = read_captions(
+            self._all_subsets(), extensions, self.config.enable_wildcard
+        )
         self.records: list[Record] = []
         self._index: list[int] = []
         for subset in self.train_subsets:
@@ -136,6 +132,7 @@ class DreamBoothDataset(Dataset):
         self._ar_errors: list[float] = []  # |bucket aspect ratio - picture aspect ratio| per picture
         if config.enable_bucket:
             self._buckets, self._ar_errors = self._assign_buckets()
+        self.windows = PictureWindows(config, self._buckets, self.picture_size)
         if self.reg_plan.unused:
             log.warning(
                 "%d regularization images are not used: an epoch already holds as many reg samples as "
@@ -146,38 +143,6 @@ class DreamBoothDataset(Dataset):
 
     def _all_subsets(self) -> list[Subset]:
         return self.train_subsets + self.reg_subsets
-
-    def _read_captions(self, extensions: list[str]) -> tuple[dict[Path, str], int]:
-        """Caption of every image (file, else folder class tokens); warn once about the uncaptioned ones."""
-        captions: dict[Path, str] = {}
-        missing = empty = 0
-        example = ""
-        for subset in self._all_subsets():
-            for path in subset.images:
-                text = read_caption(path, extensions, every_line=self.config.enable_wildcard)
-                if text is None:
-                    missing += 1
-                    empty += not subset.class_tokens
-                    example = example or f"`{subset.name}` → '{subset.class_tokens}'"
-                    text = subset.class_tokens
-                captions[path] = text
-        if missing:
-            exts = "/".join(extensions)
-            tail = (
-                f"; {empty} of them have no class tokens either and train on an empty caption"
-                if empty
-                else ""
-            )
-            log.warning(
-                "%d of %d images have no caption file (%s): they train on their folder's class tokens "
-                "(e.g. %s)%s",
-                missing,
-                len(captions),
-                exts,
-                example,
-                tail,
-            )
-        return captions, missing
 
     def _assign_buckets(self) -> tuple[dict[Path, Size], list[float]]:
         """The bucket of every picture, from its header size, and its aspect-ratio error."""
@@ -222,52 +187,20 @@ class DreamBoothDataset(Dataset):
         """The caption a sample trains on this epoch (train/caption_ops.py: kohya's caption options)."""
         return process_caption(base, self.caption_options, self.epoch, rng)
 
-    def _scaling(self, path: Path, size: Size) -> tuple[Size, Size]:
-        """(scaled size, output size) for a picture of `size`: its bucket's fit, else the R × R cover."""
-        bucket = self._buckets.get(path)
-        if bucket is None:
-            target = (self.resolution, self.resolution)
-            return cover_size(size, target), target
-        return bucket_resize_box(size, bucket).resized, bucket
-
-    def _render(self, path: Path, shift: tuple[float, float] | None = None) -> np.ndarray:
-        """uint8 (H, W, 3): the centre window of the scaled picture, or the one at `shift` (u, v in [0, 1))."""
-        image = load_rgb(path)
-        resized, target = self._scaling(path, image.size)
-        window = centre_window(resized, target) if shift is None else random_window(resized, target, *shift)
-        # The window is chosen first and only it is scaled: an extreme picture never allocates its whole scale.
-        return np.array(resize_window(image, resized, window), dtype=np.uint8)  # writable, for torch
-
-    def _render_mask(self, path: Path, is_reg: bool, shift: tuple[float, float] | None = None) -> np.ndarray:
-        """uint8 (H, W): the picture's loss mask, scaled and cropped with the picture's own window.
-
-        From `mask_dir`, a regularization picture without a mask of its own trains everywhere.
-        """
-        size = self.picture_size(path)
-        if not self.config.mask_dir:
-            image = alpha_mask(path)
-        elif is_reg and mask_file(path, Path(self.config.mask_dir)) is None:
-            image = Image.new("L", size, 255)
-        else:
-            image = folder_mask(path, Path(self.config.mask_dir), size)
-        resized, target = self._scaling(path, size)
-        window = centre_window(resized, target) if shift is None else random_window(resized, target, *shift)
-        return np.array(resize_window(image, resized, window), dtype=np.uint8)
-
     def loss_mask(self, path: Path, is_reg: bool, flip: bool, shift: tuple[float, float]) -> torch.Tensor:
         """(1, H, W) in [0, 1]: the mask of this sample's crop and flip (centre crops are kept)."""
         if self.config.random_crop:
-            return mask_tensor(self._render_mask(path, is_reg, shift), flip)
+            return mask_tensor(self.windows.render_mask(path, is_reg, shift), flip)
         cached = self._masks.get(path)
         if cached is None:
-            cached = self._masks[path] = self._render_mask(path, is_reg)
+            cached = self._masks[path] = self.windows.render_mask(path, is_reg)
         return mask_tensor(cached, flip)
 
     def pixels(self, path: Path) -> np.ndarray:
         """The decoded, resized and centre-cropped picture: uint8 (H, W, 3) of its bucket, else (R, R, 3); cached."""
         cached = self._pixels_cache.get(path)
         if cached is None:
-            cached = self._pixels_cache[path] = self._render(path)
+            cached = self._pixels_cache[path] = self.windows.render(path)
         return cached
 
     def crop_plan(self, path: Path) -> tuple[Size, Box]:
@@ -275,13 +208,7 @@ class DreamBoothDataset(Dataset):
 
         From the header alone, and what pixels(path) shows: the latent cache keys its entries on it.
         """
-        if self.config.random_crop:
-            raise ConfigError(
-                "dataset.random_crop=true draws a new crop every epoch: there is no one crop plan"
-            )
-        size = self.picture_size(path)
-        resized, target = self._scaling(path, size)
-        return target, window_in_source(size, resized, centre_window(resized, target))
+        return self.windows.crop_plan(path)
 
     def preload(self) -> None:
         """Decode every centre crop now, e.g. before DataLoader workers fork and share the cache.
@@ -416,7 +343,7 @@ class DreamBoothDataset(Dataset):
         self, path: Path, flip: bool, shift: tuple[float, float], color: tuple[float, float, float]
     ) -> torch.Tensor:
         """(3, H, W) in [-1, 1]: the crop (random under random_crop), then color_aug, then the flip, as kohya."""
-        array = self._render(path, shift) if self.config.random_crop else self.pixels(path)
+        array = self.windows.render(path, shift) if self.config.random_crop else self.pixels(path)
         if self.config.color_aug:
             array = color_augment(array, color)
         if flip:
@@ -425,31 +352,11 @@ class DreamBoothDataset(Dataset):
 
     def summary(self) -> dict[str, Any]:
         """Counts, folders and tag frequencies, for the LoRA metadata (kohya's ss_* keys) and the run log."""
-
-        def dirs(subsets: list[Subset]) -> dict[str, dict[str, int]]:
-            return {s.name: {"n_repeats": s.repeats, "img_count": len(s.images)} for s in subsets}
-
-        frequency: dict[str, dict[str, int]] = {}
-        for subset in self._all_subsets():
-            counts = tag_frequency(self._captions[path] for path in subset.images)
-            merged = frequency.setdefault(subset.name, {})
-            for tag, n in counts.items():
-                merged[tag] = merged.get(tag, 0) + n
-        num_reg_samples = self.reg_plan.num_samples
-        return {
-            "num_train_images": sum(len(s.images) for s in self.train_subsets),
-            "num_reg_images": sum(len(s.images) for s in self.reg_subsets),
-            "num_samples_per_epoch": len(self),
-            "num_train_samples_per_epoch": len(self) - num_reg_samples,
-            "num_reg_samples_per_epoch": num_reg_samples,
-            "dataset_dirs": dirs(self.train_subsets),
-            "reg_dataset_dirs": dirs(self.reg_subsets),
-            "tag_frequency": frequency,
-            "resolution": self.resolution,
-            "unused_reg_images": self.reg_plan.unused,
-            "num_images_without_caption": self._uncaptioned,
-            **({"bucket_info": bucket_info(self.sample_buckets(), self._ar_errors)} if self._buckets else {}),
-        }
+        bucket_facts = bucket_info(self.sample_buckets(), self._ar_errors) if self._buckets else None
+        return dataset_summary(
+            self.train_subsets, self.reg_subsets, self.reg_plan, self._captions, len(self), self.resolution,
+            self._uncaptioned, bucket_facts,
+        )  # fmt: skip
 
 
 STACKED = (

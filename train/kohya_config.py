@@ -2,22 +2,20 @@
 
 `convert(settings)` maps each key kohya knows to our Hydra override and lists the ones we lack, with the
 reason, so nothing is dropped silently. `experiment_yaml` writes the overrides as an experiment file.
+Reading kohya's files into flat settings is train/kohya_files.py.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from train.kohya_network_args import Override, network_args, network_module, optimizer_args
 from train.kohya_sample import KEYS as SAMPLE_KEYS
 from train.kohya_sample import sample_settings
 from train.optimizers import known_name
-
-Override = list[tuple[str, Any]]  # (our key, value) pairs; a config group's key takes the option's name
 
 
 @dataclass
@@ -76,95 +74,6 @@ def optimizer_type(value: Any) -> Override:
     name = known_name(str(value)) or str(value)
     file = optimizer_files().get(name.lower())
     return [("optimizer", file)] if file else [("optimizer.name", name), ("optimizer.args", {})]
-
-
-def key_values(items: Any) -> dict[str, Any]:
-    """kohya's `["k=v", ...]` (or one space-separated string) with Python-literal values."""
-    import ast
-
-    if isinstance(items, str):
-        items = items.split()
-    result = {}
-    for item in items or []:
-        key, _, raw = str(item).partition("=")
-        try:
-            result[key.strip()] = ast.literal_eval(raw.strip())
-        except (ValueError, SyntaxError):
-            result[key.strip()] = raw.strip()
-    return result
-
-
-def optimizer_args(value: Any) -> Override:
-    return [(f"optimizer.args.{key}", v) for key, v in key_values(value).items()]
-
-
-NETWORK_ARGS = {
-    "conv_dim": "network.conv_dim",
-    "conv_alpha": "network.conv_alpha",
-    "rank_dropout": "network.rank_dropout",
-    "module_dropout": "network.module_dropout",
-    "loraplus_lr_ratio": "network.loraplus_lr_ratio",
-    "loraplus_unet_lr_ratio": "network.loraplus_unet_lr_ratio",
-    "loraplus_text_encoder_lr_ratio": "network.loraplus_text_encoder_lr_ratio",
-    **{
-        key: f"network.{key}"
-        for key in (
-            "down_lr_weight",
-            "mid_lr_weight",
-            "up_lr_weight",
-            "block_lr_zero_threshold",
-            "block_dims",
-            "block_alphas",
-            "conv_block_dims",
-            "conv_block_alphas",
-        )  # fmt: skip
-    },
-    "factor": "network.factor",
-    "decompose_both": "network.decompose_both",
-    "full_matrix": "network.full_matrix",
-    "use_tucker": "network.use_tucker",
-    "use_cp": "network.use_tucker",  # LyCORIS's older names for use_tucker
-    "use_conv_cp": "network.use_tucker",
-}
-LYCORIS_ALGOS = ("loha", "lokr")  # LyCORIS's algo=… that have a network of their own here
-
-
-def _true(value: Any) -> bool:
-    return str(value).lower() == "true"
-
-
-def dora_args(args: dict[str, Any]) -> tuple[Override, list[str]]:
-    """LyCORIS' `dora_wd=True` is network=dora, which trains the input axis (`wd_on_output=False`) only."""
-    if not _true(args.pop("dora_wd", False)):
-        return [], []
-    on_output = args.pop("wd_on_output", True)  # LyCORIS' default
-    if not _true(on_output):
-        return [("network.module", "dora")], []
-    why = "DoRA trains the input axis here (wd_on_output=False), the form ComfyUI, Forge and A1111 reload as trained"
-    return [("network.module", "dora")], [f"network_args wd_on_output={on_output}: {why}"]
-
-
-def network_args(value: Any) -> tuple[Override, list[str]]:
-    args = key_values(value)
-    overrides, lacking = dora_args(args)
-    for key, v in args.items():
-        if key in NETWORK_ARGS:
-            overrides.append((NETWORK_ARGS[key], v))
-        elif key == "algo" and v in ("locon", "lora"):
-            continue  # LyCORIS' LoCon is networks.lora with conv_dim here
-        elif key == "algo" and v in LYCORIS_ALGOS:
-            overrides.append(("network", v))  # configs/network/loha.yaml, lokr.yaml
-        elif key == "wd_on_output" and not _true(v):
-            continue  # the axis network=dora trains
-        else:
-            lacking.append(f"network_args {key}={v}: not supported yet")
-    return overrides, lacking
-
-
-def network_module(value: Any) -> Override:
-    if value in ("networks.lora", "lycoris.kohya"):
-        return []
-    raise KeyError(value)
 
 
 def lr_scheduler(value: Any) -> Override:
@@ -359,65 +268,6 @@ def convert(settings: dict[str, Any]) -> Conversion:
     if "lr_scheduler" in settings and "lr_warmup_steps" not in settings:
         result.settings.append(("scheduler.warmup_steps", 0))  # kohya's default
     return result
-
-
-def flatten_toml(data: dict[str, Any]) -> dict[str, Any]:
-    """sd-scripts' --config_file groups its keys in tables ([model_arguments] ...); the keys are flat."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(flatten_toml(value))
-        else:
-            flat[key] = value
-    return flat
-
-
-def dataset_settings(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """A dataset TOML's [general] keys and one dataset's keys; subsets by image_dir are listed as lacking
-    unless they follow the `N_token class` folder convention (then their parent is the train folder)."""
-    settings = dict(data.get("general", {}))
-    lacking = []
-    datasets = data.get("datasets", [])
-    if len(datasets) > 1:
-        lacking.append(f"datasets: {len(datasets)} datasets; only the first is converted")
-    renamed = {"batch_size": "train_batch_size"}  # the dataset TOML's name for it
-    for dataset in datasets[:1]:
-        settings.update({renamed.get(k, k): v for k, v in dataset.items() if k != "subsets"})
-        for subset in dataset.get("subsets", []):
-            folder = Path(str(subset.get("image_dir", "")))
-            repeats, _, _ = folder.name.partition("_")
-            target = "reg_data_dir" if subset.get("is_reg") else "train_data_dir"
-            if repeats.isdigit():
-                settings[target] = str(folder.parent)
-                if "num_repeats" in subset and subset["num_repeats"] != int(repeats):
-                    lacking.append(
-                        f"subset num_repeats={subset['num_repeats']}: repeats come from the folder name "
-                        f"({folder.name}); rename the folder to {subset['num_repeats']}_{folder.name.partition('_')[2]}"
-                    )
-            else:
-                lacking.append(
-                    f"subset image_dir={folder}: name its folder `N_token class` (e.g. 10_sls 1girl) and it "
-                    f"converts to dataset.{'reg_dir' if subset.get('is_reg') else 'train_dir'}"
-                )
-            settings.update(
-                {k: v for k, v in subset.items() if k not in ("image_dir", "is_reg", "num_repeats")}
-            )
-    return settings, lacking
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # the same parser, from PyPI before Python 3.11
-        import tomli as tomllib
-    return tomllib.loads(path.read_text(encoding="utf-8"))
-
-
-def read_settings(path: Path) -> dict[str, Any]:
-    """A kohya TOML (flat or in tables) or a kohya_ss GUI JSON, as flat settings."""
-    if path.suffix.lower() == ".json":
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    return flatten_toml(read_toml(path))
 
 
 def experiment_yaml(conversion: Conversion) -> str:

@@ -46,7 +46,7 @@ class TrainedNetwork(Protocol):
         ...
 
     def param_groups(self, unet_lr: float, text_encoder_lr: float) -> list[dict]:
-        """Optimizer groups, each with a `name` (run.lr_log_key makes it the metrics key); lr-0 parts are left out."""
+        """Optimizer groups, each with a `name` (run_setup.lr_log_key makes it the metrics key); lr-0 parts are left out."""
         ...
 
     def state_dict(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
