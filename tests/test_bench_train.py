@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "bench_train.py"
 
@@ -35,6 +37,7 @@ def test_step_metrics_skip_the_warmup_and_keep_the_peak_vram(tmp_path):
     assert bench.step_metrics(tmp_path / "absent.jsonl", warmup=1) == ([], None)
 
 
+@pytest.mark.slow  # make test-full: the benchmark's own run, 20 s
 def test_smallest_bench_runs_ours_and_the_baseline_on_tiny(tmp_path):
     command = [sys.executable, str(SCRIPT), "--model", "tiny", "--resolutions", "64", "--steps", "1"]
     command += ["--warmup", "0", "--precisions", "fp32", "--skip-toy", "--keep", str(tmp_path)]

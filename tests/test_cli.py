@@ -81,6 +81,7 @@ def test_same_config_and_seed_give_byte_identical_lora(quick_run, tmp_path):
     ).read_bytes()
 
 
+@pytest.mark.slow  # make test-full: two more training runs
 def test_other_seed_gives_other_lora(quick_run, tmp_path):
     run_dir, _ = quick_run
     other = run_train(tmp_path / "other", *QUICK, "eval.enabled=false", "seed=7")

@@ -150,6 +150,7 @@ def test_v_pred_loss_scaled_like_noise_pred_weighs_by_snr_over_snr_plus_one():
     assert torch.allclose(v_pred_like_noise_weights(scheduler, t), snr / (snr + 1))
 
 
+@pytest.mark.slow  # make test-full: test_sd2_single_file trains a v base in the fast suite
 def test_a_v_base_trains_on_v_and_says_so_and_the_scale_needs_one(tmp_path):
     options = [
         "eval.enabled=false",

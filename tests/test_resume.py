@@ -145,6 +145,7 @@ def test_extending_epochs_continues_and_a_state_of_another_network_is_refused(un
     assert "Traceback" not in other.stderr
 
 
+@pytest.mark.slow  # make test-full; the fast suite keeps one run per resume path
 def test_two_processes_resume_each_from_its_own_random_streams(folders, tmp_path):  # noqa: F811
     """With buckets the two processes draw different amounts of noise, so their random streams part ways;
     a state holds each one's (rng-0.pt, rng-1.pt) and a resumed run continues to the same bytes."""
@@ -175,12 +176,15 @@ def test_two_processes_resume_each_from_its_own_random_streams(folders, tmp_path
 
 @pytest.mark.parametrize(
     "optimizer",
-    [
-        ["optimizer=adamw8bit"],  # 8-bit moments with their quantization maps
-        ["optimizer=prodigy"],  # its step-size estimate d lives in the parameter groups
-        ["optimizer=adamw_schedulefree", "scheduler=constant"],  # saves averaged weights, trains on others
+    [  # Prodigy in the fast suite (make test); the others in make test-full
+        pytest.param(["optimizer=adamw8bit"], id="AdamW8bit", marks=pytest.mark.slow),  # 8-bit moments, maps
+        pytest.param(["optimizer=prodigy"], id="Prodigy"),  # its step-size estimate d lives in the groups
+        pytest.param(  # saves averaged weights, trains on others
+            ["optimizer=adamw_schedulefree", "scheduler=constant"],
+            id="AdamWScheduleFree",
+            marks=pytest.mark.slow,
+        ),
     ],
-    ids=["AdamW8bit", "Prodigy", "AdamWScheduleFree"],
 )
 def test_other_optimizers_resume_to_the_same_bytes(folders, tmp_path, optimizer):  # noqa: F811
     overrides = [o for o in resumable(*folders) if not o.startswith("training.max_train_epochs")]
@@ -194,7 +198,7 @@ def test_other_optimizers_resume_to_the_same_bytes(folders, tmp_path, optimizer)
     assert (tmp_path / "resumed" / final).read_bytes() == (tmp_path / "whole" / final).read_bytes()
 
 
-@pytest.mark.parametrize("network", ["loha", "lokr"])
+@pytest.mark.parametrize("network", ["loha", pytest.param("lokr", marks=pytest.mark.slow)])
 def test_loha_and_lokr_render_their_file_and_resume_to_the_same_bytes(folders, tmp_path, network):  # noqa: F811
     """`network=loha|lokr` through `python -m train`: a LyCORIS file from which our engine renders the eval
     grid; resumed from a state in the middle of the epoch (LyCORIS's dropouts on), the same bytes."""
@@ -225,6 +229,7 @@ def test_loha_and_lokr_render_their_file_and_resume_to_the_same_bytes(folders, t
     assert (tmp_path / "resumed" / f"{NAME}.safetensors").read_bytes() == final.read_bytes()
 
 
+@pytest.mark.slow  # make test-full; the fast suite keeps one run per resume path
 def test_an_embedding_resumes_to_the_same_bytes(folders, tmp_path):  # noqa: F811
     """Textual inversion: the vectors and their moments come back, and the template draws replay."""
     overrides = [
@@ -280,6 +285,7 @@ def test_dora_trains_renders_and_resumes_to_the_same_bytes(folders, tmp_path):  
     assert (tmp_path / "resumed" / final).read_bytes() == (tmp_path / "whole" / final).read_bytes()
 
 
+@pytest.mark.slow  # make test-full; the fast suite keeps one run per resume path
 def test_full_fine_tune_resumes_to_the_same_bytes(folders, tmp_path):  # noqa: F811
     """network=full: a state holds every trained UNet and text-encoder weight; resumed after
     stop_text_encoder_training=4, the text encoder stays frozen from the first batch, as in the whole run."""
