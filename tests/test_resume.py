@@ -176,9 +176,9 @@ def test_two_processes_resume_each_from_its_own_random_streams(folders, tmp_path
 
 @pytest.mark.parametrize(
     "optimizer",
-    [  # Prodigy in the fast suite (make test); the others in make test-full
+    [  # make test-full (the fast suite resumes AdamW's state)
         pytest.param(["optimizer=adamw8bit"], id="AdamW8bit", marks=pytest.mark.slow),  # 8-bit moments, maps
-        pytest.param(["optimizer=prodigy"], id="Prodigy"),  # its step-size estimate d lives in the groups
+        pytest.param(["optimizer=prodigy"], id="Prodigy", marks=pytest.mark.slow),  # d lives in the groups
         pytest.param(  # saves averaged weights, trains on others
             ["optimizer=adamw_schedulefree", "scheduler=constant"],
             id="AdamWScheduleFree",
@@ -198,7 +198,8 @@ def test_other_optimizers_resume_to_the_same_bytes(folders, tmp_path, optimizer)
     assert (tmp_path / "resumed" / final).read_bytes() == (tmp_path / "whole" / final).read_bytes()
 
 
-@pytest.mark.parametrize("network", ["loha", pytest.param("lokr", marks=pytest.mark.slow)])
+@pytest.mark.slow  # make test-full: the fast suite resumes DoRA, the other network of its own modules
+@pytest.mark.parametrize("network", ["loha", "lokr"])
 def test_loha_and_lokr_render_their_file_and_resume_to_the_same_bytes(folders, tmp_path, network):  # noqa: F811
     """`network=loha|lokr` through `python -m train`: a LyCORIS file from which our engine renders the eval
     grid; resumed from a state in the middle of the epoch (LyCORIS's dropouts on), the same bytes."""
