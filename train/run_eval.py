@@ -57,7 +57,10 @@ def read_run_config(run_dir: Path, eval_overrides: dict | None = None) -> TrainC
     try:
         raw = OmegaConf.load(path)
         if eval_overrides:
-            raw = OmegaConf.merge(raw, {"eval": eval_overrides})
+            # What a sweep measured binds the training's eval, not this one: e.g. eval.scorer=null on a
+            # char_lora run (objective=toy) is a fair question to ask of its files.
+            unbound = {"kind": "train_loss", "direction": "minimize"}
+            raw = OmegaConf.merge(raw, {"eval": eval_overrides, "objective": unbound})
     except (OmegaConfBaseException, ValueError) as error:
         raise ConfigError(f"{path} cannot be read ({str(error).splitlines()[0]})") from error
     return validate(to_typed(TrainConfig, raw))
