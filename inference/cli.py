@@ -24,6 +24,7 @@ from inference.extra_networks import parse_prompt
 from inference.hires import HiresParams, generate_hires_batch, hires_size
 from inference.img2img import img2img, img2img_steps
 from inference.infotext import format_infotext, hires_fields, img2img_fields, save_png
+from inference.input_checks import check_finite, check_image_file, check_output_folder
 from inference.prompt_loras import PromptLora, applied_loras, lora_hashes, resolve_loras
 from inference.ti_hashes import ti_hashes
 from inference.txt2img import GenerationParams, generate_batch
@@ -128,8 +129,9 @@ def load_render_config(cfg: DictConfig) -> RenderConfig:
         )
     if config.seed < -1:
         raise ConfigError(f"seed must be -1 (random) or a non-negative number, got {config.seed}")
-    if config.init_image is not None and not Path(config.init_image).is_file():
-        raise ConfigError(f"init_image {config.init_image} is not a file: give the image to start from")
+    check_image_file("init_image", config.init_image)
+    check_output_folder("out", config.out)
+    check_finite(denoising_strength=config.denoising_strength, **{"hires.scale": config.hires.scale})
     try:
         _params(config, config.prompt, 0).validate()
         _check_img2img_and_hires(config)

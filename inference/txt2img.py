@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,6 +81,9 @@ class GenerationParams:
             )
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
+        for name in ("cfg_scale", "subseed_strength"):  # a NaN renders a black picture without a word
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.rng not in RNG_SOURCES:
             raise ValueError(f"unknown RNG source {self.rng!r}; use one of {', '.join(RNG_SOURCES)}")
         if self.emphasis not in EMPHASIS_MODES:

@@ -239,3 +239,29 @@ def test_single_file_model_and_vae_override_as_in_a1111_folders(base_run, tmp_pa
         and info["VAE hash"] == hashlib.sha256(vae_file.read_bytes()).hexdigest()[:10]
     )
     assert not same_render(pixels(image), folder_image)  # another VAE: a change far beyond rounding
+
+
+def test_a_truncated_init_image_is_one_error_line_naming_it(tmp_path):
+    broken = tmp_path / "start.png"
+    Image.new("RGB", (64, 64), "red").save(broken)
+    broken.write_bytes(broken.read_bytes()[:60])  # cut inside the image data
+    result = run_cli(tmp_path / "out", "prompt=a red circle", f"init_image={broken}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"init_image={broken} cannot be read as an image" in errors[0], result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["cfg_scale=nan"], "cfg_scale must be a finite number, got nan"),  # rendered black with exit 0
+        (["denoising_strength=inf"], "denoising_strength must be a finite number"),
+        (["out={file}"], "is a file: give a folder for the images"),  # a FileExistsError traceback before
+    ],
+)
+def test_values_no_picture_can_come_from_are_refused(tmp_path, overrides, message):
+    (tmp_path / "afile").write_text("")
+    overrides = [o.format(file=tmp_path / "afile") for o in overrides]
+    with pytest.raises(ConfigError, match=message):
+        load_render_config(compose("prompt=a red circle", *overrides))

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from data.typed_config import ConfigError, to_typed
 from inference.cli import HiresConfig, _embeddings, load_model, model_name, quote_prompt_overrides
+from inference.input_checks import check_image_file, check_output_folder
 from inference.txt2img import GenerationParams
 from inference.xyz.cell import Cell, XYZError
 from inference.xyz.plan import AxisValues, read_axis
@@ -73,9 +74,11 @@ def load_xyz_config(cfg: DictConfig) -> XYZConfig:
         raise ConfigError(f"batch_size must be at least 1, got {config.batch_size}")
     if config.seed < -1 or config.var_seed < -1:
         raise ConfigError("seed and var_seed must be -1 (random) or a non-negative number")
-    for key, path in [("init_image", config.init_image)] + [("loras", lora) for lora in config.loras]:
-        if path is not None and not Path(path).is_file():
-            raise ConfigError(f"{key}: {path} is not a file")
+    check_image_file("init_image", config.init_image)
+    check_output_folder("out_dir", config.out_dir)
+    for lora in config.loras:
+        if not Path(lora).is_file():
+            raise ConfigError(f"loras: {lora} is not a file")
     if config.init_image is not None and config.hires.enabled:
         raise ConfigError("the hires fix is for txt2img: set hires.enabled=false or init_image=null")
     try:
