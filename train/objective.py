@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data.errors import LoraSmithError
+from train.run_contents import read_metrics
 
 DIRECTIONS = {
     "toy": "maximize",
@@ -55,14 +56,8 @@ def toy_objective(scores: dict, fidelity_penalty: float) -> float:
 
 def last_metric(metrics_path: Path, key: str) -> float | None:
     """The value of `key` in the last line of metrics.jsonl that has it (None when no line has it)."""
-    if not metrics_path.is_file():
-        return None
-    found = None
-    for line in metrics_path.read_text().splitlines():
-        record = json.loads(line)
-        if record.get(key) is not None:
-            found = float(record[key])
-    return found
+    values = [row[key] for row in read_metrics(metrics_path) if row.get(key) is not None]
+    return float(values[-1]) if values else None
 
 
 def _weight_scores(run_dir: Path, what: str, writer: str) -> dict:
