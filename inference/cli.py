@@ -25,7 +25,7 @@ from inference.hires import HiresParams, generate_hires_batch, hires_size
 from inference.img2img import img2img, img2img_steps
 from inference.infotext import format_infotext, hires_fields, img2img_fields, save_png
 from inference.input_checks import check_finite, check_image_file, check_output_folder
-from inference.prompt_loras import PromptLora, applied_loras, lora_hashes, resolve_loras
+from inference.prompt_loras import PromptLora, applied_loras, lora_hashes, patching_loras, resolve_loras
 from inference.ti_hashes import ti_hashes
 from inference.txt2img import GenerationParams, generate_batch
 
@@ -258,6 +258,7 @@ def render(config: RenderConfig) -> RenderResult:
     plain_prompt, networks = parse_prompt(config.prompt)
     loras = resolve_loras(networks.get("lora", []), config.lora_dir)  # fail before the model loads
     model = load_model(config.model, config.device, config.vae, config.tokenizer)
+    loras = patching_loras(model, loras)
     if vae_scale_factor(model) != 8:
         _params(config, plain_prompt, 0).validate(vae_scale_factor(model))
     embeddings = _embeddings(model, config.embeddings_dir)

@@ -43,7 +43,10 @@ class Embedding:
 
 def _read(path: Path) -> dict:
     if path.suffix == ".safetensors":
-        return load_file(path)
+        try:
+            return load_file(path)
+        except Exception as error:  # safetensors raises its own types for a truncated or foreign file
+            raise EmbeddingError(f"{path}: not a readable .safetensors file ({error})") from error
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # the unpickler raises many types; all mean "not a plain tensor file"
@@ -70,7 +73,11 @@ def _vectors(data: object, path: Path) -> Tensor:
         vectors = next(iter(data.values()))
     else:
         raise EmbeddingError(f"{path}: neither an A1111 embedding (string_to_param) nor a diffusers concept")
+    if not isinstance(vectors, Tensor):
+        raise EmbeddingError(f"{path}: its vectors are a {type(vectors).__name__}, not a tensor")
     vectors = vectors.detach().float()
+    if not bool(torch.isfinite(vectors).all()):
+        raise EmbeddingError(f"{path}: its vectors hold NaN or infinite values (a diverged training run)")
     return vectors[None] if vectors.ndim == 1 else vectors
 
 

@@ -101,6 +101,7 @@ def parse_lora_state_dict(tensors: dict[str, Tensor], source: str = "state dict"
     """Group `<name>.<param>` tensors by layer into one LoRA / LoHa / LoKr module per layer."""
     groups: dict[str, dict[str, Tensor]] = {}
     unsupported: list[str] = []
+    _check_finite(tensors, source)
     for key, tensor in tensors.items():
         name, _, param = key.partition(".")
         if param not in _KNOWN_PARAMS:
@@ -118,6 +119,17 @@ def parse_lora_state_dict(tensors: dict[str, Tensor], source: str = "state dict"
             f"{source}: no LoRA weights found (expected keys like lora_unet_….lora_down.weight)"
         )
     return modules
+
+
+def _check_finite(tensors: dict[str, Tensor], source: str) -> None:
+    """LoraFormatError naming the first tensor with NaN or infinite values: patched in, it renders black."""
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise LoraFormatError(
+                f"{source}: {key} holds {bad} NaN or infinite values, so every picture would come out black; "
+                "the training run that wrote it diverged: use an earlier epoch's file or retrain"
+            )
 
 
 def _layer_module(name: str, parts: dict[str, Tensor], source: str) -> LayerWeights:

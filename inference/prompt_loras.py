@@ -6,6 +6,7 @@ the LoRA folder), the tag is removed from the text the text encoder sees, and th
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 from data.errors import LoraSmithError
 from inference.components import BaseModel
 from inference.extra_networks import ExtraNetworkParams, lora_multipliers
-from inference.lora import LoraWeights, applied_lora, load_lora_file, lora_file_hash
+from inference.lora import LoraWeights, applied_lora, load_lora_file, lora_file_hash, lora_key_map
 
 
 class LoraTagError(LoraSmithError):
@@ -63,6 +64,26 @@ def resolve_loras(tags: list[ExtraNetworkParams], lora_dir: str | Path | None) -
         path = files[name]
         loras.append(PromptLora(name, load_lora_file(path), te, unet, lora_file_hash(path)[:12]))
     return loras
+
+
+def patching_loras(model: BaseModel, loras: list[PromptLora]) -> list[PromptLora]:
+    """The LoRAs that patch at least one layer of `model`; each other one is dropped with a warning.
+
+    A file made for another architecture (an SDXL LoRA on SD 1.5) changes nothing, so it must not appear in
+    the infotext's "Lora hashes" either: that would claim a LoRA shaped the picture.
+    """
+    keys = lora_key_map(model)
+    kept = []
+    for lora in loras:
+        if any(key in keys for key in lora.weights.modules):
+            kept.append(lora)
+            continue
+        warnings.warn(
+            f"LoRA {lora.name} ({lora.weights.path or 'no file'}) patches no layer of this model (made for "
+            f"another architecture?); it is skipped and left out of the infotext",
+            stacklevel=2,
+        )
+    return kept
 
 
 def lora_hash_entry(name: str, short_hash: str) -> str:

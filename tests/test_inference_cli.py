@@ -14,6 +14,7 @@ from hydra import compose as compose_config
 from hydra import initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from data.typed_config import ConfigError
 from inference.cli import load_model, load_render_config, next_image_number, quote_prompt_overrides
@@ -265,3 +266,35 @@ def test_values_no_picture_can_come_from_are_refused(tmp_path, overrides, messag
     overrides = [o.format(file=tmp_path / "afile") for o in overrides]
     with pytest.raises(ConfigError, match=message):
         load_render_config(compose("prompt=a red circle", *overrides))
+
+
+def test_broken_engine_inputs_are_refused_or_skipped_by_name(lora_dir, tmp_path):
+    """A LoRA with NaN weights is one error line (it rendered black with exit 0); a broken embedding file
+    nobody uses and a LoRA that patches no layer are skipped with a warning naming them, and the LoRA is
+    left out of "Lora hashes"."""
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    tensors = load_file(lora_dir / "style.safetensors")
+    key = next(k for k in tensors if k.endswith("lora_up.weight"))
+    tensors[key][0, 0] = float("nan")
+    save_file(tensors, loras / "diverged.safetensors")
+    result = run_cli(tmp_path / "out", "prompt=a red circle <lora:diverged:1>", f"lora_dir={loras}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "diverged.safetensors" in errors[0] and "NaN" in errors[0], result.stderr
+    assert not (tmp_path / "out").exists()
+
+    save_file({"lora_unet_other_arch.lora_down.weight": torch.ones(2, 8),
+               "lora_unet_other_arch.lora_up.weight": torch.ones(8, 2)}, loras / "elsewhere.safetensors")  # fmt: skip
+    embeddings = tmp_path / "embeddings"
+    embeddings.mkdir()
+    (embeddings / "cut.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    result = run_cli(
+        tmp_path / "out", "prompt=a red circle <lora:elsewhere:1>", f"lora_dir={loras}",
+        f"embeddings_dir={embeddings}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "LoRA elsewhere" in result.stderr and "patches no layer" in result.stderr
+    assert "cut.safetensors" in result.stderr and "not a readable" in result.stderr
+    infotext = read_infotext(next((tmp_path / "out").glob("*.png")))
+    assert "<lora:elsewhere:1>" in infotext and "Lora hashes" not in infotext

@@ -27,7 +27,13 @@ from inference.img2img import img2img
 from inference.infotext import format_infotext, hires_fields, img2img_fields, save_png
 from inference.lora import applied_lora, load_lora_file, lora_file_hash
 from inference.lora_grid import lora_tag
-from inference.prompt_loras import PromptLora, applied_loras, lora_hash_entry, resolve_loras
+from inference.prompt_loras import (
+    PromptLora,
+    applied_loras,
+    lora_hash_entry,
+    patching_loras,
+    resolve_loras,
+)
 from inference.txt2img import GenerationParams, generate_batch
 from inference.xyz.cell import Cell
 from inference.xyz.grids import write_grids
@@ -92,14 +98,15 @@ class _Prepared:
 class _Files:
     """The prompt tags' LoRAs and the networks' hashes, read once per plot rather than once per cell."""
 
-    def __init__(self, lora_dir: str | Path | None) -> None:
+    def __init__(self, lora_dir: str | Path | None, model: BaseModel) -> None:
         self.lora_dir = lora_dir
+        self.model = model  # the LoRAs that patch none of its layers are dropped
         self._tags: dict[str, list[PromptLora]] = {}
         self._hashes: dict[Path, str] = {}
 
     def prompt_loras(self, prompt: str, tags: list) -> list[PromptLora]:
         if prompt not in self._tags:
-            self._tags[prompt] = resolve_loras(tags, self.lora_dir)
+            self._tags[prompt] = patching_loras(self.model, resolve_loras(tags, self.lora_dir))
         return self._tags[prompt]
 
     def short_hash(self, path: Path) -> str:
@@ -174,7 +181,7 @@ def render_xyz(
     out_dir = Path(out_dir)
     cells, axes = plan_cells(settings, *axes, keep_random_seeds=keep_random_seeds)
     model_name = settings.params.model_name
-    files = _Files(lora_dir)
+    files = _Files(lora_dir, model)
     prepared = [_prepare(i, cell, files, model_name) for i, cell in enumerate(cells)]
     results: list[XYZCell | None] = [None] * len(cells)
     images: list[Image.Image | None] = [None] * len(cells)
