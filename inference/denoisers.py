@@ -85,6 +85,7 @@ class CFGDenoiser:
         self.scale = scale
         self.per_image = per_image
         self.step = 0
+        self.last_uncond: Tensor | None = None  # the last call's unconditional x0, for DDIM CFG++
         self._fixed = cond.is_fixed and uncond.is_fixed
         self._rows = self._rows_at(0)
         self.cond_in = self._batch(self._rows)  # (2B, L, D): uncond then cond, at the current step
@@ -106,6 +107,7 @@ class CFGDenoiser:
         else:
             uncond, cond = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), self.cond_in).chunk(2)
         self.step += 1
+        self.last_uncond = uncond
         return uncond + (cond - uncond) * self.scale
 
     def _each_image(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:

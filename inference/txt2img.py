@@ -163,8 +163,9 @@ def prepare_sampling(
     denoiser = EpsDenoiser(unet, training.alphas_cumprod.to(unet.device), training.config.prediction_type)
     # LCM's boundary scaling applies to each half before guidance, as A1111 wraps the model.
     inner = LCMDenoiser(denoiser) if spec.kind == "lcm" else denoiser
+    cfg_scale = first.cfg_scale * spec.cfg_scale_multiplier  # DDIM CFG++ guides at 1/12.5 of it, as A1111
     guided = CFGDenoiser(
-        inner, cond.to(unet.device), uncond.to(unet.device), first.cfg_scale, per_image=first.exact_batch
+        inner, cond.to(unet.device), uncond.to(unet.device), cfg_scale, per_image=first.exact_batch
     )
     scale = vae_scale_factor(model)
     shape = (unet.config.in_channels, first.height // scale, first.width // scale)
