@@ -79,11 +79,13 @@ def _ancestral_target(t: Tensor, t_next: Tensor, t_end: Tensor, eta: float) -> t
 
 
 def _time_range(sigmas: Tensor, sigma_range: tuple[float, float] | None) -> tuple[Tensor, Tensor]:
+    """DPM-Solver's start and end times, -log(sigma_max) and -log(sigma_min) (float32, as k-diffusion)."""
     sigma_min, sigma_max = sigma_range if sigma_range is not None else (sigmas[-2], sigmas[0])
     if sigma_min <= 0 or sigma_max <= 0:
         raise ValueError("DPM fast and DPM adaptive need sigma_min and sigma_max above 0")
-    as_tensor = lambda sigma: torch.as_tensor(sigma, dtype=torch.float32).to(sigmas.device)  # noqa: E731
-    return as_tensor(sigma_max).log().neg(), as_tensor(sigma_min).log().neg()
+    ends = torch.stack([torch.as_tensor(sigma, dtype=torch.float32) for sigma in (sigma_max, sigma_min)])
+    t_start, t_end = ends.to(sigmas.device).log().neg()
+    return t_start, t_end
 
 
 def sample_dpm_fast(
