@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from inference.composable import CondsList, combine_denoised, is_plain
 from inference.scheduled_conds import ScheduledConds, as_scheduled
 from inference.schedules import model_sigmas, sigma_to_t
 
@@ -62,9 +63,11 @@ class EpsDenoiser:
 class CFGDenoiser:
     """Classifier-free guidance: uncond + scale * (cond - uncond), both halves in one UNet call.
 
-    `cond` and `uncond`: (B, L, D) tensors, or `ScheduledConds` for prompt editing. `step` counts the calls
-    so far, as A1111's CFG denoiser does (once per call, so twice in a step of a second-order sampler);
-    schedules are read at it, and the batched conditioning is rebuilt only when a row changes.
+    `cond` and `uncond`: (B, L, D) tensors, or `ScheduledConds` for prompt editing. With AND, `cond` has a
+    row per subprompt (R in all) and `conds_list` says which rows guide each image (`inference.composable`).
+    `step` counts the calls so far, as A1111's CFG denoiser does (once per call, so twice in a step of a
+    second-order sampler); schedules are read at it, and the batched conditioning is rebuilt only when a
+    row changes.
     """
 
     def __init__(
@@ -74,20 +77,27 @@ class CFGDenoiser:
         uncond: Tensor | ScheduledConds,
         scale: float,
         per_image: bool = False,
+        conds_list: CondsList | None = None,
     ) -> None:
         cond, uncond = as_scheduled(cond), as_scheduled(uncond)
+        # AND (inference.composable): which cond rows guide each image, at what weight; row i alone by default.
+        self.conds_list = conds_list or tuple(((i, 1.0),) for i in range(uncond.batch_size))
         cond_shape = (cond.batch_size, *cond.encodings.shape[1:])
-        uncond_shape = (uncond.batch_size, *uncond.encodings.shape[1:])
-        if cond_shape != uncond_shape:
+        expected = (sum(len(conds) for conds in self.conds_list), *uncond.encodings.shape[1:])
+        if cond_shape != expected or uncond.batch_size != len(self.conds_list):
+            uncond_shape = (uncond.batch_size, *uncond.encodings.shape[1:])
             raise ValueError(f"cond {cond_shape} and uncond {uncond_shape} must match to batch")
         self.denoiser = denoiser
         self.cond, self.uncond = cond, uncond
         self.scale = scale
         self.per_image = per_image
         self.step = 0
+        self.last_uncond: Tensor | None = None  # the last call's unconditional x0, for DDIM CFG++
+        self._plain = is_plain(self.conds_list)
+        self._image_of_row = [i for i, conds in enumerate(self.conds_list) for _ in conds]
         self._fixed = cond.is_fixed and uncond.is_fixed
         self._rows = self._rows_at(0)
-        self.cond_in = self._batch(self._rows)  # (2B, L, D): uncond then cond, at the current step
+        self.cond_in = self._batch(self._rows)  # (B+R, L, D): uncond then cond, at the current step
 
     def _rows_at(self, step: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return self.uncond.rows_at(step), self.cond.rows_at(step)
@@ -103,16 +113,25 @@ class CFGDenoiser:
                 self._rows, self.cond_in = rows, self._batch(rows)
         if self.per_image and len(x) > 1:
             uncond, cond = self._each_image(x, sigma)
-        else:
+        elif self._plain:
             uncond, cond = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), self.cond_in).chunk(2)
+        else:  # each image once for its uncond, then once per subprompt
+            rows = self._image_of_row
+            out = self.denoiser(torch.cat([x, x[rows]]), torch.cat([sigma, sigma[rows]]), self.cond_in)
+            uncond, cond = out[: len(x)], out[len(x) :]
         self.step += 1
-        return uncond + (cond - uncond) * self.scale
+        self.last_uncond = uncond
+        if self._plain:
+            return uncond + (cond - uncond) * self.scale
+        return combine_denoised(uncond, cond, self.conds_list, self.scale)
 
     def _each_image(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
-        """One UNet call per image, on the very (uncond, cond) pair it gets alone: (B, ...) each."""
-        size, pairs = len(x), []
-        for i in range(size):
-            rows = torch.tensor([i, size + i], device=self.cond_in.device)
-            image = torch.cat([x[i : i + 1]] * 2)
-            pairs.append(self.denoiser(image, torch.cat([sigma[i : i + 1]] * 2), self.cond_in[rows]))
-        return torch.cat([pair[:1] for pair in pairs]), torch.cat([pair[1:] for pair in pairs])
+        """One UNet call per image, on the very rows (uncond, then its conds) it gets alone: (B, ...), (R, ...)."""
+        size, outputs = len(x), []
+        for i, conds in enumerate(self.conds_list):
+            rows = torch.tensor([i, *(size + row for row, _ in conds)], device=self.cond_in.device)
+            image = torch.cat([x[i : i + 1]] * len(rows))
+            outputs.append(
+                self.denoiser(image, torch.cat([sigma[i : i + 1]] * len(rows)), self.cond_in[rows])
+            )
+        return torch.cat([out[:1] for out in outputs]), torch.cat([out[1:] for out in outputs])

@@ -14,6 +14,7 @@ from typing import Literal
 
 from torch import Tensor
 
+from inference.dpm_solver import sample_dpm_adaptive, sample_dpm_fast
 from inference.noise import BrownianNoise, PerImageNoise
 from inference.samplers import (
     Callback,
@@ -29,6 +30,7 @@ from inference.samplers import (
     sample_heun,
     sample_lms,
 )
+from inference.samplers_extra import sample_ddim_cfgpp, sample_dpmpp_3m_sde, sample_restart
 from inference.schedules import AUTOMATIC, SCHEDULES, Schedule, find_schedule, get_sigmas
 from inference.timestep_samplers import (
     ddim_timesteps,
@@ -60,6 +62,9 @@ class SamplerSpec:
     second_order: bool = False  # two denoiser calls a step (A1111 doubles prompt-editing steps)
     noise: Literal["none", "ancestral", "brownian"] = "none"
     kind: Literal["sigmas", "timesteps", "lcm"] = "sigmas"
+    # DPM fast / adaptive: A1111's txt2img runs them over the model's sigma range, not the schedule's.
+    model_range: bool = False
+    cfg_scale_multiplier: float = 1.0  # DDIM CFG++: A1111 guides with the CFG scale / 12.5
 
     def schedule_for(self, schedule: str) -> str:
         """The schedule label to build sigmas with: "Automatic" becomes this sampler's default, if it has one."""
@@ -106,6 +111,15 @@ SAMPLER_SPECS: tuple[SamplerSpec, ...] = (
         noise="ancestral",
     ),
     SamplerSpec(
+        "DPM++ 3M SDE",
+        sample_dpmpp_3m_sde,
+        ("k_dpmpp_3m_sde",),
+        ("dpmpp_3m_sde",),
+        "exponential",
+        discard_penultimate_sigma=True,
+        noise="brownian",
+    ),
+    SamplerSpec(
         "Euler a",
         sample_euler_ancestral,
         ("k_euler_a", "k_euler_ancestral"),
@@ -134,7 +148,22 @@ SAMPLER_SPECS: tuple[SamplerSpec, ...] = (
         second_order=True,
         noise="ancestral",
     ),
+    SamplerSpec(
+        "DPM fast", sample_dpm_fast, ("k_dpm_fast",), ("dpm_fast",), noise="ancestral", model_range=True
+    ),
+    SamplerSpec(
+        "DPM adaptive",
+        sample_dpm_adaptive,
+        ("k_dpm_ad",),
+        ("dpm_adaptive",),
+        noise="ancestral",
+        model_range=True,
+    ),
+    SamplerSpec("Restart", sample_restart, ("restart",), (), "karras", second_order=True, noise="ancestral"),
     SamplerSpec("DDIM", sample_ddim, ("ddim",), kind="timesteps"),
+    SamplerSpec(
+        "DDIM CFG++", sample_ddim_cfgpp, ("ddim_cfgpp",), kind="timesteps", cfg_scale_multiplier=1 / 12.5
+    ),
     SamplerSpec("PLMS", sample_plms, ("plms",), kind="timesteps"),
     SamplerSpec("UniPC", sample_unipc, ("unipc",), ("uni_pc",), kind="timesteps"),
     SamplerSpec("LCM", sample_lcm, ("k_lcm",), ("lcm",), noise="ancestral", kind="lcm"),
@@ -166,35 +195,57 @@ def find_sampler(name: str | None) -> SamplerSpec | None:
     return None
 
 
-def _split_schedule_suffix(name: str) -> tuple[str, Schedule | None]:
-    """Split an old combined name, "DPM++ 2M Karras" → ("DPM++ 2M", Karras); the longest suffix wins."""
-    best: tuple[int, str, Schedule | None] = (0, name, None)
+def strip_schedule_suffixes(name: str) -> tuple[str, Schedule | None]:
+    """Cut old combined names apart as A1111's `get_sampler_and_scheduler` does: "DPM++ 2M Karras" → "DPM++ 2M".
+
+    Every schedule in list order cuts " " + its label, name or first matching alias off the end (case-
+    sensitive), and the next schedules look at what is left, so the last cut wins: "X Karras Uniform" is
+    cut to "X" with Karras (Uniform comes first), "Euler SGM Uniform" to "Euler SGM" with Uniform.
+    Returns what is left and the schedule of the last cut (None if nothing was cut).
+    """
+    found = None
     for schedule in SCHEDULES:
         for option in (schedule.label, schedule.name, *schedule.aliases):
-            if name.casefold().endswith(" " + option.casefold()) and len(option) > best[0]:
-                best = (len(option), name[: -len(option) - 1], schedule)
-    return best[1], best[2]
+            if name.endswith(" " + option):
+                found, name = schedule, name[: -len(option) - 1]
+                break
+    return name, found
+
+
+def _lookup_schedule(scheduler_name: str | None) -> Schedule:
+    """A1111 looks the schedule up by exact name or label, else Automatic; we also take any case and aliases."""
+    if not scheduler_name:
+        return AUTOMATIC
+    exact = {option: s for s in SCHEDULES for option in (s.name, s.label)}
+    found = exact.get(scheduler_name) or find_schedule(scheduler_name)
+    if found is None:
+        warnings.warn(f"unknown schedule type {scheduler_name!r}; using 'Automatic'", stacklevel=3)
+        return AUTOMATIC
+    return found
 
 
 def get_sampler_and_scheduler(
     sampler_name: str | None, scheduler_name: str | None, *, convert_automatic: bool = False
 ) -> tuple[str, str]:
-    """(sampler name, schedule label) for what a user or an infotext wrote, resolved as A1111 does.
+    """(sampler name, schedule label) for what a user or an infotext wrote, as A1111's function resolves it.
 
-    Old combined names are split ("DPM++ 2M Karras" → "DPM++ 2M", "Karras"; the suffix wins over
-    `scheduler_name`); names and aliases match case-insensitively ("k_euler_a" → "Euler a"). An empty or
-    unknown sampler becomes DPM++ 2M, an empty or unknown schedule Automatic; unknown ones with a warning.
-    `convert_automatic` (A1111 reading infotext) writes a schedule equal to the sampler's default as Automatic.
+    The steps of A1111 v1.10.1's `modules.sd_samplers.get_sampler_and_scheduler`: the schedule is looked up
+    by name or label; schedule suffixes are cut off the sampler name (`strip_schedule_suffixes`) and the
+    last one cut replaces it; what is left must be a sampler's UI name exactly, else the default sampler
+    (DPM++ 2M) is used; with `convert_automatic` a schedule equal to the sampler's default becomes
+    Automatic. A1111 pastes infotexts with `convert_automatic` (its default); its processing resolves
+    without it (`fix_p_invalid_sampler_and_scheduler`), as our default does.
+
+    Ours on top, only where A1111 would fall back to a default: a sampler left over that is no UI name is
+    looked up by alias, k-diffusion or kohya name in any case ("k_euler_a", "euler a" → "Euler a"), and a
+    schedule in any case or by alias ("SGMUniform"); what is still unknown falls back as in A1111, with a
+    warning.
     """
-    schedule = find_schedule(scheduler_name) if scheduler_name else AUTOMATIC
-    if schedule is None:
-        warnings.warn(f"unknown schedule type {scheduler_name!r}; using 'Automatic'", stacklevel=2)
-        schedule = AUTOMATIC
-    spec = find_sampler(sampler_name or DEFAULT_SAMPLER.name)
-    if spec is None and sampler_name:
-        base, suffix = _split_schedule_suffix(sampler_name)
-        if suffix is not None:
-            spec, schedule = find_sampler(base), suffix
+    schedule = _lookup_schedule(scheduler_name)
+    name, suffix = strip_schedule_suffixes(sampler_name or DEFAULT_SAMPLER.name)
+    if suffix is not None:
+        schedule = suffix
+    spec = next((s for s in SAMPLER_SPECS if s.name == name), None) or find_sampler(name)
     if spec is None:
         warnings.warn(f"unknown sampler {sampler_name!r}; using {DEFAULT_SAMPLER.name!r}", stacklevel=2)
         spec = DEFAULT_SAMPLER
@@ -240,4 +291,6 @@ def run_sampler(
     if spec.kind == "timesteps":
         return spec.function(denoise, start, ddim_timesteps(steps), model_sigmas, callback, **options)
     sigmas = get_sampler_sigmas(spec, schedule, steps, model_sigmas).to(start.device)
+    if spec.model_range:
+        options["sigma_range"] = (float(model_sigmas[0]), float(model_sigmas[-1]))
     return spec.function(denoise, start * sigmas[0], sigmas, callback, **options)

@@ -12,8 +12,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from inference.beta_distribution import beta_cdf as beta_cdf  # re-exported: schedules' users import it here
+from inference.beta_distribution import beta_ppf
 
 
 def model_sigmas(alphas_cumprod: Tensor) -> Tensor:
@@ -132,61 +136,36 @@ def get_sigmas_beta(
     return append_zero(sigmas.to(device))
 
 
-def _beta_continued_fraction(x: float, a: float, b: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz), converging for x < (a+1)/(a+b+2)."""
-    tiny = 1e-300
-
-    def guard(value: float) -> float:
-        return value if abs(value) > tiny else tiny
-
-    c, d = 1.0, 1 / guard(1 - (a + b) * x / (a + 1))
-    result = d
-    for m in range(1, 500):
-        for numerator in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1 / guard(1 + numerator * d)
-            c = guard(1 + numerator / c)
-            result *= d * c
-        if abs(d * c - 1) < 1e-15:
-            break
-    return result
+# Align Your Steps (Sabour et al. 2024): NVIDIA's 10-step SD 1.5 sigmas, as A1111 lists them. A1111 has
+# an SDXL list too, for SDXL models only; this engine renders SD 1.x / 2.x, which A1111 gives the SD 1.5 one.
+AYS_SD15 = (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029)
 
 
-def beta_cdf(x: float, a: float, b: float) -> float:
-    """Regularized incomplete beta function I_x(a, b): the CDF of Beta(a, b) at x."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1) / (a + b + 2):
-        return math.exp(log_front) * _beta_continued_fraction(x, a, b) / a
-    return 1 - math.exp(log_front) * _beta_continued_fraction(1 - x, b, a) / b
+def get_sigmas_align_your_steps(n: int, device: torch.device | str = "cpu", table=AYS_SD15) -> Tensor:
+    """Align Your Steps: the fixed list, log-linearly interpolated to n values unless it has n, then 0; (n+1,).
+
+    As A1111: the list's ends stand whatever the model's sigma range (14.615 is a hair above SD's 14.6146).
+    """
+    if n == len(table):
+        sigmas = np.array(table, dtype=np.float64)
+    else:  # log-sigma linear in the position along the list, both spread over [0, 1]
+        log_increasing = np.log(np.array(table[::-1], dtype=np.float64))
+        positions = np.linspace(0, 1, len(table))
+        sigmas = np.exp(np.interp(np.linspace(0, 1, n), positions, log_increasing))[::-1]
+    return append_zero(torch.tensor(sigmas.copy(), dtype=torch.float32, device=device))
 
 
-def beta_ppf(p: float, a: float, b: float) -> float:
-    """Quantile of Beta(a, b) (scipy's `stats.beta.ppf`): Newton steps kept inside a bisection bracket."""
-    if p <= 0:
-        return 0.0
-    if p >= 1:
-        return 1.0
-    log_norm = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-    low, high, x = 0.0, 1.0, 0.5
-    for _ in range(200):
-        error = beta_cdf(x, a, b) - p
-        if error > 0:
-            high = x
-        else:
-            low = x
-        density = math.exp(log_norm + (a - 1) * math.log(x) + (b - 1) * math.log1p(-x))
-        step = x - error / density if density > 0 else -1.0
-        x_next = step if low < step < high else (low + high) / 2
-        if abs(x_next - x) < 1e-15 or high - low < 1e-15:
-            return x_next
-        x = x_next
-    return x
+def get_sigmas_kl_optimal(
+    n: int, sigma_min: float, sigma_max: float, device: torch.device | str = "cpu"
+) -> Tensor:
+    """KL Optimal (Sabour et al. 2024): n+1 sigmas evenly spaced in arctan(sigma) from max down to min; (n+1,).
+
+    Unlike every other schedule it ends at sigma_min, not 0 (as A1111's): the last step stops there.
+    """
+    atan_min = torch.arctan(torch.tensor(sigma_min, device=device))
+    atan_max = torch.arctan(torch.tensor(sigma_max, device=device))
+    fraction = torch.arange(n + 1, device=device) / n
+    return torch.tan(fraction * atan_min + (1.0 - fraction) * atan_max)
 
 
 @dataclass(frozen=True)
@@ -206,6 +185,8 @@ SCHEDULES: tuple[Schedule, ...] = (
     Schedule("exponential", "Exponential"),
     Schedule("polyexponential", "Polyexponential", default_rho=1.0),
     Schedule("sgm_uniform", "SGM Uniform", aliases=("SGMUniform",)),
+    Schedule("kl_optimal", "KL Optimal"),
+    Schedule("align_your_steps", "Align Your Steps"),
     Schedule("simple", "Simple"),
     Schedule("normal", "Normal"),
     Schedule("ddim", "DDIM"),
@@ -233,6 +214,8 @@ _BUILDERS: dict[str, _Build] = {
     "exponential": lambda n, table, lo, hi, rho: get_sigmas_exponential(n, lo, hi, table.device),
     "polyexponential": lambda n, table, lo, hi, rho: get_sigmas_polyexponential(n, lo, hi, rho, table.device),
     "sgm_uniform": lambda n, table, lo, hi, rho: get_sigmas_sgm_uniform(table, n, lo, hi),
+    "kl_optimal": lambda n, table, lo, hi, rho: get_sigmas_kl_optimal(n, lo, hi, table.device),
+    "align_your_steps": lambda n, table, lo, hi, rho: get_sigmas_align_your_steps(n, table.device),
     "simple": lambda n, table, lo, hi, rho: get_sigmas_simple(table, n),
     "normal": lambda n, table, lo, hi, rho: get_sigmas_normal(table, n, lo, hi),
     "ddim": lambda n, table, lo, hi, rho: get_sigmas_ddim(table, n),

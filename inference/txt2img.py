@@ -11,6 +11,7 @@ from PIL import Image
 from torch import Tensor
 
 from inference.components import BaseModel, vae_scale_factor
+from inference.composable import encode_composable_conds
 from inference.denoisers import CFGDenoiser, EpsDenoiser
 from inference.embeddings import EmbeddingDatabase
 from inference.noise import PerImageNoise
@@ -18,7 +19,7 @@ from inference.noise_sources import RNG_SOURCES, find_rng_source
 from inference.prompt_chunks import COMMA_BACKTRACK, EMPHASIS_MODES
 from inference.sampler_names import SamplerSpec, find_sampler, get_sampler_and_scheduler, run_sampler
 from inference.scheduled_conds import PromptTimeline, schedule_steps
-from inference.text_encoding import TextOptions, encode_scheduled_conds
+from inference.text_encoding import TextOptions
 from inference.timestep_samplers import LCMDenoiser
 from inference.variation import image_noise_with_variations
 
@@ -151,7 +152,7 @@ def prepare_sampling(
     first = batch[0]
     unet = model.unet
     timeline = timeline or PromptTimeline(schedule_steps(first.steps, spec.second_order))
-    cond, uncond = encode_scheduled_conds(
+    cond, uncond, conds_list = encode_composable_conds(  # prompts split on AND
         model.text_encoder,
         model.tokenizer,
         [p.prompt for p in batch],
@@ -163,8 +164,9 @@ def prepare_sampling(
     denoiser = EpsDenoiser(unet, training.alphas_cumprod.to(unet.device), training.config.prediction_type)
     # LCM's boundary scaling applies to each half before guidance, as A1111 wraps the model.
     inner = LCMDenoiser(denoiser) if spec.kind == "lcm" else denoiser
+    cfg_scale = first.cfg_scale * spec.cfg_scale_multiplier  # DDIM CFG++ guides at 1/12.5 of it, as A1111
     guided = CFGDenoiser(
-        inner, cond.to(unet.device), uncond.to(unet.device), first.cfg_scale, per_image=first.exact_batch
+        inner, cond.to(unet.device), uncond.to(unet.device), cfg_scale, first.exact_batch, conds_list
     )
     scale = vae_scale_factor(model)
     shape = (unet.config.in_channels, first.height // scale, first.width // scale)

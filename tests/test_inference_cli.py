@@ -172,7 +172,14 @@ def test_two_loras_add_up_and_restore_exactly(lora_dir):
 
 @pytest.mark.parametrize(
     "prompt",
-    ["a red circle <lora:style:0.8>", "(masterpiece:1.2), \\(artist\\), it's", "end\\", "", "a=b, c"],
+    [
+        "a red circle <lora:style:0.8>",
+        "(masterpiece:1.2), \\(artist\\), it's",
+        "end\\",
+        "",
+        "a=b, c",
+        "a red star AND a blue square :1.2",
+    ],
 )
 def test_prompts_reach_hydra_unchanged(prompt):
     (override,) = quote_prompt_overrides([f"prompt={prompt}"])

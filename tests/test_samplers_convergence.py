@@ -31,9 +31,12 @@ SHAPE = (4, 32, 32)
 SEEDS = [11, 12, 13, 14]
 ODE = [spec for spec in SAMPLER_SPECS if spec.noise == "none"]
 # First-order samplers need more steps for the same accuracy; LCM samples in a few.
-STEPS = {"Euler a": 400, "Euler": 200, "DDIM": 200, "UniPC": 100, "LCM": 4}
+STEPS = {"Euler a": 400, "Euler": 200, "DDIM": 200, "DDIM CFG++": 200, "UniPC": 100, "LCM": 4}
 # About twice the error of a correct sampler at those steps (the floor, 0.004, is A1111's last jump to 0).
-PATH_TOLERANCE = {"Euler": 0.06, "DDIM": 0.05, "UniPC": 0.03, "PLMS": 0.025}
+PATH_TOLERANCE = {"Euler": 0.06, "DDIM": 0.05, "DDIM CFG++": 0.05, "UniPC": 0.03, "PLMS": 0.025}
+# DPM adaptive sizes its steps by one error norm over the whole batch, so in A1111 too an image depends on
+# what shares its batch.
+BATCH_INDEPENDENT = [spec for spec in SAMPLER_SPECS if spec.name != "DPM adaptive"]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +108,7 @@ def test_deterministic_samplers_follow_the_exact_ode(spec, table):
     assert (out - expected).abs().max().item() < PATH_TOLERANCE.get(spec.name, 0.01)
 
 
-@pytest.mark.parametrize("spec", SAMPLER_SPECS, ids=lambda spec: spec.name)
+@pytest.mark.parametrize("spec", BATCH_INDEPENDENT, ids=lambda spec: spec.name)
 def test_image_does_not_depend_on_its_batch_and_seeds_repeat(spec, table):
     batch = run(spec, SEEDS, 6, table, shape=(4, 8, 8))
     for i, seed in enumerate(SEEDS):

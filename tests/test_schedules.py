@@ -11,6 +11,7 @@ from diffusers import EulerDiscreteScheduler
 from inference.samplers import get_sigmas_karras as karras_from_samplers
 from inference.samplers import get_sigmas_normal as normal_from_samplers
 from inference.schedules import (
+    AYS_SD15,
     SCHEDULES,
     beta_cdf,
     beta_ppf,
@@ -56,9 +57,10 @@ def test_every_schedule_is_decreasing_and_ends_in_zero(label, steps, table):
     expected_length = len(range(1, 1000, 1000 // steps)) + 1 if label == "DDIM" else steps + 1
     assert sigmas.shape == (expected_length,)
     assert sigmas.dtype == torch.float32
-    assert sigmas[-1].item() == 0.0
+    # KL Optimal ends at sigma_min; Align Your Steps starts at its list's 14.615, whatever the model's.
+    assert sigmas[-1].item() == (pytest.approx(table[0].item()) if label == "KL Optimal" else 0.0)
     assert torch.all(sigmas[1:] < sigmas[:-1])
-    assert sigmas[0].item() <= table[-1].item() * (1 + 1e-6)
+    assert sigmas[0].item() <= (14.615 if label == "Align Your Steps" else table[-1].item() * (1 + 1e-6))
 
 
 @pytest.mark.parametrize("steps", [10, 28])
@@ -165,6 +167,51 @@ def test_schedule_lookup_and_unknown_names(table):
     assert find_schedule("karras").label == "Karras"
     assert find_schedule("SGMUNIFORM").label == "SGM Uniform"
     assert find_schedule("sgm_uniform").label == "SGM Uniform"
-    assert find_schedule("Align Your Steps") is None
+    assert find_schedule("align_your_steps").label == "Align Your Steps"
+    assert find_schedule("KL OPTIMAL").label == "KL Optimal"
+    assert find_schedule("AYS") is None  # A1111 has no such alias
     with pytest.raises(ValueError, match="unknown schedule type 'Wobbly'.*Karras"):
         get_sigmas("Wobbly", 10, table)
+
+
+def test_a1111_schedule_list_order():
+    """modules/sd_schedulers.py's list order (old combined names are cut in this order)."""
+    assert LABELS == [
+        "Automatic", "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform", "KL Optimal",
+        "Align Your Steps", "Simple", "Normal", "DDIM", "Beta",
+    ]  # fmt: skip
+
+
+def test_align_your_steps_uses_the_sd15_list_at_ten_steps(table):
+    sigmas = get_sigmas("Align Your Steps", 11, table)
+    expected = torch.tensor(
+        [14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029, 0.0]
+    )
+    torch.testing.assert_close(sigmas, expected, rtol=0, atol=0)
+
+
+def test_align_your_steps_interpolates_log_sigma(table):
+    # 21 values over the 11 of the list: the even ones are the list, the odd ones halfway in log-sigma.
+    sigmas = get_sigmas("Align Your Steps", 21, table).double()
+    listed = torch.tensor(AYS_SD15, dtype=torch.float64)
+    torch.testing.assert_close(sigmas[0:-1:2], listed, rtol=1e-6, atol=0)
+    torch.testing.assert_close(sigmas[1:-1:2], (listed[:-1] * listed[1:]).sqrt(), rtol=1e-6, atol=0)
+    assert sigmas[-1] == 0
+    # 5 values: positions 0, .25, .5, .75, 1 along the list = list indices 0, 2.5, 5, 7.5, 10.
+    five = get_sigmas("Align Your Steps", 5, table).double()
+    by_hand = [14.615, math.sqrt(3.861 * 2.697), 1.396, math.sqrt(0.652 * 0.399), 0.029, 0.0]
+    torch.testing.assert_close(five, torch.tensor(by_hand, dtype=torch.float64), rtol=1e-6, atol=0)
+    assert get_sigmas("align_your_steps", 1, table).tolist() == pytest.approx([0.029, 0])
+
+
+def test_kl_optimal_by_hand(table):
+    low, high = table[0].item(), table[-1].item()
+    sigmas = get_sigmas("KL Optimal", 8, table).double()
+    angles = torch.linspace(math.atan(high), math.atan(low), 9, dtype=torch.float64)
+    torch.testing.assert_close(sigmas, angles.tan(), rtol=1e-5, atol=0)
+    assert sigmas[-1].item() == pytest.approx(low, rel=1e-5)  # no final 0
+    # The sampler's range options move both ends.
+    narrow = get_sigmas("KL Optimal", 4, table, sigma_min=0.5, sigma_max=5.0).double()
+    assert narrow[0].item() == pytest.approx(5.0, rel=1e-6) and narrow[-1].item() == pytest.approx(
+        0.5, rel=1e-6
+    )

@@ -16,7 +16,7 @@ from inference.rng import PhiloxGenerator
 from inference.sampler_names import SAMPLER_SPECS
 from inference.samplers import get_sigmas_normal, sample_euler
 from inference.text_encoding import encode_batch_conds
-from inference.txt2img import GenerationParams, generate, initial_noise, sample_latents
+from inference.txt2img import GenerationParams, generate, initial_noise, prepare_sampling, sample_latents
 from train.models.tiny import build_tiny
 
 FAST = dict(steps=3, width=64, height=64)
@@ -90,7 +90,8 @@ def test_euler_is_bit_identical_to_the_old_path(model):
     assert torch.equal(latents(model, alone), old_euler_latents(model, [alone]))
 
 
-@pytest.mark.parametrize("sampler", [spec.name for spec in SAMPLER_SPECS])
+# DPM adaptive sizes its steps by an error norm over the whole batch: in A1111 too, an image depends on its batch.
+@pytest.mark.parametrize("sampler", [spec.name for spec in SAMPLER_SPECS if spec.name != "DPM adaptive"])
 def test_a_batch_samples_each_image_as_alone(model, sampler):
     """Every sampler: image i of a batch of 4 is image i alone. Ancestral and SDE noise come from each
     image's own seed, whatever else shares the batch (equal up to the rounding of batched matmuls)."""
@@ -109,6 +110,19 @@ def test_a_batch_samples_each_image_as_alone(model, sampler):
     together = latents(model, *exact)
     for index, params in enumerate(exact):
         assert torch.equal(together[index : index + 1], latents(model, params))
+
+
+def test_ddim_cfgpp_guides_at_a_twelve_and_a_half_th_of_the_cfg_scale(model):
+    """A1111 divides the CFG scale by 12.5 for DDIM CFG++ only (its cond_scale multiplier)."""
+    base = dict(prompt="a red circle", seed=2, cfg_scale=10.0, **FAST)
+    with torch.no_grad():
+        cfgpp = prepare_sampling(model, [GenerationParams(sampler="DDIM CFG++", **base)])
+        ddim = prepare_sampling(model, [GenerationParams(sampler="DDIM", **base)])
+    assert cfgpp.denoise.scale == 10.0 / 12.5 and ddim.denoise.scale == 10.0
+    assert not torch.equal(
+        latents(model, GenerationParams(sampler="DDIM CFG++", **base)),
+        latents(model, GenerationParams(sampler="DDIM", **base)),
+    )
 
 
 def test_nv_rng_is_deterministic_and_differs_from_cpu(model):
