@@ -296,3 +296,18 @@ def test_extras_command_upscales_a_folder_keeping_names(tmp_path):
     )
     assert result.returncode == 2 and "\nerror: unknown upscaler 'nothing'" in f"\n{result.stderr}"
     assert "Traceback" not in result.stderr
+
+
+def test_xyz_config_takes_the_upscaler_file_too(tmp_path):
+    from inference.xyz.cli import load_xyz_config, settings_cell
+
+    save(random_rrdbnet(4).state_dict(), tmp_path / "4x-xyz.safetensors")
+    overrides = ["prompt=a", "hires.enabled=true", "hires.upscaler=4x-xyz", f"upscaler_dir={tmp_path}"]
+    with initialize_config_dir(config_dir=str(REPO / "configs" / "inference"), version_base="1.3"):
+        config = load_xyz_config(compose("xyz", overrides=[*overrides, "upscaler_tile=0"]))
+        with pytest.raises(ConfigError, match="unknown hires upscaler '4x-xyz'"):
+            load_xyz_config(compose("xyz", overrides=[*overrides[:3], "upscaler_dir=elsewhere"]))
+    hires = settings_cell(config, None).hires
+    assert hires is not None and hires.pixel_model() == ModelUpscaler(
+        "4x-xyz", str(tmp_path / "4x-xyz.safetensors"), 0, 8
+    )
