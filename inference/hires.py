@@ -3,10 +3,11 @@
 The target size is `scale` x the first pass ("Upscale by") or `resize_x` x `resize_y` ("Resize width/height
 to"; a 0 side follows the first pass's aspect ratio; when both are given and the aspect differs, the image
 is upscaled to cover the target and the latents are cropped to it, centred, as A1111 does). Latent upscalers
-interpolate the latents; "Lanczos" and "None" decode, resize the pixels and encode again (the VAE mean,
-see `inference.img2img.encode_images`). The second pass draws fresh noise from each image's own seed at the
-new size (A1111 makes a new per-image RNG from the same seeds), and always runs exactly `steps` sampler
-steps (A1111 passes the hires steps, so the fixed-steps arithmetic applies).
+interpolate the latents; "Lanczos", "None" and upscaler files (`model_upscaler`, inference.model_upscale)
+decode, resize the pixels and encode again (the VAE mean, see `inference.img2img.encode_images`). The second
+pass draws fresh noise from each image's own seed at the new size (A1111 makes a new per-image RNG from the
+same seeds), and always runs exactly `steps` sampler steps (A1111 passes the hires steps, so the fixed-steps
+arithmetic applies).
 
 Prompt editing (`[a:b:0.5]`) counts the first pass's steps in the first pass; in the second it counts the
 hires steps on a timeline that continues the first pass (`hires_timeline`, as A1111's hires conds).

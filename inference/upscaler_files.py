@@ -139,6 +139,15 @@ def _cached_network(path: str, modified: float, size: int) -> nn.Module:
     network = build_network(read_state_dict(Path(path)))
     if network is None:
         raise ConfigError(f"upscaler file {path} has keys of an unknown architecture; supported: {SUPPORTED}")
+    try:  # a 4x4 probe: pictures go in and come out as RGB
+        with torch.no_grad():
+            rgb_out = network(torch.zeros(1, 3, 4, 4)).shape[1] == 3
+    except RuntimeError:
+        rgb_out = False
+    if not rgb_out:
+        raise ConfigError(
+            f"upscaler file {path} is not an RGB to RGB model (grey or RGBA ones are not supported)"
+        )
     return network
 
 

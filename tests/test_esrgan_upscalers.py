@@ -311,3 +311,11 @@ def test_xyz_config_takes_the_upscaler_file_too(tmp_path):
     assert hires is not None and hires.pixel_model() == ModelUpscaler(
         "4x-xyz", str(tmp_path / "4x-xyz.safetensors"), 0, 8
     )
+
+
+def test_a_grey_model_is_refused_by_name(tmp_path):
+    torch.manual_seed(0)
+    grey = RRDBNet(1, 1, **TINY)
+    save(grey.state_dict(), tmp_path / "1ch.pth")
+    with pytest.raises(ConfigError, match="1ch.pth is not an RGB to RGB model"):
+        find_model_upscaler("1ch", tmp_path, 192, 8)
