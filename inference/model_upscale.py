@@ -185,9 +185,3 @@ def missing_upscaler(key: str, name: str, folder: str | Path, built_in: tuple[st
         f"unknown {key} {name!r}: not one of {', '.join(built_in)} and no {name}.pth, .pt or .safetensors in "
         f"upscaler_dir={folder} (upscaler files there: {files})"
     )
-
-
-def describe(upscaler: ModelUpscaler) -> str:
-    """`name (architecture, xN)`, for what a command prints."""
-    network = load_upscaler_network(upscaler.path)
-    return f"{upscaler.name} ({type(network).__name__}, x{getattr(network, 'scale', '?')})"
