@@ -25,9 +25,11 @@ from inference.hires import HiresParams, generate_hires_batch, hires_size
 from inference.img2img import img2img, img2img_steps
 from inference.infotext import format_infotext, hires_fields, img2img_fields, save_png
 from inference.input_checks import check_finite, check_image_file, check_output_folder
+from inference.model_upscale import ModelUpscaler, check_tiles, find_model_upscaler, missing_upscaler
 from inference.prompt_loras import PromptLora, applied_loras, lora_hashes, patching_loras, resolve_loras
 from inference.ti_hashes import ti_hashes
 from inference.txt2img import GenerationParams, generate_batch
+from inference.upscalers import UPSCALERS, find_upscaler
 
 BUILT_IN_MODELS = ("toy", "tiny", "sd15_arch")  # names that are not read as a folder or hub id
 MAX_SEED = 4294967294  # A1111's range for a random seed
@@ -61,7 +63,7 @@ class HiresConfig:
     """The `hires:` group: A1111's hires fix ("Hires. fix"), a second, larger img2img pass after txt2img."""
 
     enabled: bool = False
-    upscaler: str = "Latent"  # Latent, Latent (antialiased), Latent (bicubic), ..., Lanczos, None
+    upscaler: str = "Latent"  # Latent, Latent (antialiased), ..., Lanczos, None, or a file in upscaler_dir
     scale: float = 2.0  # "Upscale by", used while resize_x and resize_y are 0
     resize_x: int = 0  # "Resize width to"; 0 with resize_y set: follows the aspect ratio
     resize_y: int = 0
@@ -71,11 +73,11 @@ class HiresConfig:
     negative_prompt: str = ""
     sampler: str = ""  # empty: the first pass's sampler
 
-    def params(self, prompt: str | None = None) -> HiresParams:
+    def params(self, prompt: str | None = None, model_upscaler: ModelUpscaler | None = None) -> HiresParams:
         """The hires settings; `prompt` replaces the hires prompt (e.g. without its LoRA tags)."""
         return HiresParams(
             self.upscaler, self.scale, self.resize_x, self.resize_y, self.steps, self.denoising_strength,
-            self.prompt if prompt is None else prompt, self.negative_prompt, self.sampler,
+            self.prompt if prompt is None else prompt, self.negative_prompt, self.sampler, model_upscaler,
         )  # fmt: skip
 
 
@@ -103,6 +105,9 @@ class RenderConfig:
     tokenizer: str | None = None  # for single-file models, which ship none (default: CLIP ViT-L/14's)
     lora_dir: str | None = None
     embeddings_dir: str | None = None
+    upscaler_dir: str = "models/ESRGAN"  # upscaler files (.pth/.safetensors) that hires.upscaler may name
+    upscaler_tile: int = 192  # A1111's ESRGAN tile size; 0: one pass over the whole picture
+    upscaler_tile_overlap: int = 8
     device: str = "auto"  # auto: cuda when available, else cpu
     out: str = "outputs/txt2img"
     init_image: str | None = None  # an image file: img2img from it instead of txt2img
@@ -148,7 +153,7 @@ def _check_img2img_and_hires(config: RenderConfig) -> None:
         img2img_steps(config.steps, config.denoising_strength)
     if not config.hires.enabled:
         return
-    hires = config.hires.params()
+    hires = hires_params(config)
     hires.validate()
     width, height = hires_size(config.width, config.height, hires)
     if min(width, height) <= 0:
@@ -158,6 +163,26 @@ def _check_img2img_and_hires(config: RenderConfig) -> None:
             "hires.prompt names other <lora:...> tags than prompt: one set of LoRAs applies to both passes, "
             "so repeat prompt's tags or leave them out of hires.prompt"
         )
+
+
+def hires_params(config: Any, prompt: str | None = None) -> HiresParams:
+    """`config.hires`'s settings with the upscaler file it names in `config.upscaler_dir`, if it names one.
+
+    `config` has `hires`, `upscaler_dir`, `upscaler_tile` and `upscaler_tile_overlap` (the render and X/Y/Z
+    configs). A name that is neither built in nor a file there is refused with ConfigError.
+    """
+    name, model = config.hires.upscaler, None
+    if find_upscaler(name) is None:
+        try:
+            check_tiles(config.upscaler_tile, config.upscaler_tile_overlap)
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+        model = find_model_upscaler(
+            name, config.upscaler_dir, config.upscaler_tile, config.upscaler_tile_overlap
+        )
+        if model is None:
+            raise ConfigError(missing_upscaler("hires upscaler", name, config.upscaler_dir, UPSCALERS))
+    return config.hires.params(prompt, model)
 
 
 def _lora_tags(prompt: str) -> list[list[str]]:
@@ -234,7 +259,7 @@ def _renderer(config: RenderConfig, model: BaseModel, embeddings: EmbeddingDatab
         return lambda batch: img2img(model, batch, init, strength, embeddings=embeddings)
     if config.hires.enabled:
         # The text encoder sees the hires prompt without tags, as it sees the first prompt.
-        hires = config.hires.params(parse_prompt(config.hires.prompt)[0])
+        hires = hires_params(config, parse_prompt(config.hires.prompt)[0])
         return lambda batch: generate_hires_batch(model, batch, hires, embeddings)
     return lambda batch: generate_batch(model, batch, embeddings)
 
@@ -244,7 +269,7 @@ def _mode_fields(config: RenderConfig, params: GenerationParams) -> dict[str, An
     if config.init_image is not None:
         return img2img_fields(config.denoising_strength)
     if config.hires.enabled:
-        return hires_fields(params, config.hires.params())
+        return hires_fields(params, hires_params(config))
     return {}
 
 

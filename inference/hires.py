@@ -3,10 +3,11 @@
 The target size is `scale` x the first pass ("Upscale by") or `resize_x` x `resize_y` ("Resize width/height
 to"; a 0 side follows the first pass's aspect ratio; when both are given and the aspect differs, the image
 is upscaled to cover the target and the latents are cropped to it, centred, as A1111 does). Latent upscalers
-interpolate the latents; "Lanczos" and "None" decode, resize the pixels and encode again (the VAE mean,
-see `inference.img2img.encode_images`). The second pass draws fresh noise from each image's own seed at the
-new size (A1111 makes a new per-image RNG from the same seeds), and always runs exactly `steps` sampler
-steps (A1111 passes the hires steps, so the fixed-steps arithmetic applies).
+interpolate the latents; "Lanczos", "None" and upscaler files (`model_upscaler`, inference.model_upscale)
+decode, resize the pixels and encode again (the VAE mean, see `inference.img2img.encode_images`). The second
+pass draws fresh noise from each image's own seed at the new size (A1111 makes a new per-image RNG from the
+same seeds), and always runs exactly `steps` sampler steps (A1111 passes the hires steps, so the fixed-steps
+arithmetic applies).
 
 Prompt editing (`[a:b:0.5]`) counts the first pass's steps in the first pass; in the second it counts the
 hires steps on a timeline that continues the first pass (`hires_timeline`, as A1111's hires conds).
@@ -23,6 +24,7 @@ from torch import Tensor
 from inference.components import BaseModel, vae_scale_factor
 from inference.embeddings import EmbeddingDatabase
 from inference.img2img import encode_images, img2img_steps, sample_img2img_latents
+from inference.model_upscale import ModelUpscaler
 from inference.sampler_names import find_sampler, get_sampler_and_scheduler
 from inference.scheduled_conds import PromptTimeline, schedule_steps
 from inference.txt2img import GenerationParams, decode_latents, sample_latents
@@ -33,7 +35,7 @@ from inference.upscalers import UPSCALERS, find_upscaler, is_latent_upscaler, up
 class HiresParams:
     """A1111's "Hires. fix" settings; empty prompt, negative prompt or sampler mean the first pass's."""
 
-    upscaler: str = "Latent"  # a latent mode ("Latent", "Latent (antialiased)", ...), "Lanczos" or "None"
+    upscaler: str = "Latent"  # a latent mode ("Latent", ...), "Lanczos", "None" or model_upscaler's name
     scale: float = 2.0  # "Upscale by", used while resize_x and resize_y are both 0
     resize_x: int = 0  # "Resize width to" (pixels)
     resize_y: int = 0  # "Resize height to" (pixels)
@@ -42,14 +44,18 @@ class HiresParams:
     prompt: str = ""
     negative_prompt: str = ""
     sampler: str = ""
+    model_upscaler: ModelUpscaler | None = None  # the upscaler file that `upscaler` names, if it names one
 
     def __post_init__(self) -> None:
         self.upscaler = find_upscaler(self.upscaler) or self.upscaler
 
     def validate(self) -> None:
         """Raise ValueError for settings no hires pass can run with."""
-        if self.upscaler not in UPSCALERS:
-            raise ValueError(f"unknown hires upscaler {self.upscaler!r}; use one of {', '.join(UPSCALERS)}")
+        if self.upscaler not in UPSCALERS and self.pixel_model() is None:
+            raise ValueError(
+                f"unknown hires upscaler {self.upscaler!r}; use one of {', '.join(UPSCALERS)} "
+                "or the name of a file in upscaler_dir"
+            )
         if self.resize_x < 0 or self.resize_y < 0 or self.steps < 0:
             raise ValueError("hires resize_x, resize_y and steps must be 0 or more")
         if self.resize_x == self.resize_y == 0 and self.scale <= 0:
@@ -58,6 +64,15 @@ class HiresParams:
             raise ValueError(f"hires denoising_strength must be in (0, 1], got {self.denoising_strength}")
         if self.sampler and find_sampler(self.sampler) is None:
             raise ValueError(f"unknown hires sampler {self.sampler!r}; use an A1111 name such as 'Euler a'")
+
+    def pixel_model(self) -> ModelUpscaler | None:
+        """The upscaler file to run when `upscaler` names it (built-in names come first, as in A1111)."""
+        model = self.model_upscaler
+        return (
+            model
+            if model is not None and self.upscaler not in UPSCALERS and model.name == self.upscaler
+            else None
+        )
 
     def sampler_for(self, params: GenerationParams) -> str:
         """The second pass's sampler name, resolved (the first pass's when none is set)."""
@@ -98,10 +113,25 @@ def crop_latents(latents: Tensor, target: HiresTarget) -> Tensor:
     return latents[..., ty // 2 : h - (ty + 1) // 2, tx // 2 : w - (tx + 1) // 2]
 
 
-def upscale_first_pass(model: BaseModel, latents: Tensor, upscaler: str, target: HiresTarget) -> Tensor:
-    """First-pass latents (B, 4, h, w) → latents at the target size, cropped: (B, 4, H'/8, W'/8)."""
+def upscale_first_pass(
+    model: BaseModel,
+    latents: Tensor,
+    upscaler: str,
+    target: HiresTarget,
+    pixel_model: ModelUpscaler | None = None,
+) -> Tensor:
+    """First-pass latents (B, 4, h, w) → latents at the target size, cropped: (B, 4, H'/8, W'/8).
+
+    `pixel_model`, when given, upscales the decoded pixels instead of the `upscaler` named.
+    """
     factor = vae_scale_factor(model)
-    if is_latent_upscaler(upscaler):
+    if pixel_model is not None:
+        images = [
+            pixel_model.resize(image, target.width, target.height, latents.device)
+            for image in decode_latents(model, latents)
+        ]
+        upscaled = encode_images(model, images, target.width, target.height)
+    elif is_latent_upscaler(upscaler):
         upscaled = upscale_latents(latents, upscaler, target.height // factor, target.width // factor)
     else:
         images = [
@@ -150,7 +180,8 @@ def generate_hires_batch(
     plan = img2img_steps(first.steps, hires.denoising_strength, requested_steps=hires.steps or first.steps)
     timeline = hires_timeline(first, hires)
     with torch.no_grad():
-        latents = upscale_first_pass(model, sample_latents(model, batch, embeddings), hires.upscaler, target)
+        first_latents = sample_latents(model, batch, embeddings)
+        latents = upscale_first_pass(model, first_latents, hires.upscaler, target, hires.pixel_model())
         height, width = (size * factor for size in latents.shape[-2:])
         second = second_pass_batch(batch, hires, width, height)
         return decode_latents(

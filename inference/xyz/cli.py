@@ -8,7 +8,14 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from data.typed_config import ConfigError, to_typed
-from inference.cli import HiresConfig, _embeddings, load_model, model_name, quote_prompt_overrides
+from inference.cli import (
+    HiresConfig,
+    _embeddings,
+    hires_params,
+    load_model,
+    model_name,
+    quote_prompt_overrides,
+)
 from inference.input_checks import check_image_file, check_output_folder
 from inference.txt2img import GenerationParams
 from inference.xyz.cell import Cell, XYZError
@@ -61,6 +68,9 @@ class XYZConfig:
     tokenizer: str | None = None
     lora_dir: str | None = None
     embeddings_dir: str | None = None
+    upscaler_dir: str = "models/ESRGAN"
+    upscaler_tile: int = 192
+    upscaler_tile_overlap: int = 8
     device: str = "auto"
     init_image: str | None = None
     denoising_strength: float = 0.75
@@ -84,7 +94,7 @@ def load_xyz_config(cfg: DictConfig) -> XYZConfig:
     try:
         settings_cell(config, None).params.validate()
         if config.hires.enabled:
-            config.hires.params().validate()
+            hires_params(config).validate()
     except ValueError as error:
         raise ConfigError(str(error)) from error
     return config
@@ -106,7 +116,7 @@ def settings_cell(config: XYZConfig, name: str | None) -> Cell:
         subseed=config.var_seed, subseed_strength=config.var_strength,
     )  # fmt: skip
     init = Path(config.init_image) if config.init_image else None
-    hires = config.hires.params() if config.hires.enabled else None
+    hires = hires_params(config) if config.hires.enabled else None
     networks = [Path(lora) for lora in config.loras]
     return Cell(params, None, networks, config.lora_weight, init, config.denoising_strength, hires)
 

@@ -1,0 +1,1 @@
+"""A1111's "Extras" tab, its upscale: `python -m inference.extras image=… upscaler=… scale=…`."""
