@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from inference.components import BaseModel
+from inference.components import BaseModel, vae_scale_factor
 from inference.embeddings import EmbeddingDatabase
 from inference.sampler_names import run_sampler
 from inference.txt2img import GenerationParams, decode_latents, prepare_sampling
@@ -171,7 +171,7 @@ def generate_controlled_batch(
 ) -> list[Image.Image]:
     """Render a txt2img batch with ControlNet units (their residuals summed), one sampling pass."""
     for params in batch:
-        params.validate()
+        params.validate(vae_scale_factor(model))
     with torch.no_grad():
         latents, _ = sample_controlled_latents(model, batch, units, embeddings)
         return decode_latents(model, latents)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from torch import nn
 
+from inference.components import BaseModel
 from inference.controlnet import CONTROL_MODES, ActiveUnit
 from inference.controlnet_hints import (
     RESIZE_MODE_ALIASES,
@@ -19,6 +21,7 @@ from inference.controlnet_hints import (
     hwc3,
     pixel_perfect_resolution,
 )
+from inference.controlnet_models import load_controlnet
 from inference.controlnet_preprocessors import ALIASES, find_preprocessor
 from inference.openpose_skeleton import read_pose_json
 
@@ -53,8 +56,11 @@ class ControlNetUnit:
         if Path(self.image).suffix.lower() == ".json" and self.module == "none":
             self.module = "openpose_json"
 
-    def check(self) -> None:
-        """Raise ValueError (one line) for values the extension refuses, or files that are not there."""
+    def check(self, in_memory: bool = False) -> None:
+        """Raise ValueError (one line) for values the extension refuses, or files that are not there.
+
+        `in_memory`: the model is given as a loaded ControlNet, so `model` names no file.
+        """
         for name in ("weight", "guidance_start", "guidance_end", "threshold_a", "threshold_b"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
@@ -80,7 +86,7 @@ class ControlNetUnit:
         find_preprocessor(self.module)
         if not Path(self.image).is_file():
             raise ValueError(f"image {self.image} is not a file: give the control image (or OpenPose JSON)")
-        if not (Path(self.model).exists() or self.model.count("/") == 1):
+        if not (in_memory or Path(self.model).exists() or self.model.count("/") == 1):
             raise ValueError(f"model {self.model} is not a file, a folder or a hub id: give the ControlNet")
 
     def read_image(self) -> np.ndarray:
@@ -148,7 +154,35 @@ class ControlNetUnit:
         return ", ".join(f"{key}: {value}" for key, value in fields.items())
 
 
-def active_unit(unit: ControlNetUnit, controlnet, height: int, width: int) -> ActiveUnit:
+class UnitError(ValueError):
+    """A unit that cannot be used, in one line naming `controlnet[i]`."""
+
+
+def prepare_units(
+    model: BaseModel,
+    units: list[ControlNetUnit],
+    height: int,
+    width: int,
+    controlnets: dict[str, nn.Module] | None = None,
+) -> list[ActiveUnit]:
+    """The units ready to sample (height, width) pictures with `model`.
+
+    `controlnets` maps a unit's `model` string to a ControlNet in memory; other models load once each.
+    """
+    loaded = dict(controlnets or {})
+    active = []
+    for index, unit in enumerate(units):
+        try:
+            unit.check(in_memory=unit.model in loaded)
+            if unit.model not in loaded:
+                loaded[unit.model] = load_controlnet(unit.model, model.unet)
+            active.append(active_unit(unit, loaded[unit.model], height, width))
+        except ValueError as error:
+            raise UnitError(f"controlnet[{index}]: {error}") from None
+    return active
+
+
+def active_unit(unit: ControlNetUnit, controlnet: nn.Module, height: int, width: int) -> ActiveUnit:
     """The unit ready for sampling a (height, width) picture with the loaded `controlnet`."""
     hint = control_tensor(unit.control_map(height, width))
     return ActiveUnit(

@@ -1,5 +1,5 @@
 """`python -m inference` with `controlnet:` units on the tiny model: the run applies them, writes the
-extension's infotext entries, and refuses bad units in one line before the model loads."""
+extension's infotext entries, and refuses bad units in one line before the model loads; the Python API."""
 
 from __future__ import annotations
 
@@ -15,8 +15,13 @@ from safetensors.torch import save_file
 
 from data.typed_config import ConfigError
 from inference.cli import load_render_config, render
+from inference.controlnet import ActiveUnit, generate_controlled_batch
+from inference.controlnet_hints import control_tensor
 from inference.controlnet_models import legacy_model_hash
+from inference.controlnet_render import generate_with_units
+from inference.controlnet_units import ControlNetUnit, UnitError
 from inference.infotext import parse_infotext, read_infotext
+from inference.txt2img import GenerationParams
 from tests.controlnet_fixtures import tiny_controlnet
 from tests.test_controlnet_loading import controlnet_to_ldm
 from train.models.tiny import build_tiny
@@ -90,3 +95,17 @@ def test_missing_files_and_img2img_are_refused(files, tmp_path):
     config = load_render_config(compose(*FAST, _units(bad_model, image), f"out={tmp_path / 'out'}"))
     with pytest.raises(ConfigError, match=r"controlnet\[0\]: .*vae.safetensors holds no ControlNet weights"):
         render(config)
+
+
+def test_python_api_renders_units_with_a_controlnet_in_memory(files):
+    model, image = files
+    base = build_tiny(seed=0)
+    controlnet = tiny_controlnet(base.unet, std=0.05)
+    params = GenerationParams("a red circle", "", 4, 3, 5.0, 64, 64, sampler="Euler")
+    unit = ControlNetUnit("training", str(image), "invert", weight=0.7)
+    ours = generate_with_units(base, [params], [unit], controlnets={"training": controlnet})
+    hint = control_tensor(255 - np.asarray(Image.open(image)))
+    expected = generate_controlled_batch(base, [params], [ActiveUnit(controlnet, hint, weight=0.7)])
+    assert np.array_equal(np.asarray(ours[0]), np.asarray(expected[0]))
+    with pytest.raises(UnitError, match=r"controlnet\[0\]: model elsewhere is not a file"):
+        generate_with_units(base, [params], [ControlNetUnit("elsewhere", str(image))])
