@@ -167,9 +167,10 @@ def prepare_units(
 ) -> list[ActiveUnit]:
     """The units ready to sample (height, width) pictures with `model`.
 
-    `controlnets` maps a unit's `model` string to a ControlNet in memory; other models load once each.
+    `controlnets` maps a unit's `model` string to a ControlNet in memory; other models load once each and
+    are added to it (so a caller's dict caches them across calls).
     """
-    loaded = dict(controlnets or {})
+    loaded = {} if controlnets is None else controlnets
     active = []
     for index, unit in enumerate(units):
         try:
