@@ -64,6 +64,9 @@ def test_ldm_single_files_convert_offline_to_the_same_weights(model, controlnet,
     torch.save({"state_dict": state}, tmp_path / "control_tiny.pth")
     assert _same(load_controlnet(str(tmp_path / "control_tiny.safetensors"), model.unet), controlnet)
     assert _same(load_controlnet(str(tmp_path / "control_tiny.pth"), model.unet), controlnet)
+    # ControlNet 1.1 files keep the same names without the control_model. prefix.
+    save_file({k.removeprefix("control_model."): v for k, v in state.items()}, tmp_path / "v11.safetensors")
+    assert _same(load_controlnet(str(tmp_path / "v11.safetensors"), model.unet), controlnet)
 
 
 def test_diffusers_files_and_folders_load(model, controlnet, tmp_path):
