@@ -19,6 +19,8 @@ from tqdm.auto import tqdm
 from data.file_hash import short_file_hash
 from data.typed_config import ConfigError, to_typed
 from inference.components import BaseModel, vae_scale_factor
+from inference.controlnet_render import check_units, controlled_renderer, infotext_fields, load_units
+from inference.controlnet_units import ControlNetUnit
 from inference.embeddings import EmbeddingDatabase
 from inference.extra_networks import parse_prompt
 from inference.hires import HiresParams, generate_hires_batch, hires_size
@@ -113,6 +115,7 @@ class RenderConfig:
     init_image: str | None = None  # an image file: img2img from it instead of txt2img
     denoising_strength: float = 0.75  # img2img's; the hires pass has its own
     hires: HiresConfig = field(default_factory=HiresConfig)
+    controlnet: list[ControlNetUnit] = field(default_factory=list)  # A1111's ControlNet units
 
 
 @dataclass
@@ -137,6 +140,7 @@ def load_render_config(cfg: DictConfig) -> RenderConfig:
     check_image_file("init_image", config.init_image)
     check_output_folder("out", config.out)
     check_finite(denoising_strength=config.denoising_strength, **{"hires.scale": config.hires.scale})
+    check_units(config.controlnet, config.init_image is not None, config.hires.enabled)
     try:
         _params(config, config.prompt, 0).validate()
         _check_img2img_and_hires(config)
@@ -288,9 +292,13 @@ def render(config: RenderConfig) -> RenderResult:
         _params(config, plain_prompt, 0).validate(vae_scale_factor(model))
     embeddings = _embeddings(model, config.embeddings_dir)
     render_batch = _renderer(config, model, embeddings)
+    if config.controlnet:
+        units = load_units(model, config.controlnet, config.height, config.width)
+        render_batch = controlled_renderer(model, units, embeddings)
     first_seed = random.randrange(MAX_SEED) if config.seed == -1 else config.seed
     seeds = [first_seed + i for i in range(config.batch_count * config.batch_size)]
     name, file_fields = model_name(config, model.source), model_fields(config)
+    control_fields = infotext_fields(config.controlnet, config.height, config.width)
     used_embeddings = ti_hashes(
         model.tokenizer, plain_prompt, config.negative_prompt, embeddings, config.steps
     )
@@ -307,6 +315,7 @@ def render(config: RenderConfig) -> RenderResult:
                 written = replace(params, prompt=config.prompt)
                 extra = {**file_fields, **_mode_fields(config, written), "Lora hashes": lora_hashes(loras)}
                 extra["TI hashes"] = used_embeddings
+                extra |= control_fields
                 infotext = format_infotext(written, extra)
                 paths.append(save_png(image, out / f"{number:05d}-{params.seed}.png", infotext))
                 number += 1

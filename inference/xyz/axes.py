@@ -14,6 +14,7 @@ from typing import Any
 from inference.sampler_names import find_sampler
 from inference.schedules import find_schedule
 from inference.xyz.cell import Cell, XYZError
+from inference.xyz.controlnet_axes import CONTROLNET_AXES, check_units, unit_field
 
 
 def _label_value(axis: Axis, value: Any) -> str:
@@ -185,6 +186,10 @@ AXES = [
         _check_files("Checkpoint name", BUILT_IN_MODELS),
     ),  # fmt: skip
     Axis("network", "Network", "str", _network, _file_name, _check_files("Network")),
+    *(
+        Axis(key, label, kind, unit_field(name), check=check_units(label, valid, expected))
+        for key, label, kind, name, valid, expected in CONTROLNET_AXES
+    ),
 ]
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data.errors import LoraSmithError
+from inference.controlnet_units import ControlNetUnit
 from inference.hires import HiresParams
 from inference.txt2img import GenerationParams
 
@@ -20,7 +21,7 @@ class Cell:
 
     `checkpoint`: None for the given base model, else a model to load (a file, folder or built-in name).
     `networks`: LoRA files patched in at `lora_weight`. `denoising`: img2img's strength (with an init
-    image), `hires`: the hires fix's settings (None: no hires pass).
+    image), `hires`: the hires fix's settings (None: no hires pass). `controlnet`: ControlNet units (txt2img).
     """
 
     params: GenerationParams
@@ -30,6 +31,7 @@ class Cell:
     init_image: Path | None = None
     denoising: float = 0.75
     hires: HiresParams | None = None
+    controlnet: list[ControlNetUnit] = field(default_factory=list)
 
     def patch_key(self) -> tuple:
         """Cells with equal keys render with the same model and the same patches."""
@@ -40,4 +42,5 @@ class Cell:
         p = self.params
         shared = (p.steps, p.cfg_scale, p.width, p.height, p.clip_skip, p.emphasis, p.comma_backtrack)
         hires = None if self.hires is None else tuple(vars(self.hires).items())
-        return (*shared, p.resolve(), p.exact_batch, self.denoising, hires)
+        units = tuple(repr(unit) for unit in self.controlnet)
+        return (*shared, p.resolve(), p.exact_batch, self.denoising, hires, units)

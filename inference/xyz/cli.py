@@ -16,6 +16,8 @@ from inference.cli import (
     model_name,
     quote_prompt_overrides,
 )
+from inference.controlnet_render import check_units as check_controlnet_units
+from inference.controlnet_units import ControlNetUnit
 from inference.input_checks import check_image_file, check_output_folder
 from inference.txt2img import GenerationParams
 from inference.xyz.cell import Cell, XYZError
@@ -75,6 +77,7 @@ class XYZConfig:
     init_image: str | None = None
     denoising_strength: float = 0.75
     hires: HiresConfig = field(default_factory=HiresConfig)
+    controlnet: list[ControlNetUnit] = field(default_factory=list)  # as in txt2img.yaml; controlnet_* axes
 
 
 def load_xyz_config(cfg: DictConfig) -> XYZConfig:
@@ -89,6 +92,7 @@ def load_xyz_config(cfg: DictConfig) -> XYZConfig:
     for lora in config.loras:
         if not Path(lora).is_file():
             raise ConfigError(f"loras: {lora} is not a file")
+    check_controlnet_units(config.controlnet, config.init_image is not None, config.hires.enabled)
     if config.init_image is not None and config.hires.enabled:
         raise ConfigError("the hires fix is for txt2img: set hires.enabled=false or init_image=null")
     try:
@@ -118,7 +122,9 @@ def settings_cell(config: XYZConfig, name: str | None) -> Cell:
     init = Path(config.init_image) if config.init_image else None
     hires = hires_params(config) if config.hires.enabled else None
     networks = [Path(lora) for lora in config.loras]
-    return Cell(params, None, networks, config.lora_weight, init, config.denoising_strength, hires)
+    return Cell(
+        params, None, networks, config.lora_weight, init, config.denoising_strength, hires, config.controlnet
+    )
 
 
 def run_xyz(config: XYZConfig) -> XYZResult:

@@ -20,6 +20,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from inference.components import BaseModel
+from inference.controlnet_render import generate_with_units
+from inference.controlnet_render import infotext_fields as controlnet_fields
 from inference.embeddings import EmbeddingDatabase
 from inference.extra_networks import parse_prompt
 from inference.hires import generate_hires_batch
@@ -132,13 +134,16 @@ def _prepare(index: int, cell: Cell, files: _Files, model_name: str | None) -> _
         fields.update(img2img_fields(cell.denoising))
     elif cell.hires is not None:
         fields.update(hires_fields(rendered, cell.hires))
+    fields.update(controlnet_fields(cell.controlnet, params.height, params.width))
     return _Prepared(index, cell, rendered, loras, f"{params.prompt} {tags}".rstrip(), fields)
 
 
 def _render_batch(
-    model: BaseModel, batch: list[_Prepared], embeddings: EmbeddingDatabase | None
+    model: BaseModel, batch: list[_Prepared], embeddings: EmbeddingDatabase | None, controlnets: dict
 ) -> list[Image.Image]:
     cell, params = batch[0].cell, [item.params for item in batch]
+    if cell.controlnet:  # each ControlNet loads once into `controlnets`
+        return generate_with_units(model, params, cell.controlnet, controlnets, embeddings)
     if cell.init_image is not None:
         with Image.open(cell.init_image) as opened:
             init = opened.convert("RGB")
@@ -212,6 +217,7 @@ def _render_groups(
 ) -> Iterator[tuple[_Prepared, Image.Image]]:
     """Each cell with its picture, group by group: a model loads and a patch applies once per group."""
     network_cache: dict[Path, Any] = {}
+    controlnets: dict[str, Any] = {}
     loaded: dict[str, BaseModel] = {}  # the one checkpoint in memory
     ordered = sorted(prepared, key=lambda item: (item.group_key(), item.index))
     for _, grouped in itertools.groupby(ordered, key=_Prepared.group_key):
@@ -220,7 +226,7 @@ def _render_groups(
         with ExitStack() as stack:
             _patched(stack, cell_model, group[0].cell, group[0].loras, network_cache)
             for batch in _batches(group, batch_size):
-                yield from zip(batch, _render_batch(cell_model, batch, embeddings), strict=True)
+                yield from zip(batch, _render_batch(cell_model, batch, embeddings, controlnets), strict=True)
 
 
 def _batches(group: list[_Prepared], batch_size: int) -> Iterator[list[_Prepared]]:
