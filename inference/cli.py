@@ -24,6 +24,9 @@ from inference.extra_networks import parse_prompt
 from inference.hires import HiresParams, generate_hires_batch, hires_size
 from inference.img2img import img2img, img2img_steps
 from inference.infotext import format_infotext, hires_fields, img2img_fields, save_png
+from inference.inpaint import Inpainter
+from inference.inpaint_config import InpaintConfig
+from inference.inpainting_unet import for_txt2img, is_inpainting_unet
 from inference.input_checks import check_finite, check_image_file, check_output_folder
 from inference.prompt_loras import PromptLora, applied_loras, lora_hashes, resolve_loras
 from inference.ti_hashes import ti_hashes
@@ -108,6 +111,9 @@ class RenderConfig:
     init_image: str | None = None  # an image file: img2img from it instead of txt2img
     denoising_strength: float = 0.75  # img2img's; the hires pass has its own
     hires: HiresConfig = field(default_factory=HiresConfig)
+    inpaint: InpaintConfig = field(
+        default_factory=InpaintConfig
+    )  # img2img's "Inpaint": a mask and its settings
 
 
 @dataclass
@@ -130,6 +136,7 @@ def load_render_config(cfg: DictConfig) -> RenderConfig:
     if config.seed < -1:
         raise ConfigError(f"seed must be -1 (random) or a non-negative number, got {config.seed}")
     check_image_file("init_image", config.init_image)
+    config.inpaint.validate(config.init_image)
     check_output_folder("out", config.out)
     check_finite(denoising_strength=config.denoising_strength, **{"hires.scale": config.hires.scale})
     try:
@@ -231,7 +238,15 @@ def _renderer(config: RenderConfig, model: BaseModel, embeddings: EmbeddingDatab
         with Image.open(config.init_image) as opened:
             init = opened.convert("RGB")
         strength = config.denoising_strength
+        if config.inpaint.mask is not None or is_inpainting_unet(model.unet):
+            mask = None
+            if config.inpaint.mask is not None:
+                with Image.open(config.inpaint.mask) as opened:
+                    mask = opened.copy()
+            size = (config.width, config.height)
+            return Inpainter(model, init, mask, config.inpaint, strength, *size, embeddings=embeddings)
         return lambda batch: img2img(model, batch, init, strength, embeddings=embeddings)
+    model = for_txt2img(model)  # an inpainting model renders txt2img with A1111's all-masked conditioning
     if config.hires.enabled:
         # The text encoder sees the hires prompt without tags, as it sees the first prompt.
         hires = config.hires.params(parse_prompt(config.hires.prompt)[0])
@@ -239,13 +254,18 @@ def _renderer(config: RenderConfig, model: BaseModel, embeddings: EmbeddingDatab
     return lambda batch: generate_batch(model, batch, embeddings)
 
 
-def _mode_fields(config: RenderConfig, params: GenerationParams) -> dict[str, Any]:
-    """img2img's or the hires fix's infotext keys for an image of `params` (prompt as written)."""
+def _mode_fields(
+    config: RenderConfig, params: GenerationParams, render_batch: Renderer, model: BaseModel
+) -> dict[str, Any]:
+    """img2img's, inpainting's or the hires fix's infotext keys for an image of `params` (prompt as written)."""
+    if isinstance(render_batch, Inpainter):
+        return render_batch.fields
     if config.init_image is not None:
         return img2img_fields(config.denoising_strength)
-    if config.hires.enabled:
-        return hires_fields(params, config.hires.params())
-    return {}
+    fields = hires_fields(params, config.hires.params()) if config.hires.enabled else {}
+    if is_inpainting_unet(model.unet):  # A1111 writes it for txt2img on an inpainting model too
+        fields["Conditional mask weight"] = str(float(config.inpaint.inpainting_mask_weight))
+    return fields
 
 
 def _mode_name(config: RenderConfig) -> str:
@@ -279,7 +299,11 @@ def render(config: RenderConfig) -> RenderResult:
             batch = [_params(config, plain_prompt, seed, name) for seed in batch_seeds]
             for params, image in zip(batch, render_batch(batch), strict=True):
                 written = replace(params, prompt=config.prompt)
-                extra = {**file_fields, **_mode_fields(config, written), "Lora hashes": lora_hashes(loras)}
+                extra = {
+                    **file_fields,
+                    **_mode_fields(config, written, render_batch, model),
+                    "Lora hashes": lora_hashes(loras),
+                }
                 extra["TI hashes"] = used_embeddings
                 infotext = format_infotext(written, extra)
                 paths.append(save_png(image, out / f"{number:05d}-{params.seed}.png", infotext))
