@@ -103,7 +103,9 @@ def test_resize_modes_fit_or_cover_as_a1111():
     ImageDraw.Draw(tall).rectangle((0, 0, 19, 0), fill=(0, 255, 0))  # green top row
     filled = np.asarray(resize_and_fill(tall, 40, 40))
     # Fit: 20x40 in the middle; the side gaps stretched from the edge columns (red), no black left.
-    assert filled.shape == (40, 40, 3) and filled[20, 2].tolist() == [255, 0, 0] and filled.max(axis=2).min() > 0
+    assert (
+        filled.shape == (40, 40, 3) and filled[20, 2].tolist() == [255, 0, 0] and filled.max(axis=2).min() > 0
+    )
     covered = crop_and_resize(tall, 40, 40)  # cover: 40x80, the middle 40 rows kept, the green row cut
     assert np.asarray(covered)[:, :, 1].max() < 10
 
@@ -112,7 +114,9 @@ def test_uncrop_puts_the_render_at_its_box_and_the_overlay_keeps_the_rest():
     original = Image.new("RGB", (100, 80), (10, 20, 30))
     keep = box_mask((100, 80), (10, 20, 42, 52))  # repainted box: 32x32 at (10, 20)
     out = np.asarray(
-        apply_overlay(Image.new("RGB", (64, 64), (0, 255, 0)), overlay_image(original, keep), (10, 20, 32, 32))
+        apply_overlay(
+            Image.new("RGB", (64, 64), (0, 255, 0)), overlay_image(original, keep), (10, 20, 32, 32)
+        )
     )
     assert out.shape == (80, 100, 3)
     assert (out[20:52, 10:42] == (0, 255, 0)).all()  # the render, shrunk to 32x32, in its box
@@ -141,7 +145,9 @@ def test_only_masked_renders_the_expanded_box_and_records_it():
 
 
 def test_settings_take_a1111_names_or_indices_and_bad_ones_are_one_line(tmp_path):
-    config = InpaintConfig(inpainting_fill="2", inpainting_mask_invert="inpaint not masked", inpaint_full_res="1")
+    config = InpaintConfig(
+        inpainting_fill="2", inpainting_mask_invert="inpaint not masked", inpaint_full_res="1"
+    )
     assert (config.fill_mode, config.invert, config.only_masked) == (2, True, True)
     truncated = tmp_path / "mask.png"
     box_mask((64, 64), (0, 0, 8, 8)).save(truncated)
