@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
 from data.typed_config import ConfigError
+from inference.cli import load_render_config
 from inference.inpaint_config import InpaintConfig
 from inference.inpaint_prep import prepare_masked_init
 from inference.masking import _gaussian_kernel, binary_mask, blur_mask, crop_region, expand_crop_region, fill
@@ -168,3 +170,15 @@ def test_settings_take_a1111_names_or_indices_and_bad_ones_are_one_line(tmp_path
         assert "\n" not in str(error.value)
     with pytest.raises(ConfigError, match="needs init_image"):
         InpaintConfig(mask=str(truncated)).validate(None)
+
+
+def test_the_render_config_checks_the_inpaint_group_once(tmp_path):
+    init = tmp_path / "init.png"
+    Image.new("RGB", (64, 64)).save(init)
+    base = {"prompt": "a", "init_image": str(init), "out": str(tmp_path / "out")}
+    config = load_render_config(OmegaConf.create({**base, "inpaint": {"inpainting_fill": 2, "mask_blur": 0}}))
+    assert config.inpaint.fill_mode == 2 and config.inpaint.mask is None  # A1111's index, typed as text
+    with pytest.raises(ConfigError, match=r"^inpaint\.mask=gone\.png is not a file"):
+        load_render_config(OmegaConf.create({**base, "inpaint": {"mask": "gone.png"}}))
+    with pytest.raises(ConfigError, match=r"inpaint\.nothing"):
+        load_render_config(OmegaConf.create({**base, "inpaint": {"nothing": 1}}))
