@@ -24,7 +24,7 @@ from inference.extra_networks import parse_prompt
 from inference.hires import HiresParams, generate_hires_batch, hires_size
 from inference.img2img import img2img, img2img_steps
 from inference.infotext import format_infotext, hires_fields, img2img_fields, save_png
-from inference.inpaint import Inpainter
+from inference.inpaint import Inpainter, load_mask
 from inference.inpaint_config import InpaintConfig
 from inference.inpainting_unet import for_txt2img, is_inpainting_unet
 from inference.input_checks import check_finite, check_image_file, check_output_folder
@@ -111,9 +111,8 @@ class RenderConfig:
     init_image: str | None = None  # an image file: img2img from it instead of txt2img
     denoising_strength: float = 0.75  # img2img's; the hires pass has its own
     hires: HiresConfig = field(default_factory=HiresConfig)
-    inpaint: InpaintConfig = field(
-        default_factory=InpaintConfig
-    )  # img2img's "Inpaint": a mask and its settings
+    # img2img's "Inpaint": a mask and its settings
+    inpaint: InpaintConfig = field(default_factory=InpaintConfig)
 
 
 @dataclass
@@ -239,10 +238,7 @@ def _renderer(config: RenderConfig, model: BaseModel, embeddings: EmbeddingDatab
             init = opened.convert("RGB")
         strength = config.denoising_strength
         if config.inpaint.mask is not None or is_inpainting_unet(model.unet):
-            mask = None
-            if config.inpaint.mask is not None:
-                with Image.open(config.inpaint.mask) as opened:
-                    mask = opened.copy()
+            mask = load_mask(config.inpaint.mask)
             size = (config.width, config.height)
             return Inpainter(model, init, mask, config.inpaint, strength, *size, embeddings=embeddings)
         return lambda batch: img2img(model, batch, init, strength, embeddings=embeddings)
@@ -299,11 +295,8 @@ def render(config: RenderConfig) -> RenderResult:
             batch = [_params(config, plain_prompt, seed, name) for seed in batch_seeds]
             for params, image in zip(batch, render_batch(batch), strict=True):
                 written = replace(params, prompt=config.prompt)
-                extra = {
-                    **file_fields,
-                    **_mode_fields(config, written, render_batch, model),
-                    "Lora hashes": lora_hashes(loras),
-                }
+                mode_fields = _mode_fields(config, written, render_batch, model)
+                extra = {**file_fields, **mode_fields, "Lora hashes": lora_hashes(loras)}
                 extra["TI hashes"] = used_embeddings
                 infotext = format_infotext(written, extra)
                 paths.append(save_png(image, out / f"{number:05d}-{params.seed}.png", infotext))

@@ -38,6 +38,14 @@ from inference.variation import image_noise_with_variations
 FILL_ORIGINAL, FILL_LATENT_NOISE, FILL_LATENT_NOTHING = 1, 2, 3
 
 
+def load_mask(path: str | None) -> Image.Image | None:
+    """The mask file as stored (its alpha kept: `inference.masking.binary_mask` reads it), or None."""
+    if path is None:
+        return None
+    with Image.open(path) as opened:
+        return opened.copy()
+
+
 def latent_masks(mask: Image.Image, height: int, width: int) -> tuple[Tensor, Tensor]:
     """The render-size mask on the latent grid, A1111's (mask, nmask): (keep, repaint), each (1, 1, h, w) of 0/1."""
     small = mask.convert("RGB").resize((width, height), resample=Image.Resampling.BICUBIC)
