@@ -26,6 +26,9 @@ from inference.extra_networks import parse_prompt
 from inference.hires import HiresParams, generate_hires_batch, hires_size
 from inference.img2img import img2img, img2img_steps
 from inference.infotext import format_infotext, hires_fields, img2img_fields, save_png
+from inference.inpaint import Inpainter, load_mask
+from inference.inpaint_config import InpaintConfig
+from inference.inpainting_unet import for_txt2img, is_inpainting_unet
 from inference.input_checks import check_finite, check_image_file, check_output_folder
 from inference.model_upscale import ModelUpscaler, check_tiles, find_model_upscaler, missing_upscaler
 from inference.prompt_loras import PromptLora, applied_loras, lora_hashes, patching_loras, resolve_loras
@@ -116,6 +119,8 @@ class RenderConfig:
     denoising_strength: float = 0.75  # img2img's; the hires pass has its own
     hires: HiresConfig = field(default_factory=HiresConfig)
     controlnet: list[ControlNetUnit] = field(default_factory=list)  # A1111's ControlNet units
+    # img2img's "Inpaint": a mask and its settings
+    inpaint: InpaintConfig = field(default_factory=InpaintConfig)
 
 
 @dataclass
@@ -138,6 +143,7 @@ def load_render_config(cfg: DictConfig) -> RenderConfig:
     if config.seed < -1:
         raise ConfigError(f"seed must be -1 (random) or a non-negative number, got {config.seed}")
     check_image_file("init_image", config.init_image)
+    config.inpaint.validate(config.init_image)
     check_output_folder("out", config.out)
     check_finite(denoising_strength=config.denoising_strength, **{"hires.scale": config.hires.scale})
     check_units(config.controlnet, config.init_image is not None, config.hires.enabled)
@@ -260,7 +266,12 @@ def _renderer(config: RenderConfig, model: BaseModel, embeddings: EmbeddingDatab
         with Image.open(config.init_image) as opened:
             init = opened.convert("RGB")
         strength = config.denoising_strength
+        if config.inpaint.mask is not None or is_inpainting_unet(model.unet):
+            mask = load_mask(config.inpaint.mask)
+            size = (config.width, config.height)
+            return Inpainter(model, init, mask, config.inpaint, strength, *size, embeddings=embeddings)
         return lambda batch: img2img(model, batch, init, strength, embeddings=embeddings)
+    model = for_txt2img(model)  # an inpainting model renders txt2img with A1111's all-masked conditioning
     if config.hires.enabled:
         # The text encoder sees the hires prompt without tags, as it sees the first prompt.
         hires = hires_params(config, parse_prompt(config.hires.prompt)[0])
@@ -268,13 +279,18 @@ def _renderer(config: RenderConfig, model: BaseModel, embeddings: EmbeddingDatab
     return lambda batch: generate_batch(model, batch, embeddings)
 
 
-def _mode_fields(config: RenderConfig, params: GenerationParams) -> dict[str, Any]:
-    """img2img's or the hires fix's infotext keys for an image of `params` (prompt as written)."""
+def _mode_fields(
+    config: RenderConfig, params: GenerationParams, render_batch: Renderer, model: BaseModel
+) -> dict[str, Any]:
+    """img2img's, inpainting's or the hires fix's infotext keys for an image of `params` (prompt as written)."""
+    if isinstance(render_batch, Inpainter):
+        return render_batch.fields
     if config.init_image is not None:
         return img2img_fields(config.denoising_strength)
-    if config.hires.enabled:
-        return hires_fields(params, hires_params(config))
-    return {}
+    fields = hires_fields(params, hires_params(config)) if config.hires.enabled else {}
+    if is_inpainting_unet(model.unet):  # A1111 writes it for txt2img on an inpainting model too
+        fields["Conditional mask weight"] = str(float(config.inpaint.inpainting_mask_weight))
+    return fields
 
 
 def _mode_name(config: RenderConfig) -> str:
@@ -313,7 +329,8 @@ def render(config: RenderConfig) -> RenderResult:
             batch = [_params(config, plain_prompt, seed, name) for seed in batch_seeds]
             for params, image in zip(batch, render_batch(batch), strict=True):
                 written = replace(params, prompt=config.prompt)
-                extra = {**file_fields, **_mode_fields(config, written), "Lora hashes": lora_hashes(loras)}
+                mode_fields = _mode_fields(config, written, render_batch, model)
+                extra = {**file_fields, **mode_fields, "Lora hashes": lora_hashes(loras)}
                 extra["TI hashes"] = used_embeddings
                 extra |= control_fields
                 infotext = format_infotext(written, extra)

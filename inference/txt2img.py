@@ -169,7 +169,8 @@ def prepare_sampling(
         inner, cond.to(unet.device), uncond.to(unet.device), cfg_scale, first.exact_batch, conds_list
     )
     scale = vae_scale_factor(model)
-    shape = (unet.config.in_channels, first.height // scale, first.width // scale)
+    # Latent channels: an inpainting UNet takes 9 in (latents, mask, masked picture) and gives 4 out.
+    shape = (unet.config.out_channels, first.height // scale, first.width // scale)
     noise = image_noise_with_variations(
         [p.seed for p in batch], [p.subseed for p in batch], [p.subseed_strength for p in batch], shape,
         [p.rng for p in batch], unet.device,

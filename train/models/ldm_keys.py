@@ -47,6 +47,13 @@ def model_family(state: State, path: Path) -> str:
     )
 
 
+def unet_input_channels(state: State) -> int | None:
+    """The UNet's input channels as its first convolution shows them (9 for an inpainting model, as A1111
+    tells them apart), or None when the checkpoint lacks that weight."""
+    weight = state.get(UNET_PREFIX + "input_blocks.0.0.weight")
+    return None if weight is None or weight.ndim != 4 else int(weight.shape[1])
+
+
 def unet_state(state: State, config: dict[str, Any]) -> State:
     """The diffusers UNet2DConditionModel state dict of an LDM checkpoint (non-EMA weights, as A1111)."""
     return convert_ldm_unet_checkpoint(state, config)

@@ -46,6 +46,10 @@ def load_single_file(
         original = ldm_config.read_original_config(config_path)
     else:
         original = ldm_config.default_original_config(family)
+        # Without a config, A1111 knows an inpainting model (SD 1.5 / 2 inpainting) by its 9-channel input.
+        channels = ldm_keys.unet_input_channels(state)
+        if channels is not None:
+            original["model"]["params"]["unet_config"]["params"]["in_channels"] = channels
         if family == "sd2":
             _say_epsilon_was_assumed(path)
     where = str(config_path) if config_path else BUILT_IN_ARCHITECTURE[family]
