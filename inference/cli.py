@@ -146,7 +146,7 @@ def load_render_config(cfg: DictConfig) -> RenderConfig:
     config.inpaint.validate(config.init_image)
     check_output_folder("out", config.out)
     check_finite(denoising_strength=config.denoising_strength, **{"hires.scale": config.hires.scale})
-    check_units(config.controlnet, config.init_image is not None, config.hires.enabled)
+    check_units(config.controlnet)
     try:
         _params(config, config.prompt, 0).validate()
         _check_img2img_and_hires(config)
@@ -262,20 +262,29 @@ Renderer = Callable[[list[GenerationParams]], list[Image.Image]]
 
 def _renderer(config: RenderConfig, model: BaseModel, embeddings: EmbeddingDatabase | None) -> Renderer:
     """What renders one batch: txt2img, img2img from `init_image`, or txt2img with the hires fix."""
+    units, size = config.controlnet, (config.height, config.width)
     if config.init_image is not None:
         with Image.open(config.init_image) as opened:
             init = opened.convert("RGB")
         strength = config.denoising_strength
         if config.inpaint.mask is not None or is_inpainting_unet(model.unet):
             mask = load_mask(config.inpaint.mask)
-            size = (config.width, config.height)
-            return Inpainter(model, init, mask, config.inpaint, strength, *size, embeddings=embeddings)
-        return lambda batch: img2img(model, batch, init, strength, embeddings=embeddings)
-    model = for_txt2img(model)  # an inpainting model renders txt2img with A1111's all-masked conditioning
+            inpainter = Inpainter(
+                model, init, mask, config.inpaint, strength, *size[::-1], embeddings=embeddings
+            )
+            inpainter.control = load_units(model, units, *size, crop=inpainter.mask_crop())
+            return inpainter
+        control = load_units(model, units, *size)
+        return lambda batch: img2img(model, batch, init, strength, embeddings=embeddings, control=control)
     if config.hires.enabled:
         # The text encoder sees the hires prompt without tags, as it sees the first prompt.
         hires = hires_params(config, parse_prompt(config.hires.prompt)[0])
-        return lambda batch: generate_hires_batch(model, batch, hires, embeddings)
+        control = load_units(model, units, *size, hires_size(config.width, config.height, hires))
+        model = for_txt2img(model)  # an inpainting model renders txt2img with A1111's all-masked conditioning
+        return lambda batch: generate_hires_batch(model, batch, hires, embeddings, control)
+    control, model = load_units(model, units, *size), for_txt2img(model)
+    if control is not None:
+        return controlled_renderer(model, control, embeddings)
     return lambda batch: generate_batch(model, batch, embeddings)
 
 
@@ -308,13 +317,11 @@ def render(config: RenderConfig) -> RenderResult:
         _params(config, plain_prompt, 0).validate(vae_scale_factor(model))
     embeddings = _embeddings(model, config.embeddings_dir)
     render_batch = _renderer(config, model, embeddings)
-    if config.controlnet:
-        units = load_units(model, config.controlnet, config.height, config.width)
-        render_batch = controlled_renderer(model, units, embeddings)
     first_seed = random.randrange(MAX_SEED) if config.seed == -1 else config.seed
     seeds = [first_seed + i for i in range(config.batch_count * config.batch_size)]
     name, file_fields = model_name(config, model.source), model_fields(config)
-    control_fields = infotext_fields(config.controlnet, config.height, config.width)
+    crop = render_batch.mask_crop() if isinstance(render_batch, Inpainter) else None
+    control_fields = infotext_fields(config.controlnet, config.height, config.width, crop)
     used_embeddings = ti_hashes(
         model.tokenizer, plain_prompt, config.negative_prompt, embeddings, config.steps
     )

@@ -13,6 +13,7 @@ from torch import nn
 
 from inference.components import BaseModel
 from inference.controlnet import CONTROL_MODES, ActiveUnit
+from inference.controlnet_crop import MaskCrop, crop_to_mask_region
 from inference.controlnet_hints import (
     RESIZE_MODE_ALIASES,
     RESIZE_MODES,
@@ -22,6 +23,13 @@ from inference.controlnet_hints import (
     pixel_perfect_resolution,
 )
 from inference.controlnet_models import load_controlnet
+from inference.controlnet_passes import (
+    HR_OPTIONS,
+    PassControl,
+    first_pass_is_hires,
+    hires_control_mode,
+    runs_in_pass,
+)
 from inference.controlnet_preprocessors import ALIASES, find_preprocessor
 from inference.openpose_skeleton import read_pose_json
 
@@ -49,6 +57,8 @@ class ControlNetUnit:
     threshold_a: float = -1
     threshold_b: float = -1
     rgb_to_bgr: bool = False
+    hr_option: str = "Both"  # with the hires fix: the passes the unit controls (HR_OPTIONS)
+    inpaint_crop_input_image: bool = True  # "Only masked" inpainting: crop the image as the picture is
 
     def __post_init__(self) -> None:
         self.module = ALIASES.get(self.module, self.module)
@@ -83,17 +93,26 @@ class ControlNetUnit:
             raise ValueError(
                 f"unknown resize_mode {self.resize_mode!r}; use one of {', '.join(RESIZE_MODES)}"
             )
+        if self.hr_option not in HR_OPTIONS:
+            raise ValueError(f"unknown hr_option {self.hr_option!r}; use one of {', '.join(HR_OPTIONS)}")
         find_preprocessor(self.module)
         if not Path(self.image).is_file():
             raise ValueError(f"image {self.image} is not a file: give the control image (or OpenPose JSON)")
         if not (in_memory or Path(self.model).exists() or self.model.count("/") == 1):
             raise ValueError(f"model {self.model} is not a file, a folder or a hub id: give the ControlNet")
 
-    def read_image(self) -> np.ndarray:
-        """The unit's input as (H, W, 3) uint8 RGB: an OpenPose JSON drawn, or a picture.
+    def read_image(self, crop: MaskCrop | None = None) -> np.ndarray:
+        """The unit's input as (H, W, 3) uint8 RGB: an OpenPose JSON drawn, or a picture; with `crop`
+        ("Only masked" inpainting), the part that the picture's crop box shows, at the render size.
 
         A picture with a partly transparent alpha is the extension's canvas scribble: its alpha is the map.
         """
+        image = self._read_whole()
+        if crop is None or not self.inpaint_crop_input_image:
+            return image
+        return crop_to_mask_region(image, crop, self.resize_mode)
+
+    def _read_whole(self) -> np.ndarray:
         if self.module == "openpose_json":
             return read_pose_json(self.image)
         try:
@@ -127,17 +146,23 @@ class ControlNetUnit:
             preprocessor.b.resolve(float(self.threshold_b)),
         )
 
-    def control_map(self, height: int, width: int) -> np.ndarray:
+    def control_map(self, height: int, width: int, crop: MaskCrop | None = None) -> np.ndarray:
         """The map the ControlNet sees for a (height, width) picture: preprocessed, resized, (H, W, 3) uint8."""
-        image = self.read_image()
-        res, a, b = self.settings(image, height, width)
-        detected = find_preprocessor(self.module).function(image, res, a, b)
-        fitted = fit_control_map(detected, height, width, self.resize_mode)
-        return np.ascontiguousarray(fitted[:, :, ::-1]) if self.rgb_to_bgr else fitted
+        return self.control_maps([(height, width)], crop)[0]
 
-    def infotext(self, model_name: str, height: int, width: int) -> str:
+    def control_maps(self, sizes: list[tuple[int, int]], crop: MaskCrop | None = None) -> list[np.ndarray]:
+        """The map for each (height, width) in `sizes`, (H, W, 3) uint8 each: the preprocessor runs once,
+        with the settings of the first size, and its result is fitted to each size (the extension's hires
+        map is the same detected map fitted to the hires size)."""
+        image = self.read_image(crop)
+        res, a, b = self.settings(image, *sizes[0])
+        detected = find_preprocessor(self.module).function(image, res, a, b)
+        maps = [fit_control_map(detected, height, width, self.resize_mode) for height, width in sizes]
+        return [np.ascontiguousarray(m[:, :, ::-1]) if self.rgb_to_bgr else m for m in maps]
+
+    def infotext(self, model_name: str, height: int, width: int, crop: MaskCrop | None = None) -> str:
         """The extension's infotext value for this unit, fields in its order (ControlNetUnit.infotext_fields)."""
-        res, a, b = self.settings(self.read_image(), height, width)
+        res, a, b = self.settings(self.read_image(crop), height, width)
         fields = {
             "Module": self.module,
             "Model": model_name,
@@ -164,28 +189,32 @@ def prepare_units(
     height: int,
     width: int,
     controlnets: dict[str, nn.Module] | None = None,
-) -> list[ActiveUnit]:
-    """The units ready to sample (height, width) pictures with `model`.
+    hires_size: tuple[int, int] | None = None,
+    crop: MaskCrop | None = None,
+) -> PassControl:
+    """The units ready to sample (height, width) pictures with `model`, and with the hires fix the hires
+    pass at `hires_size` (width, height); `crop`: "Only masked" inpainting's box (see MaskCrop).
 
     `controlnets` maps a unit's `model` string to a ControlNet in memory; other models load once each and
     are added to it (so a caller's dict caches them across calls).
     """
     loaded = {} if controlnets is None else controlnets
-    active = []
+    sizes = [(height, width)] + ([] if hires_size is None else [(hires_size[1], hires_size[0])])
+    first_is_hires = first_pass_is_hires(height, None if hires_size is None else hires_size[1])
+    control = PassControl([])
     for index, unit in enumerate(units):
         try:
             unit.check(in_memory=unit.model in loaded)
             if unit.model not in loaded:
                 loaded[unit.model] = load_controlnet(unit.model, model.unet)
-            active.append(active_unit(unit, loaded[unit.model], height, width))
+            hints = [control_tensor(m) for m in unit.control_maps(sizes, crop)]
         except ValueError as error:
             raise UnitError(f"controlnet[{index}]: {error}") from None
-    return active
-
-
-def active_unit(unit: ControlNetUnit, controlnet: nn.Module, height: int, width: int) -> ActiveUnit:
-    """The unit ready for sampling a (height, width) picture with the loaded `controlnet`."""
-    hint = control_tensor(unit.control_map(height, width))
-    return ActiveUnit(
-        controlnet, hint, unit.weight, unit.guidance_start, unit.guidance_end, unit.control_mode
-    )
+        controlnet, settings = loaded[unit.model], (unit.weight, unit.guidance_start, unit.guidance_end)
+        if hires_size is None or runs_in_pass(unit.hr_option, first_is_hires):
+            mode = hires_control_mode(unit.module, unit.control_mode) if first_is_hires else unit.control_mode
+            control.first.append(ActiveUnit(controlnet, hints[0], *settings, mode))
+        if hires_size is not None and runs_in_pass(unit.hr_option, True):
+            mode = hires_control_mode(unit.module, unit.control_mode)
+            control.hires.append(ActiveUnit(controlnet, hints[1], *settings, mode))
+    return control

@@ -22,6 +22,8 @@ from PIL import Image
 from torch import Tensor
 
 from inference.components import BaseModel, vae_scale_factor
+from inference.controlnet import sample_controlled_latents
+from inference.controlnet_passes import PassControl
 from inference.embeddings import EmbeddingDatabase
 from inference.img2img import encode_images, img2img_steps, sample_img2img_latents
 from inference.model_upscale import ModelUpscaler
@@ -164,10 +166,12 @@ def generate_hires_batch(
     batch: list[GenerationParams],
     hires: HiresParams,
     embeddings: EmbeddingDatabase | None = None,
+    control: PassControl | None = None,
 ) -> list[Image.Image]:
     """Render a batch with the hires fix: first pass at the params' size, second at the hires target size.
 
     The batch must be one `generate_batch` could render; each image depends only on its own params.
+    `control`: ControlNet units for each pass (inference.controlnet_passes).
     """
     if not batch:
         return []
@@ -180,13 +184,17 @@ def generate_hires_batch(
     plan = img2img_steps(first.steps, hires.denoising_strength, requested_steps=hires.steps or first.steps)
     timeline = hires_timeline(first, hires)
     with torch.no_grad():
-        first_latents = sample_latents(model, batch, embeddings)
+        if control is None:
+            first_latents = sample_latents(model, batch, embeddings)
+        else:
+            first_latents = sample_controlled_latents(model, batch, control.first, embeddings)[0]
         latents = upscale_first_pass(model, first_latents, hires.upscaler, target, hires.pixel_model())
         height, width = (size * factor for size in latents.shape[-2:])
         second = second_pass_batch(batch, hires, width, height)
-        return decode_latents(
-            model, sample_img2img_latents(model, second, latents, plan, embeddings, timeline)
+        latents = sample_img2img_latents(
+            model, second, latents, plan, embeddings, timeline, control=control, hires_pass=True
         )
+        return decode_latents(model, latents)
 
 
 def hires_timeline(params: GenerationParams, hires: HiresParams) -> PromptTimeline:

@@ -24,10 +24,11 @@ from PIL import Image
 from torch import Tensor
 
 from inference.components import BaseModel, vae_scale_factor
+from inference.controlnet_passes import PassControl
 from inference.embeddings import EmbeddingDatabase
 from inference.noise import PerImageNoise
 from inference.sampler_names import SamplerSpec, get_sampler_sigmas, noise_options
-from inference.samplers import Denoise
+from inference.samplers import Callback, Denoise
 from inference.scheduled_conds import PromptTimeline
 from inference.timestep_samplers import ddim_timesteps
 from inference.txt2img import GenerationParams, decode_latents, prepare_sampling
@@ -113,6 +114,7 @@ def run_img2img_sampler(
     plan: Img2ImgSteps,
     model_sigmas: Tensor,
     schedule: str = "Automatic",
+    callback: Callback | None = None,
 ) -> Tensor:
     """Sample from `init_latents` (B, C, h, w) noised per `plan`: each image's first draw is its noise, the
     sampler's noise its next ones (as A1111). Returns latents to decode, (B, C, h, w)."""
@@ -125,10 +127,10 @@ def run_img2img_sampler(
             return start
         if spec.name == "UniPC":
             options["t_start"] = (float(timesteps[-1]) + 1) / len(model_sigmas)
-        return spec.function(denoise, start, timesteps, model_sigmas, None, **options)
+        return spec.function(denoise, start, timesteps, model_sigmas, callback, **options)
     sigmas = get_sampler_sigmas(spec, schedule, plan.steps, model_sigmas).to(init.device)
     sigma_sched = sigmas[plan.start :]
-    return spec.function(denoise, init + first_draw * sigma_sched[0], sigma_sched, None, **options)
+    return spec.function(denoise, init + first_draw * sigma_sched[0], sigma_sched, callback, **options)
 
 
 def sample_img2img_latents(
@@ -138,12 +140,19 @@ def sample_img2img_latents(
     plan: Img2ImgSteps,
     embeddings: EmbeddingDatabase | None = None,
     timeline: PromptTimeline | None = None,
+    control: PassControl | None = None,
+    hires_pass: bool = False,
 ) -> Tensor:
     """Sample the batch (sizes from its params) from `init_latents` (B, 4, H/8, W/8) per `plan`: (B, 4, H/8, W/8).
 
     Prompt editing counts the params' steps unless `timeline` says otherwise (the hires pass), not the
-    steps `plan` samples, as A1111 does.
+    steps `plan` samples, as A1111 does. `control`: ControlNet units (those of the hires pass when
+    `hires_pass`), their guidance windows over the t_enc + 1 steps A1111 counts for this sampling.
     """
+    callback = None
+    if control is not None:
+        model, controlled = control.controlled(model, plan.sampler_steps, hires_pass)
+        callback = controlled.on_step
     setup = prepare_sampling(model, batch, embeddings, timeline)
     if tuple(init_latents.shape) != (len(batch), *setup.noise.shape):
         raise ValueError(
@@ -151,8 +160,9 @@ def sample_img2img_latents(
             f"{batch[0].width}x{batch[0].height} ({(len(batch), *setup.noise.shape)})"
         )
     return run_img2img_sampler(
-        setup.spec, setup.denoise, setup.noise, init_latents, plan, setup.model_sigmas, setup.schedule
-    )
+        setup.spec, setup.denoise, setup.noise, init_latents, plan, setup.model_sigmas, setup.schedule,
+        callback,
+    )  # fmt: skip
 
 
 def img2img(
@@ -163,11 +173,13 @@ def img2img(
     *,
     fix_steps: bool = False,
     embeddings: EmbeddingDatabase | None = None,
+    control: PassControl | None = None,
 ) -> list[Image.Image]:
     """Render one image per params from its init image (one image serves them all), A1111 img2img style.
 
-    Init images are resized to each params' width x height. Same params and image give identical pixels, and
-    an image does not change with what else is in the batch (float rounding aside).
+    Init images are resized to each params' width x height; `control`: ControlNet units at that size. Same
+    params and image give identical pixels, and an image does not change with what else is in the batch
+    (float rounding aside).
     """
     batch = [params] if isinstance(params, GenerationParams) else list(params)
     images = [init_images] if isinstance(init_images, Image.Image) else list(init_images)
@@ -181,4 +193,5 @@ def img2img(
     plan = img2img_steps(first.steps, denoising_strength, fix_steps=fix_steps)
     with torch.no_grad():
         init = encode_images(model, images, first.width, first.height)
-        return decode_latents(model, sample_img2img_latents(model, batch, init, plan, embeddings))
+        latents = sample_img2img_latents(model, batch, init, plan, embeddings, control=control)
+        return decode_latents(model, latents)

@@ -21,6 +21,8 @@ from PIL import Image
 from torch import Tensor
 
 from inference.components import BaseModel, vae_scale_factor
+from inference.controlnet_crop import MaskCrop
+from inference.controlnet_passes import PassControl
 from inference.embeddings import EmbeddingDatabase
 from inference.img2img import images_to_tensor, img2img_steps, run_img2img_sampler
 from inference.inpaint_config import InpaintConfig
@@ -73,7 +75,8 @@ class Inpainter:
     """Renders batches of img2img from one picture and mask (mask None: plain img2img on an inpainting model).
 
     The picture and mask are prepared once (as A1111's init); each batch encodes, samples and lays the
-    overlay. Images are width x height, or the picture's own size for "Only masked".
+    overlay. Images are width x height, or the picture's own size for "Only masked". `control`: ControlNet
+    units at the render size, set once their maps are made (for "Only masked", cut by `mask_crop`).
     """
 
     def __init__(
@@ -94,6 +97,15 @@ class Inpainter:
             embeddings,
         )
         self.prepared: MaskedInit = prepare_masked_init(init, mask, config, width, height)
+        self.picture_size, self.render_size = init.size, (width, height)
+        self.control: PassControl | None = None
+
+    def mask_crop(self) -> MaskCrop | None:
+        """The box of the picture that "Only masked" renders (None when the whole picture renders)."""
+        if self.prepared.paste is None:
+            return None
+        x, y, w, h = self.prepared.paste
+        return MaskCrop((x, y, x + w, y + h), self.picture_size, self.render_size)
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -127,15 +139,19 @@ class Inpainter:
             model = with_conditioning(
                 model, inpainting_conditioning(model, pixels, prepared.mask, weight, size)
             )
-        setup = prepare_sampling(model, batch, self.embeddings)
         plan = img2img_steps(first.steps, self.strength)
+        callback = None
+        if self.control is not None:  # the ControlNet sees the 4 latent channels, as the extension's
+            model, controlled = self.control.controlled(model, plan.sampler_steps)
+            callback = controlled.on_step
+        setup = prepare_sampling(model, batch, self.embeddings)
         denoise: Callable[[Tensor, Tensor], Tensor] = setup.denoise
         if prepared.mask is not None:
             keep, repaint = (m.to(init.device) for m in latent_masks(prepared.mask, *init.shape[-2:]))
             init = self._masked_content(init, keep, repaint, batch)
             denoise = MaskBlend(setup.denoise, init, keep, repaint)
         spec, sigmas, schedule = setup.spec, setup.model_sigmas, setup.schedule
-        samples = run_img2img_sampler(spec, denoise, setup.noise, init, plan, sigmas, schedule)
+        samples = run_img2img_sampler(spec, denoise, setup.noise, init, plan, sigmas, schedule, callback)
         if prepared.mask is not None:
             samples = samples * repaint + init * keep
         return samples

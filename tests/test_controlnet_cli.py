@@ -75,6 +75,7 @@ def test_a_unit_changes_the_render_and_is_written_as_the_extension_writes_it(fil
         (", guidance_start: 0.9, guidance_end: 0.1", r"controlnet\[0\]: guidance_start 0.9 is after"),
         (", module: depth_midas", "needs annotator model weights"),
         (", control_mode: Guess", "unknown control_mode 'Guess'"),
+        (", hr_option: Guess", "unknown hr_option 'Guess'; use one of Both, Low res only, High res only"),
     ],
 )
 def test_bad_units_are_one_line_config_errors(files, fields, message):
@@ -84,17 +85,26 @@ def test_bad_units_are_one_line_config_errors(files, fields, message):
     assert "\n" not in str(error.value)
 
 
-def test_missing_files_and_img2img_are_refused(files, tmp_path):
+def test_missing_files_are_refused(files, tmp_path):
     model, image = files
     with pytest.raises(ConfigError, match="image .*nothing.png is not a file"):
         load_render_config(compose(*FAST, _units(model, tmp_path / "nothing.png")))
-    with pytest.raises(ConfigError, match="controlnet units apply to txt2img"):
-        load_render_config(compose(*FAST, _units(model, image), f"init_image={image}"))
     bad_model = tmp_path / "vae.safetensors"
     save_file({"first_stage_model.x": torch.zeros(1)}, bad_model)
     config = load_render_config(compose(*FAST, _units(bad_model, image), f"out={tmp_path / 'out'}"))
     with pytest.raises(ConfigError, match=r"controlnet\[0\]: .*vae.safetensors holds no ControlNet weights"):
         render(config)
+
+
+@pytest.mark.parametrize("mode", [["init_image={image}", "denoising_strength=0.6"], ["hires.enabled=true"]])
+def test_units_control_img2img_and_the_hires_fix_runs(files, tmp_path, mode):
+    model, image = files
+    args = [*FAST, *(arg.format(image=image) for arg in mode)]
+    plain = render(load_render_config(compose(*args, f"out={tmp_path / 'plain'}")))
+    controlled = render(load_render_config(compose(*args, f"out={tmp_path / 'cn'}", _units(model, image))))
+    ours, base = (np.asarray(Image.open(r.paths[0]), dtype=float) for r in (controlled, plain))
+    assert ours.shape == base.shape and np.abs(ours - base).max() > 5
+    assert read_infotext(controlled.paths[0]).count("ControlNet 0: ") == 1
 
 
 def test_python_api_renders_units_with_a_controlnet_in_memory(files):

@@ -92,7 +92,7 @@ def load_xyz_config(cfg: DictConfig) -> XYZConfig:
     for lora in config.loras:
         if not Path(lora).is_file():
             raise ConfigError(f"loras: {lora} is not a file")
-    check_controlnet_units(config.controlnet, config.init_image is not None, config.hires.enabled)
+    check_controlnet_units(config.controlnet)
     if config.init_image is not None and config.hires.enabled:
         raise ConfigError("the hires fix is for txt2img: set hires.enabled=false or init_image=null")
     try:

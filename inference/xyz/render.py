@@ -142,14 +142,20 @@ def _render_batch(
     model: BaseModel, batch: list[_Prepared], embeddings: EmbeddingDatabase | None, controlnets: dict
 ) -> list[Image.Image]:
     cell, params = batch[0].cell, [item.params for item in batch]
-    if cell.controlnet:  # each ControlNet loads once into `controlnets`
-        return generate_with_units(model, params, cell.controlnet, controlnets, embeddings)
+    init, hires = None, None
     if cell.init_image is not None:
         with Image.open(cell.init_image) as opened:
             init = opened.convert("RGB")
-        return img2img(model, params, init, cell.denoising, embeddings=embeddings)
     if cell.hires is not None:
         hires = replace(cell.hires, prompt=parse_prompt(cell.hires.prompt)[0])
+    if cell.controlnet:  # each ControlNet loads once into `controlnets`
+        return generate_with_units(
+            model, params, cell.controlnet, controlnets, embeddings, init_image=init,
+            denoising_strength=cell.denoising, hires=hires,
+        )  # fmt: skip
+    if init is not None:
+        return img2img(model, params, init, cell.denoising, embeddings=embeddings)
+    if hires is not None:
         return generate_hires_batch(model, params, hires, embeddings)
     return generate_batch(model, params, embeddings)
 
