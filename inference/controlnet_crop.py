@@ -38,4 +38,4 @@ class MaskCrop:
 def crop_to_mask_region(image: np.ndarray, crop: MaskCrop, resize_mode: str) -> np.ndarray:
     """(H, W, 3) uint8 → the part of it over `crop.region`, (render height, render width, 3) uint8."""
     whole = A1111_RESIZE[resize_mode](Image.fromarray(image).convert("RGB"), *crop.picture_size)
-    return np.asarray(resize_and_fill(whole.crop(crop.region), *crop.render_size))
+    return np.array(resize_and_fill(whole.crop(crop.region), *crop.render_size))
