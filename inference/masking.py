@@ -6,6 +6,7 @@ pixels, x2 and y2 exclusive, as Pillow's `crop` takes them.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
@@ -22,39 +23,20 @@ def binary_mask(mask: Image.Image) -> Image.Image:
     return mask.convert("L")
 
 
-def _gaussian_kernel(sigma: float) -> np.ndarray:
-    """A1111's kernel: 2 * int(2.5 sigma + 0.5) + 1 taps of exp(-d² / 2 sigma²), summing to 1."""
-    radius = int(2.5 * sigma + 0.5)
-    distance = np.arange(-radius, radius + 1, dtype=np.float64)
-    kernel = np.exp(-(distance**2) / (2 * sigma**2))
-    return kernel / kernel.sum()
-
-
-def _blur_axis(values: np.ndarray, sigma: float, axis: int) -> np.ndarray:
-    kernel = _gaussian_kernel(sigma)
-    radius = len(kernel) // 2
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (radius, radius)
-    # OpenCV's default border (BORDER_REFLECT_101) mirrors without repeating the edge pixel.
-    padded = np.pad(values, pad, mode="reflect")
-    out = np.zeros_like(values)
-    for tap, weight in enumerate(kernel):
-        window = padded[tap : tap + values.shape[0]] if axis == 0 else padded[:, tap : tap + values.shape[1]]
-        out += weight * window
-    return out
+def blur_kernel_size(sigma: float) -> int:
+    """A1111's kernel length for a blur of `sigma` pixels: 2 * int(2.5 sigma + 0.5) + 1 taps."""
+    return 2 * int(2.5 * sigma + 0.5) + 1
 
 
 def blur_mask(mask: Image.Image, blur_x: float, blur_y: float) -> Image.Image:
-    """A1111's mask blur: a Gaussian of `blur_x` pixels along x, then `blur_y` along y (0: none), "L" out.
-
-    A1111 calls OpenCV's GaussianBlur on the 8-bit mask after each pass; this computes the same kernel in
-    float and rounds after each pass, so a pixel may differ from OpenCV's fixed-point result by one level.
-    """
-    values = np.asarray(mask.convert("L"), dtype=np.float64)
-    for sigma, axis in ((blur_x, 1), (blur_y, 0)):
-        if sigma > 0:
-            values = np.clip(np.floor(_blur_axis(values, sigma, axis) + 0.5), 0, 255)
-    return Image.fromarray(values.astype(np.uint8), mode="L")
+    """A1111's mask blur: OpenCV's Gaussian of `blur_x` pixels along x, then `blur_y` along y (0: none),
+    on the 8-bit mask (so each pass rounds), "L" out."""
+    values = np.asarray(mask.convert("L"))
+    if blur_x > 0:
+        values = cv2.GaussianBlur(values, (blur_kernel_size(blur_x), 1), blur_x)
+    if blur_y > 0:
+        values = cv2.GaussianBlur(values, (1, blur_kernel_size(blur_y)), blur_y)
+    return Image.fromarray(values, mode="L")
 
 
 def crop_region(mask: Image.Image, padding: int = 0) -> Region | None:

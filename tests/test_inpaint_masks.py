@@ -12,7 +12,7 @@ from data.typed_config import ConfigError
 from inference.cli import load_render_config
 from inference.inpaint_config import InpaintConfig
 from inference.inpaint_prep import prepare_masked_init
-from inference.masking import _gaussian_kernel, binary_mask, blur_mask, crop_region, expand_crop_region, fill
+from inference.masking import binary_mask, blur_kernel_size, blur_mask, crop_region, expand_crop_region, fill
 from inference.overlay import apply_overlay, crop_and_resize, overlay_image, resize_and_fill
 
 
@@ -60,11 +60,22 @@ def test_expand_crop_region_matches_hand_derived_boxes(region, render, image, ex
     assert expand_crop_region(region, *render, *image) == expected
 
 
-def test_blur_kernel_is_a1111s_size_and_sums_to_one():
+def test_blur_kernel_is_a1111s_size_and_the_blur_is_opencvs_gaussian():
     for sigma, taps in ((4, 21), (1, 7), (2.2, 13)):  # 2 * int(2.5 sigma + 0.5) + 1
-        kernel = _gaussian_kernel(sigma)
-        assert len(kernel) == taps and kernel.sum() == pytest.approx(1.0)
-        assert kernel.argmax() == taps // 2
+        assert blur_kernel_size(sigma) == taps
+    # A1111's blur, by hand: a float Gaussian of 21 taps with OpenCV's mirrored border, rounded per pass,
+    # is within a level of OpenCV's fixed-point result.
+    mask = box_mask((64, 64), (16, 16, 48, 48))
+    distance = np.arange(-10, 11, dtype=np.float64)
+    kernel = np.exp(-(distance**2) / (2 * 4.0**2))
+    kernel /= kernel.sum()
+    values = np.asarray(mask, dtype=np.float64)
+    for axis in (1, 0):
+        padded = np.pad(values, [(10, 10) if a == axis else (0, 0) for a in (0, 1)], mode="reflect")
+        values = np.floor(
+            np.apply_along_axis(lambda row: np.convolve(row, kernel, "valid"), axis, padded) + 0.5
+        )
+    assert np.abs(np.asarray(blur_mask(mask, 4, 4), dtype=int) - values.astype(int)).max() <= 1
 
 
 def test_blur_spreads_the_mask_by_its_kernel_radius_only():
