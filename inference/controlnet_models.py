@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import torch
 from diffusers import ControlNetModel
+from diffusers.configuration_utils import FrozenDict
 from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 from safetensors.torch import load_file
 from torch import Tensor
@@ -64,6 +67,14 @@ def _diffusers_hint_channels(state: dict[str, Tensor]) -> tuple[int, tuple[int, 
     return conv_in.shape[1], (conv_in.shape[0], *[value.shape[0] for _, value in blocks[1::2]])
 
 
+def _with_in_channels(unet: torch.nn.Module, state: dict[str, Tensor]) -> Any:
+    """Something shaped as `unet` for ControlNetModel.from_unet, with the ControlNet file's own input channels:
+    an inpainting UNet takes 9, a ControlNet for its base model 4 (the extension feeds it the latents only)."""
+    conv_in = state.get("conv_in.weight")
+    channels = unet.config.in_channels if conv_in is None else conv_in.shape[1]
+    return SimpleNamespace(config=FrozenDict({**unet.config, "in_channels": channels}))
+
+
 def controlnet_from_single_file(path: Path, unet: torch.nn.Module) -> ControlNetModel:
     """A ControlNet file for the base model `unet` (its config gives the ControlNet's shape)."""
     state = read_state_dict(path)
@@ -80,7 +91,7 @@ def controlnet_from_single_file(path: Path, unet: torch.nn.Module) -> ControlNet
     else:
         raise ValueError(f"{path} holds no ControlNet weights (neither control_model.* nor diffusers keys)")
     model = ControlNetModel.from_unet(
-        unet,
+        _with_in_channels(unet, state),
         conditioning_embedding_out_channels=widths,
         load_weights_from_unet=False,
         conditioning_channels=channels,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from safetensors.torch import save_file
 
 from inference.controlnet_crop import MaskCrop, crop_to_mask_region
 from inference.controlnet_hints import control_tensor
@@ -20,6 +21,8 @@ from inference.inpaint_config import InpaintConfig
 from inference.overlay import resize_and_fill
 from inference.txt2img import GenerationParams
 from tests.controlnet_fixtures import tiny_controlnet
+from tests.test_controlnet_loading import controlnet_to_ldm
+from tests.test_inpainting_model import tiny_inpainting
 from train.models.tiny import build_tiny
 
 
@@ -222,3 +225,16 @@ def test_hires_fix_passes_are_controlled_with_their_own_maps_and_windows(model, 
     for image in (both, low, high):
         assert np.abs(image - plain).max() > 5
     assert np.abs(low - high).max() > 5
+
+
+def test_an_inpainting_model_takes_a_controlnet_file_of_its_base_model(tmp_path, image_file):
+    # The extension feeds a 4-channel ControlNet the latents only (x[:, :4]) on a 9-channel inpainting UNet.
+    inpainting = tiny_inpainting()
+    path = tmp_path / "control_tiny.safetensors"
+    save_file(controlnet_to_ldm(tiny_controlnet(build_tiny(seed=0).unet, std=0.05)), path)
+    inpainter = _inpainter(inpainting, InpaintConfig(), box=(16, 12, 112, 84))
+    plain = np.asarray(inpainter([params(steps=3)])[0], dtype=int)
+    unit = ControlNetUnit(str(path), str(image_file))
+    inpainter.control = prepare_units(inpainting, [unit], 64, 64)
+    assert inpainter.control.first[0].model.config.in_channels == 4
+    assert np.abs(np.asarray(inpainter([params(steps=3)])[0], dtype=int) - plain).max() > 5
