@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from inference.controlnet_crop import MaskCrop, crop_to_mask_region
 from inference.controlnet_hints import control_tensor
 from inference.controlnet_passes import PassControl, first_pass_is_hires, hires_control_mode, runs_in_pass
+from inference.controlnet_render import generate_with_units
 from inference.controlnet_units import ControlNetUnit, prepare_units
 from inference.hires import HiresParams, generate_hires_batch
 from inference.img2img import img2img
@@ -238,3 +239,19 @@ def test_an_inpainting_model_takes_a_controlnet_file_of_its_base_model(tmp_path,
     inpainter.control = prepare_units(inpainting, [unit], 64, 64)
     assert inpainter.control.first[0].model.config.in_channels == 4
     assert np.abs(np.asarray(inpainter([params(steps=3)])[0], dtype=int) - plain).max() > 5
+
+
+def test_python_api_renders_img2img_and_the_hires_fix_with_units(model, controlnets, image_file):
+    unit = ControlNetUnit("tiny", str(image_file), weight=0.8)
+    hires = HiresParams(scale=1.5, steps=2, denoising_strength=0.7)
+    ours = generate_with_units(model, [params(steps=3)], [unit], controlnets, hires=hires)
+    control = prepare_units(model, [unit], 64, 64, controlnets, hires_size=(96, 96))
+    expected = generate_hires_batch(model, [params(steps=3)], hires, control=control)
+    assert ours[0].size == (96, 96) and np.array_equal(np.asarray(ours[0]), np.asarray(expected[0]))
+    ours = generate_with_units(
+        model, [params(steps=3)], [unit], controlnets, init_image=picture(), denoising_strength=0.5
+    )
+    expected = img2img(
+        model, params(steps=3), picture(), 0.5, control=prepare_units(model, [unit], 64, 64, controlnets)
+    )
+    assert np.array_equal(np.asarray(ours[0]), np.asarray(expected[0]))

@@ -63,3 +63,16 @@ def test_axis_values_are_checked_before_rendering(files, tmp_path, overrides, me
     with pytest.raises(XYZError, match=message):
         run_xyz(config)
     assert not (tmp_path / "plot").exists()
+
+
+def test_units_control_img2img_cells(files, tmp_path):  # noqa: F811
+    model, image = files
+    units = f"controlnet=[{{model: '{model}', image: '{image}'}}]"
+    config = load_xyz_config(
+        compose(*FAST, units, f"init_image={image}", "denoising_strength=0.6", "x_type=controlnet_weight",
+                "x_values=0,1", f"out_dir={tmp_path / 'plot'}")
+    )  # fmt: skip
+    result = run_xyz(config)
+    pixels = [np.asarray(Image.open(cell.path), dtype=float) for cell in result.cells]
+    assert all("Denoising strength" in parse_infotext(cell.infotext) for cell in result.cells)
+    assert np.abs(pixels[1] - pixels[0]).max() > 5
