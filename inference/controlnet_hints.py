@@ -143,4 +143,5 @@ def fit_control_map(image: np.ndarray, height: int, width: int, resize_mode: str
 
 def control_tensor(image: np.ndarray) -> Tensor:
     """(H, W, 3) uint8 → (1, 3, H, W) float in [0, 1], as the ControlNet reads its hint."""
-    return torch.from_numpy(np.ascontiguousarray(image)).float().div(255.0).permute(2, 0, 1)[None]
+    # A copy: the map may be a read-only view of a Pillow image, which torch warns about.
+    return torch.from_numpy(np.array(image, copy=True)).float().div(255.0).permute(2, 0, 1)[None]

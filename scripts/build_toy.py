@@ -2,6 +2,7 @@
 
     python scripts/build_toy.py                 # the committed model (about 40 min on 2 CPU cores)
     python scripts/build_toy.py --out /tmp/toy  # elsewhere
+    python scripts/build_toy.py --controlnet    # models/toy_controlnet, on models/toy (about 20 min)
 
 Stage 1 trains the VAE on anything-goes pictures, stage 2 the text encoder and UNet together on base-world
 pictures (cached latents, 10 % empty captions for guidance); then the model renders the fixed fidelity
@@ -22,7 +23,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from train.toy_base.build import BuildSettings, build_toy_model  # noqa: E402
 
 
+def build_controlnet(argv: list[str]) -> None:
+    """`--controlnet [--out DIR] [--steps N]`: the toy ControlNet on the committed toy model."""
+    from inference.cli import load_model
+    from train.toy_base.controlnet_build import ControlNetSettings, build_toy_controlnet
+
+    defaults = ControlNetSettings()
+    parser = argparse.ArgumentParser(description="Build the toy ControlNet (models/toy_controlnet)")
+    parser.add_argument("--controlnet", action="store_true", required=True)
+    parser.add_argument("--out", type=Path, default=defaults.out)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    args = parser.parse_args(argv)
+    settings = ControlNetSettings(out=args.out, seed=args.seed, steps=args.steps)
+    start = time.time()
+    command = " ".join(["python", "scripts/build_toy.py", *argv])
+    report = build_toy_controlnet(settings, lambda path: load_model(str(path), "cpu"), command)
+    print(f"\nBuilt {settings.out} in {(time.time() - start) / 60:.1f} min")
+    for key, value in report.items():
+        print(f"  {key}: {value}")
+
+
 def main() -> None:
+    if "--controlnet" in sys.argv[1:]:
+        build_controlnet(sys.argv[1:])
+        return
     defaults = BuildSettings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=defaults.out)

@@ -17,7 +17,7 @@ from train.models.tokenizer import build_tokenizer
 from train.toy_base.architecture import toy_text_encoder, toy_unet, toy_vae
 from train.toy_base.denoiser_training import encode_pool, train_denoiser
 from train.toy_base.evaluation import base_fidelity, fidelity_prompts, save_fidelity_grid
-from train.toy_base.export import replace_folder, write_checksums, write_components
+from train.toy_base.export import make_readable, replace_folder, write_checksums, write_components
 from train.toy_base.pictures import base_world_pool, vae_pool
 from train.toy_base.vae_training import latent_scaling_factor, train_vae
 
@@ -132,6 +132,7 @@ def build_toy_model(settings: BuildSettings, command: str) -> dict:
     }
     readme = _readme(settings, command, report, _component_table(model))
     (staging / "README.md").write_text(readme, encoding="utf-8")
+    make_readable(staging)
     write_checksums(staging)
     replace_folder(staging, settings.out)
     return report

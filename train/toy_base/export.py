@@ -54,6 +54,13 @@ def file_checksums(folder: Path) -> dict[str, str]:
     return sums
 
 
+def make_readable(folder: Path) -> None:
+    """Files 0644 and folders 0755 under `folder`: safetensors' writer creates 0600 files, which a webui
+    running as another user cannot read."""
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def write_checksums(folder: Path) -> Path:
     """`CHECKSUMS.sha256` in `sha256sum` format (check with `sha256sum -c CHECKSUMS.sha256`)."""
     lines = [f"{digest}  {name}" for name, digest in file_checksums(folder).items()]
