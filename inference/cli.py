@@ -31,6 +31,8 @@ from inference.inpaint_config import InpaintConfig
 from inference.inpainting_unet import for_txt2img, is_inpainting_unet
 from inference.input_checks import check_finite, check_image_file, check_output_folder
 from inference.model_upscale import ModelUpscaler, check_tiles, find_model_upscaler, missing_upscaler
+from inference.models.loading import load_base_model
+from inference.models.spec import ModelConfig
 from inference.prompt_loras import PromptLora, applied_loras, lora_hashes, patching_loras, resolve_loras
 from inference.ti_hashes import ti_hashes
 from inference.txt2img import GenerationParams, generate_batch
@@ -201,9 +203,6 @@ def _lora_tags(prompt: str) -> list[list[str]]:
 
 def load_model(name: str, device: str, vae: str | None = None, tokenizer: str | None = None) -> BaseModel:
     """A built-in model by name, else a diffusers folder, hub id or single file; frozen and on `device`."""
-    from train.config import ModelConfig
-    from train.models.loading import load_base_model
-
     kind = name if name in BUILT_IN_MODELS else "pretrained"
     path = None if kind != "pretrained" else name
     bundle = load_base_model(ModelConfig(kind=kind, path=path, vae=vae, tokenizer=tokenizer))

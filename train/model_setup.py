@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from inference.models.bundle import ModelBundle
 from train.config import TrainConfig
 from train.latent_cache import DiskStore, build_latent_cache, default_cache_dir, weights_digest
-from train.models.bundle import ModelBundle
 from train.network.lora_file import model_family
 from train.precision import Precision
 from train.text_cache import build_text_cache

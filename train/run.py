@@ -19,6 +19,8 @@ from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 
 from data.atomic import atomic_directory, write_text_atomic
+from inference.models.bundle import ModelBundle
+from inference.models.loading import load_base_model
 from train.config import TrainConfig
 from train.cpu_speed import speed_up_cpu_training
 from train.dataset import DreamBoothDataset
@@ -32,8 +34,6 @@ from train.model_setup import (
     place_trained_models,
     warn_clip_skip_on_sd2,
 )
-from train.models.bundle import ModelBundle
-from train.models.loading import load_base_model
 from train.network.base import write_final
 from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts
 from train.network.registry import build_network, keeps_whole_model

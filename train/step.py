@@ -6,6 +6,7 @@ import torch
 from diffusers import DDPMScheduler
 from torch import nn
 
+from inference.models.bundle import ModelBundle
 from inference.text_encoding import apply_emphasis
 from train.caption_tokens import CLIP_LENGTH
 from train.config import TrainingConfig
@@ -17,7 +18,6 @@ from train.loss import (
     v_pred_like_noise_weights,
 )
 from train.loss_mask import apply_loss_mask
-from train.models.bundle import ModelBundle
 from train.noise import apply_multires_noise, apply_noise_offset, perturbed_noise
 
 

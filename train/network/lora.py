@@ -10,8 +10,8 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
+from inference.models.bundle import ModelBundle
 from train.config import NetworkConfig
-from train.models.bundle import ModelBundle
 from train.network.base import AdaptedParts
 from train.network.blocks import block_args, block_index, block_lr_weights, target_ranks, uses_conv_targets
 from train.network.dropouts import Dropouts, install_dropouts

@@ -14,7 +14,7 @@ from data.atomic import write_bytes_atomic
 from train.config import NetworkConfig, TrainConfig
 
 if TYPE_CHECKING:
-    from train.models.bundle import ModelBundle
+    from inference.models.bundle import ModelBundle
 
 SAVE_DTYPES = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SD2_TEXT_ENCODER_WIDTH = 1024

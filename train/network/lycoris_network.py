@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from inference.models.bundle import ModelBundle
 from train.config import NetworkConfig
-from train.models.bundle import ModelBundle
 from train.network.base import AdaptedParts
 from train.network.delta_layer import DeltaLayer, WeightDelta
 from train.network.lora_file import save_lora

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from inference.models.bundle import ModelBundle
 from train.config import NetworkConfig
-from train.models.bundle import ModelBundle
 from train.network.base import TrainedNetwork, tunes_base_model
 from train.network.dora import DoRANetwork
 from train.network.embedding import EmbeddingNetwork

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from diffusers import AutoencoderKL
 
-from train.errors import ModelLoadError
-from train.models.bundle import ModelBundle
-from train.models.checkpoint_file import read_state_dict
-from train.models.ldm_keys import vae_state
-from train.models.state_load import build_with_weights
+from inference.models.bundle import ModelBundle
+from inference.models.checkpoint_file import read_state_dict
+from inference.models.errors import ModelLoadError
+from inference.models.ldm_keys import vae_state
+from inference.models.state_load import build_with_weights
 
 
 def load_vae(source: str | Path, like: AutoencoderKL) -> AutoencoderKL:

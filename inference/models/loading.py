@@ -8,14 +8,14 @@ from pathlib import Path
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from train.config import ModelConfig
-from train.errors import ModelLoadError
-from train.models.bundle import ModelBundle, sd_noise_scheduler
-from train.models.checkpoint_file import SINGLE_FILE_SUFFIXES
-from train.models.single_file import load_single_file
-from train.models.tiny import build_sd15_arch, build_tiny
-from train.models.tokenizer_source import with_tokenizer
-from train.models.vae_override import with_vae
+from inference.models.bundle import ModelBundle, sd_noise_scheduler
+from inference.models.checkpoint_file import SINGLE_FILE_SUFFIXES
+from inference.models.errors import ModelLoadError
+from inference.models.single_file import load_single_file
+from inference.models.spec import ModelConfig
+from inference.models.tiny import build_sd15_arch, build_tiny
+from inference.models.tokenizer_source import with_tokenizer
+from inference.models.vae_override import with_vae
 
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
 TOY_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "toy"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from transformers import CLIPTokenizer
 
-from train.errors import ModelLoadError
-from train.models.bundle import ModelBundle
+from inference.models.bundle import ModelBundle
+from inference.models.errors import ModelLoadError
 
 MIN_VOCAB = 256  # a byte-level BPE vocabulary holds at least one token per byte
 

@@ -18,12 +18,12 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from train.errors import ModelLoadError
-from train.models import ldm_config, ldm_keys, open_clip_keys
-from train.models.bundle import ModelBundle
-from train.models.checkpoint_file import read_state_dict
-from train.models.state_load import build_with_weights
-from train.models.tokenizer_source import load_tokenizer
+from inference.models import ldm_config, ldm_keys, open_clip_keys
+from inference.models.bundle import ModelBundle
+from inference.models.checkpoint_file import read_state_dict
+from inference.models.errors import ModelLoadError
+from inference.models.state_load import build_with_weights
+from inference.models.tokenizer_source import load_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from transformers import CLIPTokenizer
 
-from train.errors import ModelLoadError
+from inference.models.errors import ModelLoadError
 
 PREFIX = "cond_stage_model.model."
 BLOCKS = "transformer.resblocks."

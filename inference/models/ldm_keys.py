@@ -16,7 +16,7 @@ import torch
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 from transformers import CLIPTextConfig, CLIPTokenizer
 
-from train.errors import ModelLoadError
+from inference.models.errors import ModelLoadError
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
