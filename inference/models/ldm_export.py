@@ -40,6 +40,8 @@ UNET_FIXED = {
     "time_embedding.linear_2.": "time_embed.2.",
     "conv_norm_out.": "out.0.",
     "conv_out.": "out.2.",
+    "add_embedding.linear_1.": "label_emb.0.0.",  # SDXL's size/crop + pooled-text embedding
+    "add_embedding.linear_2.": "label_emb.0.2.",
 }
 
 

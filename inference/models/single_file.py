@@ -18,10 +18,11 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from inference.models import ldm_config, ldm_keys, open_clip_keys
+from inference.models import ldm_config, ldm_keys, open_clip_keys, sdxl_keys
 from inference.models.bundle import ModelBundle
 from inference.models.checkpoint_file import read_state_dict
 from inference.models.errors import ModelLoadError
+from inference.models.sdxl_single_file import load_sdxl_single_file
 from inference.models.state_load import build_with_weights
 from inference.models.tokenizer_source import load_tokenizer
 
@@ -37,9 +38,11 @@ VERSIONS = {"sd1": "sd_v1", "sd2": "sd_v2"}  # ModelBundle.base_model_version (k
 def load_single_file(
     path: str | Path, tokenizer: str | None = None, original_config: str | Path | None = None
 ) -> ModelBundle:
-    """The SD 1.x or 2.x model in checkpoint `path`; `original_config` overrides the sidecar `.yaml`."""
+    """The SD 1.x, 2.x or SDXL model in checkpoint `path`; `original_config` overrides an SD 1/2 sidecar."""
     path = Path(path).expanduser()
     state = read_state_dict(path)
+    if sdxl_keys.is_sdxl(state):
+        return load_sdxl_single_file(path, state, tokenizer)
     family = ldm_keys.model_family(state, path)
     config_path = Path(original_config).expanduser() if original_config else ldm_config.sidecar_yaml(path)
     if config_path:
