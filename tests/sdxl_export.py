@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from inference.models.bundle import ModelBundle
-from inference.models.ldm_export import unet_to_ldm, vae_to_ldm
+from inference.models.ldm_export import unet_names, vae_names
 from tests.ldm_export import OPEN_CLIP_BLOCK
 
 CLIP_L = "conditioner.embedders.0.transformer.text_model."
@@ -44,13 +44,21 @@ def big_g_to_sgm(encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().clone().contiguous() for key, value in out.items()}
 
 
+def _renamed(module: torch.nn.Module, names: dict[str, str]) -> dict[str, torch.Tensor]:
+    """`module`'s tensors under their LDM `names`, on their own device (the meta device works too)."""
+    out = {}
+    for key, value in module.state_dict().items():
+        if ".mid.attn_1." in names[key] and value.ndim == 2:  # the VAE's attention linears: 1x1 convs
+            value = value[:, :, None, None]
+        out[names[key]] = value.detach().clone().contiguous()
+    return out
+
+
 def sdxl_bundle_to_sgm(bundle: ModelBundle, markers: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """One SGM state dict of `bundle` (UNet, VAE, both text encoders), with empty `markers` (e.g. v_pred)."""
-    clip_l = {
-        CLIP_L + k.removeprefix("text_model."): v.detach().clone().contiguous()
-        for k, v in bundle.text_encoder.state_dict().items()
-    }
-    state = unet_to_ldm(bundle.unet) | vae_to_ldm(bundle.vae) | clip_l | big_g_to_sgm(bundle.text_encoder_2)
+    clip_l = {key: CLIP_L + key.removeprefix("text_model.") for key in bundle.text_encoder.state_dict()}
+    state = _renamed(bundle.unet, unet_names(bundle.unet)) | _renamed(bundle.vae, vae_names(bundle.vae))
+    state |= _renamed(bundle.text_encoder, clip_l) | big_g_to_sgm(bundle.text_encoder_2)
     return state | {marker: torch.tensor([]) for marker in markers}
 
 

@@ -21,6 +21,7 @@ from inference.models.bundle import ModelBundle
 from inference.models.ldm_export import unet_names, vae_to_ldm
 from inference.models.loading import load_base_model
 from inference.models.sdxl_arch import SDXL_ARCH_DIR, build_sdxl_arch
+from inference.models.sdxl_single_file import load_sdxl_single_file
 from inference.models.single_file import load_single_file
 from inference.models.tiny import tiny_vae
 from inference.models.tiny_sdxl import build_tiny_sdxl
@@ -247,3 +248,22 @@ def test_the_single_file_shape_reader_gives_sdxl_base_for_sdxl_base_shapes():
     shipped = json.loads((SDXL_ARCH_DIR / "unet" / "config.json").read_text())
     for key, value in config.items():
         assert value == shipped[key], key
+
+
+def test_the_real_sdxl_layout_converts_key_for_key_on_the_meta_device(tmp_path, tokenizer_dir):
+    """SDXL base's full SGM key set (meta tensors: shapes, no memory) loads into SDXL base's classes."""
+    base = build_sdxl_arch(meta=True)
+    state = sdxl_bundle_to_sgm(base)
+    assert (
+        len([k for k in state if k.startswith("conditioner.embedders.1.model.transformer.resblocks.")])
+        == 32 * 12
+    )
+    loaded = load_sdxl_single_file(tmp_path / "sd_xl_base_1.0.safetensors", state, tokenizer_dir)
+    for part in PARTS:
+        shapes = {k: v.shape for k, v in getattr(base, part).state_dict().items()}
+        assert {k: v.shape for k, v in getattr(loaded, part).state_dict().items()} == shapes, part
+    shipped = json.loads((SDXL_ARCH_DIR / "text_encoder_2" / "config.json").read_text())
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "projection_dim", "hidden_act"):
+        assert getattr(loaded.text_encoder_2.config, key) == shipped[key], key
+    assert loaded.text_encoder.config.num_attention_heads == 12
+    assert loaded.unet.config.attention_head_dim == [5, 10, 20]

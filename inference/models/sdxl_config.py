@@ -77,8 +77,13 @@ def read_settings(path: Path | None) -> SdxlSettings:
         ),
         scale_factor=float(params.get("scale_factor", base.scale_factor)),
         predicts_v="VScaling" in scaling,
-        text_heads=tuple(_get(embedders, i, "params", "num_attention_heads") for i in (0, 1)),  # type: ignore[arg-type]
+        text_heads=(_text_heads(embedders, 0), _text_heads(embedders, 1)),
     )
+
+
+def _text_heads(embedders: Any, index: int) -> int | None:
+    heads = _get(embedders, index, "params", "num_attention_heads")
+    return None if heads is None else int(heads)
 
 
 def _indices(state: State, pattern: str) -> list[int]:
@@ -114,8 +119,9 @@ def unet_config(state: State, settings: SdxlSettings, pooled: int) -> dict[str, 
     conv_in = state[UNET_PREFIX + "input_blocks.0.0.weight"]
     adm = int(state[UNET_PREFIX + "label_emb.0.0.weight"].shape[1])
     attention = [level["depth"] > 0 for level in levels]
-    proj_in = next(v for k, v in state.items() if k.endswith(".1.proj_in.weight"))
-    to_k = next(v for k, v in state.items() if k.endswith(".attn2.to_k.weight"))
+    unet = {k: v for k, v in state.items() if k.startswith(UNET_PREFIX)}
+    proj_in = next(v for k, v in unet.items() if k.endswith(".1.proj_in.weight"))
+    to_k = next(v for k, v in unet.items() if k.endswith(".attn2.to_k.weight"))
     widths = [level["width"] for level in levels]
     return {
         "sample_size": 128,  # 1024 px

@@ -4,7 +4,8 @@ The file (`.safetensors`, or a `.ckpt` read weights-only) gives the weights; the
 a sidecar `<checkpoint>.yaml` (LDM original config) or, without one, from the family the weights show:
 SD 1.5's, or SD 2's 512 epsilon model for an OpenCLIP text encoder (SD 2.x). A single file has no
 tokenizer: it comes from `tokenizer` (a folder or hub id; default CLIP ViT-L/14's from the hub cache),
-made to pad as OpenCLIP does for SD 2.x (`open_clip_keys`).
+made to pad as OpenCLIP does for SD 2.x (`open_clip_keys`). An SDXL file (SGM layout) goes to
+`sdxl_single_file`.
 """
 
 from __future__ import annotations
