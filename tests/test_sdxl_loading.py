@@ -161,6 +161,11 @@ def test_without_a_sidecar_the_shapes_give_the_architecture_and_sdxl_base_the_re
     path = _write_file(tiny, tmp_path / "tiny.safetensors", sidecar=False)
     with pytest.raises(ModelLoadError, match=r"cannot build the architecture .* SGM config next to it"):
         load_single_file(path, tokenizer=tokenizer_dir)
+    # Its SGM config given from elsewhere serves as the sidecar would.
+    (tmp_path / "tiny_config.yaml").write_text(yaml.safe_dump(sgm_config(tiny)))
+    _assert_same_model(
+        tiny, load_single_file(path, tokenizer_dir, original_config=tmp_path / "tiny_config.yaml")
+    )
 
 
 @pytest.mark.parametrize(
@@ -208,6 +213,10 @@ def test_sdxl_file_without_the_text_projection_or_with_one_encoder_is_a_clear_er
     only_l = {k: v for k, v in sdxl_bundle_to_sgm(tiny).items() if not k.startswith(BIG_G)}
     path = _write_file(tiny, tmp_path / "b.safetensors", state=only_l)
     with pytest.raises(ModelLoadError, match="not both of SDXL's text encoders"):
+        load_single_file(path, tokenizer=tokenizer_dir)
+    no_size_embedding = {k: v for k, v in sdxl_bundle_to_sgm(tiny).items() if ".label_emb." not in k}
+    path = _write_file(tiny, tmp_path / "c.safetensors", state=no_size_embedding)
+    with pytest.raises(ModelLoadError, match=r"incomplete UNet or VAE weights \(no .*label_emb.0.0.weight"):
         load_single_file(path, tokenizer=tokenizer_dir)
 
 

@@ -27,9 +27,15 @@ from inference.models.tokenizer_source import load_tokenizer
 VERSION = "sdxl_base_v1-0"  # kohya's ss_base_model_version
 
 
-def load_sdxl_single_file(path: Path, state: dict[str, torch.Tensor], tokenizer: str | None) -> ModelBundle:
-    """The SDXL model whose tensors `state` were read from `path`."""
-    config_path = ldm_config.sidecar_yaml(path)
+def load_sdxl_single_file(
+    path: Path,
+    state: dict[str, torch.Tensor],
+    tokenizer: str | None,
+    original_config: str | Path | None = None,
+) -> ModelBundle:
+    """The SDXL model whose tensors `state` were read from `path`; `original_config` (an SGM config)
+    overrides the sidecar `.yaml`."""
+    config_path = Path(original_config).expanduser() if original_config else ldm_config.sidecar_yaml(path)
     settings = sdxl_config.read_settings(config_path)
     where = str(config_path) if config_path else "the weights' shapes and SDXL base's defaults"
     hint = (
@@ -39,13 +45,25 @@ def load_sdxl_single_file(path: Path, state: dict[str, torch.Tensor], tokenizer:
     tok = load_tokenizer(tokenizer or ldm_config.CLIP_L)
     tok_2 = open_clip_keys.open_clip_tokenizer(copy.deepcopy(tok))
     text_encoder, text_encoder_2 = _text_encoders(state, settings, (tok, tok_2), path, hint)
-    pooled = int(text_encoder_2.config.projection_dim)
+    unet, vae = _unet_and_vae(state, settings, int(text_encoder_2.config.projection_dim), path, hint)
+    scheduler = _noise_scheduler(state, settings)
+    return ModelBundle(
+        unet, vae, text_encoder, tok, scheduler, str(path), VERSION,
+        text_encoder_2=text_encoder_2, tokenizer_2=tok_2,
+    )  # fmt: skip
+
+
+def _unet_and_vae(
+    state: dict[str, torch.Tensor], settings: sdxl_config.SdxlSettings, pooled: int, path: Path, hint: str
+) -> tuple[UNet2DConditionModel, AutoencoderKL]:
+    """The UNet and VAE, configs read from the shapes; `pooled` is bigG's projected width."""
     try:
         unet_cfg = sdxl_config.unet_config(state, settings, pooled)
         vae_cfg = sdxl_config.vae_config(state, settings)
     except (KeyError, StopIteration, IndexError) as error:
+        missing = str(error) or "transformer weights"
         raise ModelLoadError(
-            f"{path} is an SDXL checkpoint with incomplete UNet or VAE weights (no {error}); check that "
+            f"{path} is an SDXL checkpoint with incomplete UNet or VAE weights (no {missing}); check that "
             "the download finished."
         ) from error
     try:
@@ -61,11 +79,7 @@ def load_sdxl_single_file(path: Path, state: dict[str, torch.Tensor], tokenizer:
         )
     except ValueError as error:  # e.g. widths that SDXL's 32 norm groups do not divide
         raise ModelLoadError(f"{path}: cannot build the architecture ({error}). {hint}") from error
-    scheduler = _noise_scheduler(state, settings)
-    return ModelBundle(
-        unet, vae, text_encoder, tok, scheduler, str(path), VERSION,
-        text_encoder_2=text_encoder_2, tokenizer_2=tok_2,
-    )  # fmt: skip
+    return unet, vae
 
 
 def _noise_scheduler(state: dict[str, torch.Tensor], settings: sdxl_config.SdxlSettings) -> DDPMScheduler:

@@ -39,11 +39,11 @@ VERSIONS = {"sd1": "sd_v1", "sd2": "sd_v2"}  # ModelBundle.base_model_version (k
 def load_single_file(
     path: str | Path, tokenizer: str | None = None, original_config: str | Path | None = None
 ) -> ModelBundle:
-    """The SD 1.x, 2.x or SDXL model in checkpoint `path`; `original_config` overrides an SD 1/2 sidecar."""
+    """The SD 1.x, 2.x or SDXL model in checkpoint `path`; `original_config` overrides the sidecar `.yaml`."""
     path = Path(path).expanduser()
     state = read_state_dict(path)
     if sdxl_keys.is_sdxl(state):
-        return load_sdxl_single_file(path, state, tokenizer)
+        return load_sdxl_single_file(path, state, tokenizer, original_config)
     family = ldm_keys.model_family(state, path)
     config_path = Path(original_config).expanduser() if original_config else ldm_config.sidecar_yaml(path)
     if config_path:
