@@ -86,6 +86,20 @@ def test_diffusers_folder_saved_by_the_sdxl_pipeline_loads_back_exactly(tmp_path
     assert loaded.tokenizer_2.pad_token == "!" and loaded.tokenizer.pad_token != "!"
 
 
+def test_hub_id_of_an_sdxl_model_loads_from_the_hub_cache_offline(tmp_path, tiny, monkeypatch):
+    import huggingface_hub.constants as hub
+
+    model = tmp_path / "cache" / "models--tester--tiny-sdxl"
+    _save_with_pipeline(tiny, model / "snapshots" / ("a" * 40))
+    (model / "refs").mkdir()
+    (model / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    loaded = load_base_model(ModelConfig(kind="pretrained", path="tester/tiny-sdxl"))
+    _assert_same_model(tiny, loaded)
+    assert loaded.is_sdxl and loaded.base_model_version == "sdxl_base_v1-0"
+
+
 def test_sdxl_folder_without_its_second_text_encoder_names_what_is_missing(tmp_path, tiny):
     folder = _save_with_pipeline(tiny, tmp_path / "sdxl")
     shutil.rmtree(folder / "text_encoder_2")
