@@ -1,0 +1,147 @@
+"""SDXL in the engine: A1111's prompt encoding with both encoders, and txt2img against diffusers' pipeline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+from inference.models.tiny_sdxl import build_tiny_sdxl
+from inference.scheduled_conds import PromptTimeline
+from inference.sdxl_conds import SdxlCond, cat_conds
+from inference.sdxl_text import encode_model_conds, encode_sdxl_texts, sdxl_time_ids
+from inference.text_encoding import TextOptions
+from inference.txt2img import GenerationParams, initial_noise, sample_latents
+
+
+@pytest.fixture(scope="module")
+def model():
+    bundle = build_tiny_sdxl(seed=0)
+    bundle.freeze()
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def pipe(model):
+    # With 4 steps every "linspace" timestep (0, 333, 666, 999) is an integer, where diffusers' Euler and
+    # ours agree.
+    scheduler = EulerDiscreteScheduler.from_config(model.noise_scheduler.config, timestep_spacing="linspace")
+    pipeline = StableDiffusionXLPipeline(
+        vae=model.vae, text_encoder=model.text_encoder, text_encoder_2=model.text_encoder_2,
+        tokenizer=model.tokenizer, tokenizer_2=model.tokenizer_2, unet=model.unet, scheduler=scheduler,
+        add_watermarker=False,
+    )  # fmt: skip
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def _conds(model, params: GenerationParams):
+    """Our (cond, uncond) SdxlConds for one image at step 0."""
+    cond, uncond, _ = encode_model_conds(
+        model, [params.prompt], [params.negative_prompt], PromptTimeline(params.steps),
+        TextOptions(), (params.width, params.height),
+    )  # fmt: skip
+    return cond.at(0), uncond.at(0)
+
+
+def test_one_chunk_prompt_encodes_as_diffusers_encode_prompt(model, pipe):
+    ours = encode_sdxl_texts(model, ["a red circle"], TextOptions())["a red circle"]
+    with torch.no_grad():
+        embeds, _, pooled, _ = pipe.encode_prompt(
+            "a red circle", device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
+    assert ours[0].shape == embeds.shape == (1, 77, 64)
+    assert torch.allclose(ours[0], embeds, atol=1e-6)
+    assert torch.allclose(ours[1], pooled, atol=1e-6)
+
+
+def test_empty_negative_prompt_is_zero_text_conditioning(model, pipe):
+    # A1111 and diffusers (negative_prompt=None, force_zeros_for_empty_prompt) both zero it; diffusers
+    # encodes an explicit "" instead, A1111 zeroes that too.
+    params = GenerationParams("a red circle", "", steps=4, width=64, height=48)
+    _, uncond = _conds(model, params)
+    assert not uncond.crossattn.any() and not uncond.text_embeds.any()
+    assert uncond.time_ids.tolist() == [[48.0, 64.0, 0.0, 0.0, 48.0, 64.0]]
+    with torch.no_grad():
+        _, negative, _, negative_pooled = pipe.encode_prompt(
+            "a red circle", device="cpu", negative_prompt=None
+        )
+    assert not negative.any() and not negative_pooled.any()
+
+
+def test_long_prompt_pads_zero_negative_with_the_empty_prompt(model):
+    long = ", ".join(["a red circle"] * 30)  # over 75 tokens: two chunks
+    cond, uncond = _conds(model, GenerationParams(long, "", steps=4, width=64, height=64))
+    empty = encode_sdxl_texts(model, [""], TextOptions())[""][0]
+    assert cond.crossattn.shape == uncond.crossattn.shape == (1, 154, 64)
+    assert not uncond.crossattn[:, :77].any()
+    assert torch.equal(uncond.crossattn[:, 77:], empty)
+
+
+def test_break_starts_a_chunk_and_the_pooled_output_is_the_first_chunks(model):
+    encoded = encode_sdxl_texts(model, ["a red circle BREAK a blue square", "a red circle"], TextOptions())
+    (joined, pooled), (alone, alone_pooled) = (
+        encoded["a red circle BREAK a blue square"],
+        encoded["a red circle"],
+    )
+    assert joined.shape == (1, 154, 64)
+    assert torch.allclose(joined[:, :77], alone[:, :77], atol=1e-6)  # alone was padded to two chunks
+    assert torch.allclose(pooled, alone_pooled, atol=1e-6)
+
+
+def test_emphasis_scales_both_encoders_but_not_the_pooled_output(model):
+    plain = encode_sdxl_texts(model, ["a red circle"], TextOptions())["a red circle"]
+    weighted = encode_sdxl_texts(model, ["a (red:1.5) circle"], TextOptions())["a (red:1.5) circle"]
+    assert torch.equal(plain[1], weighted[1])
+    changed = (plain[0] - weighted[0]).abs().amax(dim=1)[0]  # (64,) per channel
+    assert changed[:32].max() > 1e-4 and changed[32:].max() > 1e-4
+
+
+def test_sdxl_euler_matches_diffusers_pipeline(model, pipe):
+    params = GenerationParams("a red circle", "blurry", 5, 4, 6.0, 64, 64, sampler="Euler")
+    cond, uncond = _conds(model, params)
+    with torch.no_grad():
+        reference = pipe(
+            prompt_embeds=cond.crossattn, pooled_prompt_embeds=cond.text_embeds,
+            negative_prompt_embeds=uncond.crossattn, negative_pooled_prompt_embeds=uncond.text_embeds,
+            num_inference_steps=params.steps, guidance_scale=params.cfg_scale, height=64, width=64,
+            latents=initial_noise(params.seed, (1, 4, 8, 8)), output_type="latent",
+        ).images  # fmt: skip
+        ours = sample_latents(model, [params])
+    assert (ours - reference).abs().max() <= 1e-4
+    assert reference.abs().max() > 0.1
+
+
+def test_time_ids_follow_the_render_size_and_change_the_image(model):
+    assert sdxl_time_ids(64, 32, rows=2).tolist() == [[32.0, 64.0, 0.0, 0.0, 32.0, 64.0]] * 2
+    params = GenerationParams("a red circle", steps=2, width=64, height=64)
+    cond, uncond = _conds(model, params)
+    moved = SdxlCond(cond.crossattn, cond.text_embeds, sdxl_time_ids(128, 128, rows=1))
+    both = cat_conds([uncond, cond])
+    assert both.shape == (2, 77, 64) and torch.equal(both[1].time_ids, cond.time_ids)
+    with torch.no_grad():
+        x, t = torch.randn(1, 4, 8, 8), torch.tensor([500])
+        a = model.unet(
+            x,
+            t,
+            cond.crossattn,
+            added_cond_kwargs={"text_embeds": cond.text_embeds, "time_ids": cond.time_ids},
+        )
+        b = model.unet(
+            x,
+            t,
+            moved.crossattn,
+            added_cond_kwargs={"text_embeds": moved.text_embeds, "time_ids": moved.time_ids},
+        )
+    assert (a.sample - b.sample).abs().max() > 1e-4
+
+
+def test_prompt_editing_and_and_render_on_sdxl(model):
+    base = GenerationParams("a red circle", "blurry", 3, 4, 6.0, 64, 64)
+    edited = GenerationParams("a [red:blue:2] circle", "blurry", 3, 4, 6.0, 64, 64)
+    composed = GenerationParams("a red circle AND a blue square :0.5", "blurry", 3, 4, 6.0, 64, 64)
+    with torch.no_grad():
+        plain, edit, both = (sample_latents(model, [p]) for p in (base, edited, composed))
+        batch = sample_latents(model, [base, composed])
+    assert (plain - edit).abs().max() > 1e-4 and (plain - both).abs().max() > 1e-4
+    assert torch.allclose(batch, torch.cat([plain, both]), atol=1e-4)
