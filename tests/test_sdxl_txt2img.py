@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+from PIL import Image
 
+from inference.hires import HiresParams, generate_hires_batch
+from inference.img2img import img2img
+from inference.infotext import parse_infotext, read_infotext
 from inference.models.tiny_sdxl import build_tiny_sdxl
 from inference.scheduled_conds import PromptTimeline
 from inference.sdxl_conds import SdxlCond, cat_conds
 from inference.sdxl_text import encode_model_conds, encode_sdxl_texts, sdxl_time_ids
 from inference.text_encoding import TextOptions
 from inference.txt2img import GenerationParams, initial_noise, sample_latents
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +153,46 @@ def test_prompt_editing_and_and_render_on_sdxl(model):
         batch = sample_latents(model, [base, composed])
     assert (plain - edit).abs().max() > 1e-4 and (plain - both).abs().max() > 1e-4
     assert torch.allclose(batch, torch.cat([plain, both]), atol=1e-4)
+
+
+def _time_ids_seen(model):
+    """Record the time ids of every UNet call: a list filled while the returned hook handle lives."""
+    seen: list[list[float]] = []
+
+    def record(_module, _args, kwargs):
+        seen.append(kwargs["added_cond_kwargs"]["time_ids"][0].tolist())
+
+    return seen, model.unet.register_forward_pre_hook(record, with_kwargs=True)
+
+
+def test_img2img_and_the_hires_fix_condition_on_their_own_size(model):
+    params = GenerationParams("a red circle", "blurry", 3, 2, 6.0, 64, 48)
+    seen, handle = _time_ids_seen(model)
+    try:
+        image = img2img(model, params, Image.new("RGB", (32, 32), (200, 30, 30)), 0.6)[0]
+        img2img_seen, seen[:] = list(seen), []
+        hires = generate_hires_batch(model, [params], HiresParams(scale=2, denoising_strength=0.6))[0]
+    finally:
+        handle.remove()
+    assert image.size == (64, 48) and hires.size == (128, 96)
+    assert {tuple(ids) for ids in img2img_seen} == {(48, 64, 0, 0, 48, 64)}
+    # A1111 conditions the hires pass on its upscale size (hr_upscale_to_x/y), the first pass on its own.
+    assert {tuple(ids) for ids in seen} == {(48, 64, 0, 0, 48, 64), (96, 128, 0, 0, 96, 128)}
+    assert seen[-1] == [96, 128, 0, 0, 96, 128]
+
+
+def test_command_line_renders_tiny_sdxl_with_a1111_infotext(tmp_path):
+    """`python -m inference model=tiny_sdxl ...`, through Hydra's config and the entry point's run."""
+    from hydra import compose, initialize_config_dir
+
+    from inference.__main__ import run
+
+    overrides = ["model=tiny_sdxl", "steps=2", "width=64", "height=48", "seed=7", "clip_skip=2"]
+    with initialize_config_dir(str(REPO / "configs" / "inference"), version_base="1.3"):
+        cfg = compose("txt2img", overrides=[*overrides, "prompt=a red circle", f"out={tmp_path}"])
+    run(cfg)
+    image = next(tmp_path.glob("*.png"))
+    info = parse_infotext(read_infotext(image))
+    assert Image.open(image).size == (64, 48)
+    # A1111 writes clip skip for SDXL too, though its default settings do not apply it there.
+    assert (info["Model"], info["Size"], info["Seed"], info["Clip skip"]) == ("tiny_sdxl", "64x48", "7", "2")
