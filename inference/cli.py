@@ -34,6 +34,7 @@ from inference.model_upscale import ModelUpscaler, check_tiles, find_model_upsca
 from inference.models.loading import load_base_model
 from inference.models.spec import ModelConfig
 from inference.prompt_loras import PromptLora, applied_loras, lora_hashes, patching_loras, resolve_loras
+from inference.sdxl_embeddings import embedding_database
 from inference.ti_hashes import ti_hashes
 from inference.txt2img import GenerationParams, generate_batch
 from inference.upscalers import UPSCALERS, find_upscaler
@@ -246,7 +247,7 @@ def _embeddings(model: BaseModel, folder: str | None) -> EmbeddingDatabase | Non
         return None
     if not Path(folder).is_dir():
         raise ConfigError(f"embeddings_dir {folder} is not a folder: give the folder of embedding files")
-    database = EmbeddingDatabase(model.tokenizer, model.text_encoder.config.hidden_size)
+    database = embedding_database(model)  # SDXL's holds both encoders' vectors
     database.load_folder(folder)
     return database
 

@@ -17,7 +17,8 @@ micro-conditioning: original size = target size = the render size (height, width
 its `sdxl_crop_top/left` settings (0, 0). When every negative prompt of a batch is empty, the negative
 side is all zeros (crossattn and pooled; A1111's `force_zero_embeddings`), not the encoding of "".
 Shorter prompts are padded to the batch's longest with the encoding of "" (crossattn only), as A1111's
-`pad_cond`. Textual-inversion embeddings are not placed for SDXL yet.
+`pad_cond`. Textual-inversion embeddings (`inference.sdxl_embeddings`) place their `clip_l` vectors in
+the first encoder and `clip_g` in the second.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from inference.prompt_chunks import CHUNK_LENGTH, PromptChunk, tokenize_prompt
 from inference.prompts import get_learned_conditioning_prompt_schedules
 from inference.scheduled_conds import PromptTimeline, ScheduledConds
 from inference.sdxl_conds import SdxlCond
-from inference.text_encoding import TextOptions, apply_emphasis
+from inference.sdxl_embeddings import SdxlEmbeddingDatabase
+from inference.text_encoding import TextOptions, _placed_embeddings, apply_emphasis
 
 # SGM's `layer_idx` for both encoders of SDXL base: the penultimate block's output, no final LayerNorm.
 SDXL_HIDDEN_LAYER = -2
@@ -45,8 +47,15 @@ def sdxl_time_ids(width: int, height: int, rows: int, crop_top: int = 0, crop_le
     )
 
 
-def _chunks(tokenizer, text: str, options: TextOptions) -> list[PromptChunk]:
-    return tokenize_prompt(tokenizer, text, None, options.emphasis, options.comma_backtrack)
+def _chunks(model, text: str, options: TextOptions) -> tuple[list[PromptChunk], list[PromptChunk]]:
+    """The text's chunks for each encoder, with its own tokenizer and its part of each embedding."""
+    first = second = None
+    if isinstance(options.embeddings, SdxlEmbeddingDatabase):
+        first, second = options.embeddings, options.embeddings.second
+    return (
+        tokenize_prompt(model.tokenizer, text, first, options.emphasis, options.comma_backtrack),
+        tokenize_prompt(model.tokenizer_2, text, second, options.emphasis, options.comma_backtrack),
+    )
 
 
 def _hidden(encoder, chunks: list[PromptChunk], emphasis: str) -> tuple[Tensor, Tensor | None]:
@@ -54,7 +63,8 @@ def _hidden(encoder, chunks: list[PromptChunk], emphasis: str) -> tuple[Tensor, 
     pooled projected output (N, P) where the encoder has a projection."""
     device = next(encoder.parameters()).device
     ids = torch.tensor([chunk.tokens for chunk in chunks], dtype=torch.long, device=device)
-    out = encoder(ids, output_hidden_states=True)
+    with _placed_embeddings(encoder, chunks):
+        out = encoder(ids, output_hidden_states=True)
     hidden = out.hidden_states[SDXL_HIDDEN_LAYER]
     multipliers = torch.tensor([chunk.multipliers for chunk in chunks], device=device, dtype=hidden.dtype)
     z = torch.stack([apply_emphasis(h, m, emphasis) for h, m in zip(hidden, multipliers, strict=True)])
@@ -66,13 +76,10 @@ def encode_sdxl_texts(model, texts: Sequence[str], options: TextOptions) -> dict
 
     `model` has SDXL's `text_encoder`, `tokenizer`, `text_encoder_2` and `tokenizer_2`.
     """
-    tokenized = {
-        text: (_chunks(model.tokenizer, text, options), _chunks(model.tokenizer_2, text, options))
-        for text in dict.fromkeys(texts)
-    }
+    tokenized = {text: _chunks(model, text, options) for text in dict.fromkeys(texts)}
     longest = max(len(first) for first, _ in tokenized.values())
     if any(len(first) < longest for first, _ in tokenized.values()) and "" not in tokenized:
-        tokenized[""] = (_chunks(model.tokenizer, "", options), _chunks(model.tokenizer_2, "", options))
+        tokenized[""] = _chunks(model, "", options)
     for text, (first, second) in tokenized.items():
         if len(first) != len(second):  # two tokenizers that split one prompt differently
             raise ValueError(f"SDXL's tokenizers split {text!r} into {len(first)} and {len(second)} chunks")

@@ -8,6 +8,7 @@ import pytest
 import torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 from PIL import Image
+from safetensors.torch import save_file
 
 from inference.hires import HiresParams, generate_hires_batch
 from inference.img2img import img2img
@@ -187,12 +188,31 @@ def test_command_line_renders_tiny_sdxl_with_a1111_infotext(tmp_path):
 
     from inference.__main__ import run
 
+    embeddings = tmp_path / "embeddings"
+    embeddings.mkdir()
+    save_file({"clip_l": torch.ones(2, 32), "clip_g": torch.ones(2, 32)}, embeddings / "shiny.safetensors")
     overrides = ["model=tiny_sdxl", "steps=2", "width=64", "height=48", "seed=7", "clip_skip=2"]
     with initialize_config_dir(str(REPO / "configs" / "inference"), version_base="1.3"):
-        cfg = compose("txt2img", overrides=[*overrides, "prompt=a red circle", f"out={tmp_path}"])
+        cfg = compose(
+            "txt2img",
+            overrides=[
+                *overrides,
+                "prompt=a shiny circle",
+                f"out={tmp_path}",
+                f"embeddings_dir={embeddings}",
+            ],
+        )
     run(cfg)
     image = next(tmp_path.glob("*.png"))
     info = parse_infotext(read_infotext(image))
     assert Image.open(image).size == (64, 48)
     # A1111 writes clip skip for SDXL too, though its default settings do not apply it there.
     assert (info["Model"], info["Size"], info["Seed"], info["Clip skip"]) == ("tiny_sdxl", "64x48", "7", "2")
+    assert info["TI hashes"].startswith("shiny: ")
+
+
+def test_clip_skip_leaves_sdxl_conditioning_alone(model):
+    # A1111 v1.10.1 reads both encoders' penultimate layers whatever clip skip says (sdxl_clip_l_skip off).
+    skip_1 = encode_sdxl_texts(model, ["a red circle"], TextOptions(clip_skip=1))["a red circle"]
+    skip_2 = encode_sdxl_texts(model, ["a red circle"], TextOptions(clip_skip=2))["a red circle"]
+    assert torch.equal(skip_1[0], skip_2[0]) and torch.equal(skip_1[1], skip_2[1])
