@@ -19,6 +19,12 @@ side is all zeros (crossattn and pooled; A1111's `force_zero_embeddings`), not t
 Shorter prompts are padded to the batch's longest with the encoding of "" (crossattn only), as A1111's
 `pad_cond`. Textual-inversion embeddings (`inference.sdxl_embeddings`) place their `clip_l` vectors in
 the first encoder and `clip_g` in the second.
+
+diffusers' `StableDiffusionXLPipeline.encode_prompt` gives the same tensors for a one-chunk prompt without
+emphasis or BREAK (same layers, same padding tokens, pooled output at the first end token). It differs in
+that it truncates at 77 tokens, reads no emphasis, embeddings or BREAK, and encodes an explicit
+`negative_prompt=""` as text: only `negative_prompt=None` (with `force_zeros_for_empty_prompt`) is zeros,
+which is what A1111 does for "".
 """
 
 from __future__ import annotations

@@ -216,3 +216,17 @@ def test_clip_skip_leaves_sdxl_conditioning_alone(model):
     skip_1 = encode_sdxl_texts(model, ["a red circle"], TextOptions(clip_skip=1))["a red circle"]
     skip_2 = encode_sdxl_texts(model, ["a red circle"], TextOptions(clip_skip=2))["a red circle"]
     assert torch.equal(skip_1[0], skip_2[0]) and torch.equal(skip_1[1], skip_2[1])
+
+
+def test_empty_negative_prompt_render_equals_the_pipeline_encoding_its_own_prompt(model, pipe):
+    # Where A1111 and diffusers agree on encoding (one chunk, no emphasis, negative prompt None in
+    # diffusers = "" in A1111: zeros), the pipeline may encode the prompt itself.
+    params = GenerationParams("a red circle", "", 5, 4, 6.0, 64, 64, sampler="Euler")
+    with torch.no_grad():
+        reference = pipe(
+            params.prompt, negative_prompt=None, num_inference_steps=params.steps,
+            guidance_scale=params.cfg_scale, height=64, width=64,
+            latents=initial_noise(params.seed, (1, 4, 8, 8)), output_type="latent",
+        ).images  # fmt: skip
+        ours = sample_latents(model, [params])
+    assert (ours - reference).abs().max() <= 1e-4
