@@ -10,6 +10,9 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 from PIL import Image
 from safetensors.torch import save_file
 
+from data.typed_config import ConfigError
+from inference.controlnet_render import load_units
+from inference.controlnet_units import ControlNetUnit
 from inference.hires import HiresParams, generate_hires_batch
 from inference.img2img import img2img
 from inference.infotext import parse_infotext, read_infotext
@@ -230,3 +233,8 @@ def test_empty_negative_prompt_render_equals_the_pipeline_encoding_its_own_promp
         ).images  # fmt: skip
         ours = sample_latents(model, [params])
     assert (ours - reference).abs().max() <= 1e-4
+
+
+def test_controlnet_units_on_sdxl_are_one_clear_error(model):
+    with pytest.raises(ConfigError, match="SDXL is not supported"):
+        load_units(model, [ControlNetUnit(model="control.safetensors", image="map.png")], 64, 64)
