@@ -48,9 +48,8 @@ SDXL_HIDDEN_LAYER = -2
 
 def sdxl_time_ids(width: int, height: int, rows: int, crop_top: int = 0, crop_left: int = 0) -> Tensor:
     """(rows, 6): original (h, w), crop (top, left), target (h, w), as A1111's SDXL conditioning."""
-    return torch.tensor([[height, width, crop_top, crop_left, height, width]], dtype=torch.float32).repeat(
-        rows, 1
-    )
+    row = [height, width, crop_top, crop_left, height, width]
+    return torch.tensor([row], dtype=torch.float32).repeat(rows, 1)
 
 
 def _chunks(model, text: str, options: TextOptions) -> tuple[list[PromptChunk], list[PromptChunk]]:
