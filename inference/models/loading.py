@@ -22,6 +22,7 @@ from inference.models.sdxl_folder import (
 from inference.models.single_file import load_single_file
 from inference.models.spec import ModelConfig
 from inference.models.tiny import build_sd15_arch, build_tiny
+from inference.models.tiny_sdxl import build_tiny_sdxl
 from inference.models.tokenizer_source import with_tokenizer
 from inference.models.vae_override import with_vae
 
@@ -41,13 +42,15 @@ def load_base_model(cfg: ModelConfig) -> ModelBundle:
 
 
 def _base_model(cfg: ModelConfig) -> ModelBundle:
-    """Built in code for tiny/sd15_arch, the bundled toy model, else loaded from `cfg.path`."""
+    """Built in code for tiny/sd15_arch/tiny_sdxl, the bundled toy model, else loaded from `cfg.path`."""
     if cfg.kind == "tiny":
         return build_tiny(cfg.init_seed)
     if cfg.kind == "sd15_arch":
         return build_sd15_arch(cfg.init_seed)
     if cfg.kind == "sdxl_arch":
         return build_sdxl_arch(cfg.init_seed)
+    if cfg.kind == "tiny_sdxl":
+        return build_tiny_sdxl(cfg.init_seed)
     if cfg.kind == "toy":  # the bundled model, through the same loader as any diffusers folder
         return load_pretrained(str(TOY_MODEL_DIR))
     if is_single_file(cfg.path):
