@@ -36,7 +36,7 @@ from train.model_setup import (
 )
 from train.network.base import write_final
 from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts
-from train.network.registry import build_network, keeps_whole_model
+from train.network.registry import build_network, keeps_whole_model, optimizer_groups
 from train.network.ti_captions import caption_templates, check_trigger_in_captions
 from train.noise import predicting_v, with_zero_terminal_snr
 from train.objective import is_measured, log_objective
@@ -144,7 +144,7 @@ class Trainer:
             speed_up_cpu_training(self.bundle.unet)  # a compiled UNet gets its convolutions from inductor
         self.lrs = cfg.optimizer.part_lrs
         self.optimizer = build_optimizer(
-            self.network.param_groups(*self.lrs), cfg.optimizer.name, cfg.optimizer.args
+            optimizer_groups(self.network, self.bundle, cfg.optimizer), cfg.optimizer.name, cfg.optimizer.args
         )
         self.lr_scheduler = build_scheduler(
             self.optimizer, cfg.scheduler, self.plan.max_train_steps, self.accelerator.num_processes
@@ -156,6 +156,9 @@ class Trainer:
 
     def describe_lrs(self) -> str:
         unet, te = self.lrs
+        second = self.cfg.optimizer.text_encoder_2_lr
+        if second is not None:
+            return f"UNet {unet:g}, text encoders {te:g} / {second:g}"
         return f"UNet {unet:g}, text encoder {te:g}"
 
     def _facts(self, progress: Progress) -> dict:
