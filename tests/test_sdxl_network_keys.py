@@ -128,8 +128,15 @@ def _names(tensors: dict) -> set[str]:
     return {key.split(".")[0] for key in tensors}
 
 
-def test_sdxl_base_targets_are_kohyas_722_unet_and_264_text_encoder_modules():
-    bundle = sdxl_base_skeleton()
+def sdxl_arch_skeleton() -> ModelBundle:
+    """`model=sdxl_arch` on the meta device, where inference.models has that builder."""
+    builder = pytest.importorskip("inference.models.sdxl_arch", reason="no model=sdxl_arch builder here")
+    return builder.build_sdxl_arch(meta=True)
+
+
+@pytest.mark.parametrize("skeleton", [sdxl_base_skeleton, sdxl_arch_skeleton], ids=["sdxl_base", "sdxl_arch"])
+def test_sdxl_base_targets_are_kohyas_722_unet_and_264_text_encoder_modules(skeleton):
+    bundle = skeleton()
     unet = {t.kohya_name for t in unet_targets(bundle.unet, sdxl=True)}
     encoders = {t.kohya_name for _, targets in encoder_targets(bundle) for t in targets}
     assert len(unet) == 722 and len(encoders) == 72 + 192
