@@ -60,6 +60,7 @@ from train.sample_prompts import sampling_enabled
 from train.sampling import TrainingSamples
 from train.saving import check_finite, final_file_name, prune, write_lora_and_state
 from train.schedule import StepPlan, plan_steps
+from train.sdxl_step import check_sdxl_training
 from train.signals import graceful_stop
 from train.state import Progress, load_state, write_state_files
 from train.step import diffusion_loss
@@ -121,7 +122,10 @@ class Trainer:
             with_zero_terminal_snr(schedule) if cfg.training.zero_terminal_snr else schedule
         )
         self.model_fingerprint = model_fingerprint(self.bundle)
+        check_sdxl_training(cfg, self.bundle)
         self.dataset.bind_tokenizer(self.bundle.tokenizer)
+        if self.bundle.is_sdxl:
+            self.dataset.bind_sdxl(self.bundle.tokenizer_2)
         d = cfg.dataset
         if d.cache_latents or d.cache_latents_to_disk:
             cache_latents(self.dataset, self.bundle, cfg, self.precision, device)
@@ -191,8 +195,9 @@ class Trainer:
     def optimizer_step(self, batch: dict) -> float:
         """One (micro-)batch: loss, backward, and on accumulation boundaries the optimizer and lr steps."""
         cfg, acc = self.cfg, self.accelerator
-        trained = [m for m, on in ((self.bundle.unet, self.network.trains_unet),
-                                   (self.bundle.text_encoder, self.network.trains_text_encoder)) if on]  # fmt: skip
+        encoders = [m for m in (self.bundle.text_encoder, self.bundle.text_encoder_2) if m is not None]
+        trained = [self.bundle.unet] if self.network.trains_unet else []
+        trained += encoders if self.network.trains_text_encoder else []
         with acc.accumulate(*trained):
             with acc.autocast():
                 loss = diffusion_loss(
