@@ -138,3 +138,33 @@ def test_what_sdxl_runs_refuse(sdxl):
                 setattr(getattr(cfg, section), name, value)
         with pytest.raises(ConfigError, match=rf"^{key}: .*tiny_sdxl is SDXL"):
             check_sdxl_training(cfg, sdxl)
+
+
+def test_a_run_on_sdxl_saves_kohyas_sdxl_lora(tmp_path, monkeypatch):
+    """The whole run (loader replaced by tiny SDXL: model loading is another module's work): two steps, the
+    file in kohya's SDXL layout, both encoders at their own logged rates."""
+    import json
+
+    from safetensors import safe_open
+
+    from tests.test_config import _typed
+    from train.run import train
+
+    monkeypatch.setattr("train.run.load_base_model", lambda cfg: build_tiny_sdxl(seed=0))
+    train_dir = _pictures(tmp_path)
+    cfg = _typed(
+        tmp_path, f"dataset.train_dir={train_dir}", "dataset.resolution=32", "logger=none", "eval.enabled=false",
+        "training.max_train_steps=2", "network.dim=2", "optimizer.text_encoder_lr=[5e-5,2e-5]",
+        "training.mixed_precision=no",
+    )  # fmt: skip
+    result = train(cfg, tmp_path / "run")
+    with safe_open(str(result.lora_path), framework="pt") as f:
+        keys, meta = set(f.keys()), f.metadata()
+    assert {key.split("_")[1] for key in keys} == {"unet", "te1", "te2"}
+    assert "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight" in keys
+    assert (
+        meta["ss_base_model_version"] == "sdxl_base_v1-0" and meta["ss_text_encoder_lr"] == "[5e-05, 2e-05]"
+    )
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rates = next(entry for entry in logged if "lr/textencoder1" in entry)
+    assert (rates["lr/textencoder1"], rates["lr/textencoder2"]) == (5e-5, 2e-5)
