@@ -141,21 +141,56 @@ class NetworkConfig:
         return 1.0 if self.conv_alpha is None else self.conv_alpha
 
 
+def _as_rate(value: Any) -> Any:
+    """A learning rate as a float where it is a number (or a number's text); anything else as it is."""
+    if isinstance(value, bool):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
 @dataclass
 class OptimizerConfig:
     name: str = "AdamW"  # kohya --optimizer_type: a name in train/optimizers.py (any case) or module.Class
     lr: float = 1e-4  # kohya --learning_rate: used where unet_lr / text_encoder_lr are null
     unet_lr: float | None = None  # kohya --unet_lr
-    text_encoder_lr: float | None = None  # kohya --text_encoder_lr
+    # kohya --text_encoder_lr: one number, or for SDXL [first encoder, second encoder] (a number or a list;
+    # config_checks validates it, as OmegaConf has no number-or-list type)
+    text_encoder_lr: Any = None
     args: dict[str, Any] = field(
         default_factory=dict
     )  # kohya --optimizer_args: the class's keyword arguments
 
+    def __post_init__(self) -> None:
+        # A typed float field would convert 0 or "1e-4" (kohya TOML text) itself; Any keeps them as given.
+        value = self.text_encoder_lr
+        if isinstance(value, (list, tuple)):
+            self.text_encoder_lr = [_as_rate(v) for v in value]
+        elif value is not None:
+            self.text_encoder_lr = _as_rate(value)
+
+    @property
+    def text_encoder_lrs(self) -> tuple[float, ...]:
+        """Each text encoder's learning rate as given: one value (null: `lr`), or SDXL's two."""
+        value = self.text_encoder_lr
+        if value is None:
+            return (self.lr,)
+        return tuple(value) if isinstance(value, list) else (value,)
+
     @property
     def part_lrs(self) -> tuple[float, float]:
-        """(UNet, text encoder) learning rates: kohya's rule, a part without its own uses `lr`."""
+        """(UNet, text encoder) learning rates: kohya's rule, a part without its own uses `lr`. With SDXL's two
+        text-encoder rates this is the first encoder's (text_encoder_2_lr is the second's)."""
         unet = self.lr if self.unet_lr is None else self.unet_lr
-        return unet, self.lr if self.text_encoder_lr is None else self.text_encoder_lr
+        return unet, self.text_encoder_lrs[0]
+
+    @property
+    def text_encoder_2_lr(self) -> float | None:
+        """SDXL's second text encoder's own rate, when text_encoder_lr gives two; else None (the same)."""
+        lrs = self.text_encoder_lrs
+        return lrs[1] if len(lrs) == 2 else None
 
 
 @dataclass

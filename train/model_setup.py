@@ -115,6 +115,8 @@ def place_trained_models(
     models = [(bundle.unet, network.trains_unet)]
     if not text_cached:  # a cached text encoder is not in the step: it stays where park_unused put it
         models.append((bundle.text_encoder, network.trains_text_encoder))
+        if bundle.text_encoder_2 is not None:  # SDXL's second
+            models.append((bundle.text_encoder_2, network.trains_text_encoder))
     for model, trained in models:
         hold_frozen_in(model, precision.weight_dtype)
         model.to(device)
@@ -124,6 +126,8 @@ def place_trained_models(
         bundle.unet.enable_gradient_checkpointing()
         if network.trains_text_encoder:
             bundle.text_encoder.gradient_checkpointing_enable()
+            if bundle.text_encoder_2 is not None:
+                bundle.text_encoder_2.gradient_checkpointing_enable()
     if cfg.training.compile:
         bundle.unet.compile()  # in place: the module (and the LoRA layers inside it) stay the same objects
 
