@@ -42,9 +42,9 @@ def _size_for_generation(cfg: PrepareConfig) -> tuple[int, int]:
 
 
 def _generated(cfg: PrepareConfig, folder: Path) -> int:
+    from inference.models.loading import load_base_model
+    from inference.models.spec import ModelConfig
     from inference.txt2img import GenerationParams, generate_batch
-    from train.config import ModelConfig
-    from train.models.loading import load_base_model
 
     reg = cfg.regularization
     todo = [i for i in range(reg.count) if not _done(folder, f"reg_{i:05d}")]

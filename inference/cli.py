@@ -31,12 +31,15 @@ from inference.inpaint_config import InpaintConfig
 from inference.inpainting_unet import for_txt2img, is_inpainting_unet
 from inference.input_checks import check_finite, check_image_file, check_output_folder
 from inference.model_upscale import ModelUpscaler, check_tiles, find_model_upscaler, missing_upscaler
+from inference.models.loading import load_base_model
+from inference.models.spec import ModelConfig
 from inference.prompt_loras import PromptLora, applied_loras, lora_hashes, patching_loras, resolve_loras
+from inference.sdxl_embeddings import embedding_database
 from inference.ti_hashes import ti_hashes
 from inference.txt2img import GenerationParams, generate_batch
 from inference.upscalers import UPSCALERS, find_upscaler
 
-BUILT_IN_MODELS = ("toy", "tiny", "sd15_arch")  # names that are not read as a folder or hub id
+BUILT_IN_MODELS = ("toy", "tiny", "sd15_arch", "tiny_sdxl")  # names that are not read as a folder or hub id
 MAX_SEED = 4294967294  # A1111's range for a random seed
 
 
@@ -105,7 +108,7 @@ class RenderConfig:
     rng: str = "CPU"
     emphasis: str = "Original"
     exact_batch: bool = False  # one UNet call per image: image i is bit for bit the image rendered alone
-    model: str = "toy"  # toy | tiny | sd15_arch | a diffusers folder | a hub id | a .safetensors/.ckpt file
+    model: str = "toy"  # toy | tiny | sd15_arch | tiny_sdxl | a diffusers folder | a hub id | a .safetensors/.ckpt file
     vae: str | None = None  # VAE override: a file as in A1111's models/VAE, or a diffusers VAE folder
     tokenizer: str | None = None  # for single-file models, which ship none (default: CLIP ViT-L/14's)
     lora_dir: str | None = None
@@ -201,17 +204,15 @@ def _lora_tags(prompt: str) -> list[list[str]]:
 
 def load_model(name: str, device: str, vae: str | None = None, tokenizer: str | None = None) -> BaseModel:
     """A built-in model by name, else a diffusers folder, hub id or single file; frozen and on `device`."""
-    from train.config import ModelConfig
-    from train.models.loading import load_base_model
-
     kind = name if name in BUILT_IN_MODELS else "pretrained"
     path = None if kind != "pretrained" else name
     bundle = load_base_model(ModelConfig(kind=kind, path=path, vae=vae, tokenizer=tokenizer))
     bundle.freeze()
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    for part in (bundle.unet, bundle.vae, bundle.text_encoder):
-        part.to(device)
+    for part in (bundle.unet, bundle.vae, bundle.text_encoder, bundle.text_encoder_2):
+        if part is not None:  # SD 1/2 have no second text encoder
+            part.to(device)
     return bundle
 
 
@@ -246,7 +247,7 @@ def _embeddings(model: BaseModel, folder: str | None) -> EmbeddingDatabase | Non
         return None
     if not Path(folder).is_dir():
         raise ConfigError(f"embeddings_dir {folder} is not a folder: give the folder of embedding files")
-    database = EmbeddingDatabase(model.tokenizer, model.text_encoder.config.hidden_size)
+    database = embedding_database(model)  # SDXL's holds both encoders' vectors
     database.load_folder(folder)
     return database
 

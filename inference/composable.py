@@ -70,14 +70,20 @@ def encode_composable_conds(
     """A batch's conditioning with AND: (cond over every image's subprompts in turn, uncond per image, and
     A1111's `conds_list`, which cond rows and weights guide each image). Each subprompt is scheduled (prompt
     editing) and encoded on its own, all texts to one length, as `encode_scheduled_conds` does."""
+    rows, conds_list = composable_rows(prompts)
+    cond, uncond = encode_scheduled_conds(text_encoder, tokenizer, rows, negative_prompts, timeline, options)
+    return cond, uncond, conds_list
+
+
+def composable_rows(prompts: list[str]) -> tuple[list[str], CondsList]:
+    """The conditional rows of a batch with AND (every image's subprompts in turn) and its `conds_list`."""
     indexes, flat, _ = get_multicond_prompt_list(prompts)
     rows = [flat[index] for parts in indexes for index, _ in parts]
-    cond, uncond = encode_scheduled_conds(text_encoder, tokenizer, rows, negative_prompts, timeline, options)
     conds_list, row = [], 0
     for parts in indexes:
         conds_list.append(tuple((row + k, weight) for k, (_, weight) in enumerate(parts)))
         row += len(parts)
-    return cond, uncond, tuple(conds_list)
+    return rows, tuple(conds_list)
 
 
 def combine_denoised(uncond: Tensor, conds: Tensor, conds_list: CondsList, scale: float) -> Tensor:

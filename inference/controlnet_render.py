@@ -43,6 +43,10 @@ def load_units(
     height)), None for no units; errors as ConfigError naming `controlnet[i]`."""
     if not units:
         return None
+    if getattr(model, "text_encoder_2", None) is not None:  # its UNet takes size/crop inputs ours don't pass
+        raise ConfigError(
+            "controlnet: ControlNet units work with SD 1.x/2.x models; SDXL is not supported yet"
+        )
     try:
         return prepare_units(model, units, height, width, hires_size=hires_size, crop=crop)
     except UnitError as error:

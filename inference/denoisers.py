@@ -11,6 +11,7 @@ from torch import Tensor
 from inference.composable import CondsList, combine_denoised, is_plain
 from inference.scheduled_conds import ScheduledConds, as_scheduled
 from inference.schedules import model_sigmas, sigma_to_t
+from inference.sdxl_conds import SdxlCond, cat_conds, unet_inputs
 
 
 class EpsDenoiser:
@@ -42,16 +43,16 @@ class EpsDenoiser:
         """Largest training noise level (about 14.6146 for SD 1.x)."""
         return float(self.sigmas[-1])
 
-    def __call__(self, x: Tensor, sigma: Tensor, cond: Tensor) -> Tensor:
-        """x: (B, 4, h, w) noisy latents, sigma: (B,), cond: (B, L, D) → denoised latents (B, 4, h, w)."""
+    def __call__(self, x: Tensor, sigma: Tensor, cond: Tensor | SdxlCond) -> Tensor:
+        """x: (B, 4, h, w) noisy latents, sigma: (B,), cond: (B, L, D) or SdxlCond → x0 (B, 4, h, w)."""
         return self.denoise_at(x, sigma, sigma_to_t(sigma, self.log_sigmas.to(sigma.device)), cond)
 
-    def denoise_at(self, x: Tensor, sigma: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+    def denoise_at(self, x: Tensor, sigma: Tensor, t: Tensor, cond: Tensor | SdxlCond) -> Tensor:
         """As calling the denoiser, but the UNet is told timestep t: (B,) rather than the one sigma maps to."""
         # The UNet was trained on unit-variance inputs x_t = sqrt(a) x0 + sqrt(1-a) eps, i.e. x / sqrt(sigma²+1).
         c_in = (sigma**2 + 1).rsqrt().reshape(-1, 1, 1, 1)
         dtype = self.dtype or x.dtype
-        out = self.unet((x * c_in).to(dtype), t, encoder_hidden_states=cond.to(dtype)).sample.to(x.dtype)
+        out = self.unet((x * c_in).to(dtype), t, **unet_inputs(cond, dtype)).sample.to(x.dtype)
         sigma = sigma.reshape(-1, 1, 1, 1)
         if (
             self.prediction_type == "v_prediction"
@@ -102,8 +103,8 @@ class CFGDenoiser:
     def _rows_at(self, step: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return self.uncond.rows_at(step), self.cond.rows_at(step)
 
-    def _batch(self, rows: tuple[tuple[int, ...], tuple[int, ...]]) -> Tensor:
-        return torch.cat([self.uncond.select(rows[0]), self.cond.select(rows[1])])
+    def _batch(self, rows: tuple[tuple[int, ...], tuple[int, ...]]) -> Tensor | SdxlCond:
+        return cat_conds([self.uncond.select(rows[0]), self.cond.select(rows[1])])
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         """x: (B, C, H, W), sigma: (B,) → guided denoised x0 (B, C, H, W)."""

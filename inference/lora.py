@@ -26,6 +26,7 @@ from data.file_hash import file_sha256
 from inference import loha, lokr
 from inference.components import BaseModel
 from inference.dora import DoraModule
+from inference.lora_sgm_names import sgm_names
 from inference.lycoris import LayerFormatError, LayerWeights
 
 _LORA_PARAMS = ("lora_down.weight", "lora_up.weight", "alpha")
@@ -178,18 +179,27 @@ def lora_key_map(model: BaseModel) -> dict[str, tuple[nn.Module, str]]:
 
     Built from the model's own module paths, so names with underscores (`to_out_0`, `ff_net_0_proj`) never
     have to be split back into a path. Text-encoder layers answer to A1111's `lora_te_text_model_…` and to
-    the `lora_te1_…` spellings with or without `text_model_` (transformers 5 dropped that level).
+    the `lora_te1_…` spellings with or without `text_model_` (transformers 5 dropped that level); SDXL's
+    second encoder to `lora_te2_…`. UNet layers also answer to their original-layout names
+    (`inference.lora_sgm_names`), which kohya's SDXL files use.
     """
     keys: dict[str, tuple[nn.Module, str]] = {}
+    original = sgm_names(model.unet)
     for path, module in model.unet.named_modules():
         if isinstance(module, _PATCHABLE):
             keys["lora_unet_" + path.replace(".", "_")] = (module, "unet")
-    for path, module in model.text_encoder.named_modules():
-        if isinstance(module, _PATCHABLE):
-            bare = path.removeprefix("text_model.").replace(".", "_")
-            for prefix in ("lora_te_", "lora_te1_"):
-                keys[f"{prefix}text_model_{bare}"] = (module, "te")
-                keys.setdefault(prefix + bare, (module, "te"))
+            if path in original:  # kohya's SDXL names (and A1111's for any model): the original layout
+                keys.setdefault("lora_unet_" + original[path].replace(".", "_"), (module, "unet"))
+    encoders = [(model.text_encoder, ("lora_te_", "lora_te1_"))]
+    if getattr(model, "text_encoder_2", None) is not None:  # SDXL's OpenCLIP bigG
+        encoders.append((model.text_encoder_2, ("lora_te2_",)))
+    for encoder, prefixes in encoders:
+        for path, module in encoder.named_modules():
+            if isinstance(module, _PATCHABLE):
+                bare = path.removeprefix("text_model.").replace(".", "_")
+                for prefix in prefixes:
+                    keys[f"{prefix}text_model_{bare}"] = (module, "te")
+                    keys.setdefault(prefix + bare, (module, "te"))
     return keys
 
 

@@ -11,7 +11,6 @@ from PIL import Image
 from torch import Tensor
 
 from inference.components import BaseModel, vae_scale_factor
-from inference.composable import encode_composable_conds
 from inference.denoisers import CFGDenoiser, EpsDenoiser
 from inference.embeddings import EmbeddingDatabase
 from inference.noise import PerImageNoise
@@ -19,6 +18,7 @@ from inference.noise_sources import RNG_SOURCES, find_rng_source
 from inference.prompt_chunks import COMMA_BACKTRACK, EMPHASIS_MODES
 from inference.sampler_names import SamplerSpec, find_sampler, get_sampler_and_scheduler, run_sampler
 from inference.scheduled_conds import PromptTimeline, schedule_steps
+from inference.sdxl_text import encode_model_conds
 from inference.text_encoding import TextOptions
 from inference.timestep_samplers import LCMDenoiser
 from inference.variation import image_noise_with_variations
@@ -152,13 +152,13 @@ def prepare_sampling(
     first = batch[0]
     unet = model.unet
     timeline = timeline or PromptTimeline(schedule_steps(first.steps, spec.second_order))
-    cond, uncond, conds_list = encode_composable_conds(  # prompts split on AND
-        model.text_encoder,
-        model.tokenizer,
+    cond, uncond, conds_list = encode_model_conds(  # prompts split on AND; SDXL's two encoders
+        model,
         [p.prompt for p in batch],
         [p.negative_prompt for p in batch],
         timeline,
         first.text_options(embeddings),
+        (first.width, first.height),
     )
     training = model.noise_scheduler
     denoiser = EpsDenoiser(unet, training.alphas_cumprod.to(unet.device), training.config.prediction_type)

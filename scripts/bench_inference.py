@@ -29,11 +29,11 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline  # noqa: E
 
 from inference.components import BaseModel  # noqa: E402
 from inference.extra_networks import parse_prompt  # noqa: E402
+from inference.models.loading import load_base_model  # noqa: E402
 from inference.scheduled_conds import PromptTimeline  # noqa: E402
 from inference.text_encoding import TextOptions, encode_scheduled_conds  # noqa: E402
 from inference.txt2img import GenerationParams, generate  # noqa: E402
 from train.config import ModelConfig  # noqa: E402
-from train.models.loading import load_base_model  # noqa: E402
 
 # What a user pastes from A1111: emphasis, prompt editing, BREAK and a LoRA tag.
 A1111_PROMPT = (

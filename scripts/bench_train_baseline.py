@@ -43,10 +43,10 @@ from peft.tuners.lora import LoraLayer  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from inference.models.bundle import ModelBundle  # noqa: E402
+from inference.models.loading import load_base_model  # noqa: E402
+from inference.models.tiny import build_sd15_arch, build_tiny  # noqa: E402
 from train.config import ModelConfig  # noqa: E402
-from train.models.bundle import ModelBundle  # noqa: E402
-from train.models.loading import load_base_model  # noqa: E402
-from train.models.tiny import build_sd15_arch, build_tiny  # noqa: E402
 from train.network.targets import Target, text_encoder_targets, unet_targets  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

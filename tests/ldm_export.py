@@ -1,7 +1,7 @@
 """Test-side writers of SD 2.x single files: the text encoder in OpenCLIP's layout and a v2-inference.yaml.
 
-The SD 1.x parts come from train/models/ldm_export.py (what a full fine-tune saves); our loader's OpenCLIP
-reader (train/models/open_clip_keys.py) is checked against this independent writer.
+The SD 1.x parts come from inference/models/ldm_export.py (what a full fine-tune saves); our loader's OpenCLIP
+reader (inference/models/open_clip_keys.py) is checked against this independent writer.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from train.models.bundle import ModelBundle
-from train.models.ldm_export import original_config, unet_to_ldm, vae_to_ldm
+from inference.models.bundle import ModelBundle
+from inference.models.ldm_export import original_config, unet_to_ldm, vae_to_ldm
 
 # A CLIPEncoderLayer part → its name in an OpenCLIP ResidualAttentionBlock (open_clip's transformer.py).
 OPEN_CLIP_BLOCK = {

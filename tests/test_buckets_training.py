@@ -15,11 +15,11 @@ from safetensors import safe_open
 from torch.utils.data import DataLoader
 
 from data.images import upright_size
+from inference.models.tokenizer import build_tokenizer
 from train.bucket_batches import BucketBatchSampler, bucket_chooser, count_bucket_batches
 from train.config import DatasetConfig, TrainConfig, validate
 from train.dataset import DreamBoothDataset, collate
 from train.errors import ConfigError
-from train.models.tokenizer import build_tokenizer
 
 from .test_cli import run_train
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from inference.models.tiny import build_tiny
 from train.config import DatasetConfig, NetworkConfig
 from train.dataset import DreamBoothDataset, collate
 from train.latent_cache import DiskStore, build_latent_cache, weights_digest
-from train.models.tiny import build_tiny
 from train.network.lora import LoRANetwork
 from train.step import diffusion_loss
 from train.text_cache import build_text_cache

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from inference.models.loading import load_base_model
 from inference.text_encoding import encode_prompt
 from train.caption_tokens import caption_tokens
 from train.config import ModelConfig
-from train.models.loading import load_base_model
 from train.step import encode_text
 
 

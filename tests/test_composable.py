@@ -13,10 +13,10 @@ from inference.composable import combine_denoised, encode_composable_conds, get_
 from inference.denoisers import CFGDenoiser
 from inference.hires import HiresParams, generate_hires_batch
 from inference.img2img import img2img
+from inference.models.tiny import build_tiny
 from inference.scheduled_conds import PromptTimeline
 from inference.text_encoding import TextOptions
 from inference.txt2img import GenerationParams, sample_latents
-from train.models.tiny import build_tiny
 
 FAST = dict(steps=3, width=64, height=64)
 

@@ -14,9 +14,9 @@ from inference.controlnet import (
     guidance_active,
     sample_controlled_latents,
 )
+from inference.models.tiny import build_tiny
 from inference.txt2img import GenerationParams, initial_noise, sample_latents
 from tests.controlnet_fixtures import tiny_controlnet
-from train.models.tiny import build_tiny
 
 
 @pytest.fixture(scope="module")

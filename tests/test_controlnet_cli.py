@@ -21,10 +21,10 @@ from inference.controlnet_models import legacy_model_hash
 from inference.controlnet_render import generate_with_units
 from inference.controlnet_units import ControlNetUnit, UnitError
 from inference.infotext import parse_infotext, read_infotext
+from inference.models.tiny import build_tiny
 from inference.txt2img import GenerationParams
 from tests.controlnet_fixtures import tiny_controlnet
 from tests.test_controlnet_loading import controlnet_to_ldm
-from train.models.tiny import build_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["prompt=a red circle", "model=tiny", "steps=3", "width=64", "height=64", "seed=4", "sampler=Euler"]

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import save_file
 
 from inference.controlnet_models import display_name, legacy_model_hash, load_controlnet
+from inference.models.ldm_export import _unet_key
+from inference.models.tiny import build_tiny
 from tests.controlnet_fixtures import tiny_controlnet
-from train.models.ldm_export import _unet_key
-from train.models.tiny import build_tiny
 
 
 def controlnet_to_ldm(controlnet) -> dict[str, torch.Tensor]:

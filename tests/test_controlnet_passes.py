@@ -19,12 +19,12 @@ from inference.hires import HiresParams, generate_hires_batch
 from inference.img2img import img2img
 from inference.inpaint import Inpainter
 from inference.inpaint_config import InpaintConfig
+from inference.models.tiny import build_tiny
 from inference.overlay import resize_and_fill
 from inference.txt2img import GenerationParams
 from tests.controlnet_fixtures import tiny_controlnet
 from tests.test_controlnet_loading import controlnet_to_ldm
 from tests.test_inpainting_model import tiny_inpainting
-from train.models.tiny import build_tiny
 
 
 @pytest.fixture(scope="module")

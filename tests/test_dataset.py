@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader
 
 from data.errors import DatasetError
 from data.images import load_rgb, resize_center_crop
+from inference.models.tokenizer import build_tokenizer
 from train.config import DatasetConfig
 from train.dataset import MAX_TOKENS, DreamBoothDataset, collate
 from train.errors import ConfigError
-from train.models.tokenizer import build_tokenizer
 
 RES = 16
 

@@ -27,10 +27,10 @@ from data.images import (
     resize_window,
     shift_hue,
 )
+from inference.models.tokenizer import build_tokenizer
 from train.config import DatasetConfig
 from train.dataset import DreamBoothDataset, SampleError, collate
 from train.errors import ConfigError
-from train.models.tokenizer import build_tokenizer
 from train.preflight import check_pictures
 
 from .test_cli import REPO, run_train

@@ -7,8 +7,8 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
+from inference.models.tiny import build_tiny
 from train.config import NetworkConfig, TrainConfig
-from train.models.tiny import build_tiny
 from train.network.lora import LoRANetwork
 from train.network.lora_file import lora_metadata, save_lora
 

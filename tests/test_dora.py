@@ -16,9 +16,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from inference.lora import LoraFormatError, applied_lora, load_lora_file
+from inference.models.tiny import build_tiny
 from tests.test_network_keys import FACTS, expected_text_encoder_names, expected_unet_names, sd15_skeleton
 from train.config import NetworkConfig, TrainConfig
-from train.models.tiny import build_tiny
 from train.network.dora import DoRANetwork
 from train.network.lora import LoRANetwork
 from train.network.lora_file import lora_metadata, save_lora

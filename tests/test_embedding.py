@@ -14,11 +14,11 @@ from safetensors import safe_open
 
 from inference.cli import RenderConfig, render
 from inference.embedding_grid import with_strength
+from inference.models.loading import load_base_model
 from train.caption_ops import CaptionOptions, process_caption
 from train.config import DatasetConfig, EvalConfig, ModelConfig, NetworkConfig, TrainConfig
 from train.errors import ConfigError
 from train.eval import render_eval_grid
-from train.models.loading import load_base_model
 from train.network.embedding import EmbeddingNetwork
 from train.network.ti_captions import caption_templates, check_trigger_in_captions, expand
 from train.step import diffusion_loss

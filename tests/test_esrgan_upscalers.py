@@ -21,10 +21,10 @@ from inference.extras.cli import load_extras_config, run_extras
 from inference.hires import HiresParams, generate_hires_batch
 from inference.infotext import hires_fields, parse_infotext, read_infotext
 from inference.model_upscale import ModelUpscaler, find_model_upscaler, upscale_by, upscale_with_network
+from inference.models.loading import load_base_model
 from inference.txt2img import GenerationParams
 from inference.upscaler_files import load_upscaler_network
 from train.config import ModelConfig
-from train.models.loading import load_base_model
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(features=8, blocks=1, growth=4)  # the real architecture, small enough for fast tests

@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
+from inference.models.ldm_export import ldm_names
+from inference.models.single_file import load_single_file
+from inference.models.tiny import build_tiny
 from inference.txt2img import initial_noise
 from train.config import NetworkConfig
 from train.errors import ConfigError
-from train.models.ldm_export import ldm_names
-from train.models.single_file import load_single_file
-from train.models.tiny import build_tiny
 from train.network.base import begin_step
 from train.network.full import FullFineTune
 from train.step import diffusion_loss

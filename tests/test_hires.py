@@ -30,10 +30,10 @@ from inference.infotext import (
     parse_infotext,
     read_infotext,
 )
+from inference.models.loading import load_base_model
 from inference.txt2img import GenerationParams
 from inference.upscalers import LATENT_UPSCALE_MODES, upscale_image, upscale_latents
 from train.config import ModelConfig
-from train.models.loading import load_base_model
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,10 +14,10 @@ from PIL import Image, ImageDraw
 
 from inference.img2img import Img2ImgSteps, encode_images, img2img, img2img_steps
 from inference.infotext import format_infotext, img2img_fields, parse_infotext, read_infotext
+from inference.models.loading import load_base_model
 from inference.timestep_samplers import ddim_timesteps
 from inference.txt2img import GenerationParams, decode_latents
 from train.config import ModelConfig
-from train.models.loading import load_base_model
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(width=64, height=64)

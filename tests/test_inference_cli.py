@@ -20,9 +20,9 @@ from data.typed_config import ConfigError
 from inference.cli import load_model, load_render_config, next_image_number, quote_prompt_overrides
 from inference.extra_networks import parse_prompt
 from inference.infotext import parse_infotext, read_infotext
+from inference.models.tiny import build_tiny
 from inference.prompt_loras import LoraTagError, applied_loras, lora_hashes, resolve_loras
 from train.config import NetworkConfig, TrainConfig
-from train.models.tiny import build_tiny
 from train.network.lora import LoRANetwork
 from train.network.lora_file import lora_metadata, save_lora
 
@@ -200,7 +200,7 @@ def test_single_file_model_and_vae_override_as_in_a1111_folders(base_run, tmp_pa
     import yaml
     from safetensors.torch import save_file
 
-    from train.models.ldm_export import bundle_to_ldm, original_config, vae_to_ldm
+    from inference.models.ldm_export import bundle_to_ldm, original_config, vae_to_ldm
 
     tiny = build_tiny(seed=0)  # the weights `model=tiny` renders with
     checkpoint = tmp_path / "Stable-diffusion" / "tinymix_v1.safetensors"

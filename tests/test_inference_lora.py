@@ -13,9 +13,9 @@ from torch import nn
 
 from inference.lora import LoraFormatError, applied_lora, load_lora_file, lora_key_map
 from inference.lora_grid import render_lora_grid
+from inference.models.tiny import build_tiny
 from inference.txt2img import txt2img
 from train.config import NetworkConfig, TrainConfig
-from train.models.tiny import build_tiny
 from train.network.lora import LoRANetwork
 from train.network.lora_file import lora_metadata, save_lora
 

@@ -12,6 +12,7 @@ from PIL import Image
 
 from inference.grid import make_grid
 from inference.infotext import format_infotext, params_from_infotext, parse_infotext, read_infotext, save_png
+from inference.models.tiny import build_tiny
 from inference.text_encoding import encode_cond_uncond, encode_prompt, tokenize_chunks
 from inference.txt2img import (
     GenerationParams,
@@ -21,7 +22,6 @@ from inference.txt2img import (
     sample_latents,
     txt2img,
 )
-from train.models.tiny import build_tiny
 
 FAST = dict(steps=3, width=64, height=64)
 LONG_PROMPT = " ".join(["red"] * 100)  # "red" is one token of the tiny vocabulary

@@ -23,10 +23,10 @@ from inference.infotext import format_infotext, parse_infotext, read_infotext
 from inference.inpaint import Inpainter, MaskBlend, latent_masks
 from inference.inpaint_config import InpaintConfig
 from inference.inpainting_unet import encode_pixels
+from inference.models.loading import load_base_model
 from inference.noise import PerImageNoise
 from inference.txt2img import GenerationParams
 from train.config import ModelConfig
-from train.models.loading import load_base_model
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,11 +27,11 @@ from inference.inpainting_unet import (
     is_inpainting_unet,
     txt2img_conditioning,
 )
+from inference.models import ldm_config
+from inference.models.ldm_export import bundle_to_ldm, original_config
+from inference.models.single_file import load_single_file
+from inference.models.tiny import build_tiny
 from inference.txt2img import GenerationParams, generate_batch
-from train.models import ldm_config
-from train.models.ldm_export import bundle_to_ldm, original_config
-from train.models.single_file import load_single_file
-from train.models.tiny import build_tiny
 
 
 def tiny_inpainting(seed: int = 0):

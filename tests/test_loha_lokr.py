@@ -15,6 +15,7 @@ from safetensors import safe_open
 from torch import nn
 
 from inference.lora import applied_lora, load_lora_file, parse_lora_state_dict
+from inference.models.tiny import build_tiny
 from tests.test_network_keys import (
     FACTS,
     expected_conv_modules,
@@ -24,7 +25,6 @@ from tests.test_network_keys import (
 )
 from train.config import NetworkConfig, TrainConfig
 from train.errors import ConfigError
-from train.models.tiny import build_tiny
 from train.network.delta_layer import DeltaLayer
 from train.network.loha import HadamardProduct, LohaDelta
 from train.network.lokr import LokrDelta, factorization

@@ -10,8 +10,8 @@ from diffusers import DDPMScheduler
 from safetensors import safe_open
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from inference.models.tiny import build_tiny
 from train.config import TrainConfig
-from train.models.tiny import build_tiny
 from train.network.lora_file import lora_metadata, model_facts, save_lora
 
 

@@ -93,7 +93,7 @@ class RecordingUNet(nn.Module):
 
 def test_ip_noise_gamma_perturbs_the_noisy_input_but_not_the_target():
     scheduler, unet = sd_schedule(), RecordingUNet()
-    bundle = SimpleNamespace(unet=unet, noise_scheduler=scheduler)
+    bundle = SimpleNamespace(unet=unet, noise_scheduler=scheduler, is_sdxl=False)
     mean, std = torch.randn(2, 4, 8, 8), torch.full((2, 4, 8, 8), 0.1)
     batch = {"latent_mean": mean, "latent_std": std, "is_reg": torch.tensor([False, False])}
     batch["encoder_hidden_states"] = torch.zeros(2, 77, 8)

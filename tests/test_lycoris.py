@@ -15,8 +15,8 @@ from inference.extra_networks import parse_prompt
 from inference.loha import LohaModule
 from inference.lokr import LokrModule
 from inference.lora import LoraFormatError, applied_lora, load_lora_file
+from inference.models.tiny import build_tiny
 from inference.prompt_loras import applied_loras, resolve_loras
-from train.models.tiny import build_tiny
 
 R = 2
 ATTN = "down_blocks.0.attentions.0.transformer_blocks.0"

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 from data.errors import DatasetError
+from inference.models.tiny import build_tiny
 from train.config import DatasetConfig
 from train.dataset import DreamBoothDataset, SampleError, collate
 from train.errors import ConfigError
 from train.loss_mask import apply_loss_mask
-from train.models.tiny import build_tiny
 from train.step import diffusion_loss
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from inference.models.loading import load_base_model
+from inference.models.tiny import build_tiny
 from train.config import ModelConfig
 from train.errors import ModelLoadError
-from train.models.loading import load_base_model
-from train.models.tiny import build_tiny
 
 
 def _save_as_diffusers_folder(folder):

@@ -8,9 +8,9 @@ import json
 import torch
 from safetensors import safe_open
 
+from inference.models.bundle import ModelBundle
+from inference.models.tiny import build_sd15_arch
 from train.config import NetworkConfig, TrainConfig
-from train.models.bundle import ModelBundle
-from train.models.tiny import build_sd15_arch
 from train.network.lora import LoRANetwork
 from train.network.lora_file import lora_metadata, save_lora
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
+from inference.models.loading import load_base_model
 from train.config import ModelConfig, NetworkConfig
-from train.models.loading import load_base_model
 from train.network.dropouts import Dropouts, apply_dropouts
 from train.network.lora import LoRANetwork
 

@@ -10,11 +10,11 @@ from PIL import Image
 from inference.denoisers import CFGDenoiser
 from inference.hires import HiresParams, generate_hires_batch, hires_timeline
 from inference.img2img import img2img
+from inference.models.tiny import build_tiny
 from inference.prompts import get_learned_conditioning_prompt_schedules
 from inference.samplers import get_sigmas_karras, sample_euler, sample_heun
 from inference.scheduled_conds import PromptTimeline, ScheduledConds, schedule_steps
 from inference.txt2img import GenerationParams, generate, generate_batch, prepare_sampling
-from train.models.tiny import build_tiny
 
 # A fake encoding table: each text is a constant vector, so a recorded cond names its text.
 TEXTS = ("", "red", "blue", "blurry", "dark")

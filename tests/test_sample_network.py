@@ -12,9 +12,9 @@ import torch
 
 from inference.embeddings import EmbeddingDatabase, load_embedding
 from inference.lora import applied_lora, load_lora_file
+from inference.models.tiny import build_tiny
 from inference.txt2img import GenerationParams, sample_latents
 from train.config import NetworkConfig
-from train.models.tiny import build_tiny
 from train.network.registry import build_network
 from train.sample_network import live_network
 

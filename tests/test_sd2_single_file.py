@@ -20,6 +20,12 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from inference.extra_networks import parse_prompt
+from inference.models import ldm_config
+from inference.models.bundle import ModelBundle, sd_noise_scheduler
+from inference.models.loading import load_base_model
+from inference.models.single_file import load_single_file
+from inference.models.tiny import tiny_vae
+from inference.models.tokenizer import build_tokenizer
 from inference.prompt_chunks import tokenize_prompt
 from inference.prompt_loras import applied_loras, resolve_loras
 from inference.txt2img import txt2img
@@ -31,12 +37,6 @@ from train.config import ModelConfig, TrainConfig
 from train.errors import ModelLoadError
 from train.kohya_config import convert
 from train.model_setup import warn_clip_skip_on_sd2
-from train.models import ldm_config
-from train.models.bundle import ModelBundle, sd_noise_scheduler
-from train.models.loading import load_base_model
-from train.models.single_file import load_single_file
-from train.models.tiny import tiny_vae
-from train.models.tokenizer import build_tokenizer
 from train.network.lora_file import lora_metadata, model_facts
 
 SHORT = [o for o in QUICK if not o.startswith("training.max_train_epochs=")]

@@ -11,15 +11,15 @@ import yaml
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import save_file
 
+from inference.models import ldm_config
+from inference.models.bundle import ModelBundle
+from inference.models.ldm_export import bundle_to_ldm, original_config, vae_to_ldm
+from inference.models.loading import load_base_model
+from inference.models.single_file import load_single_file
+from inference.models.tiny import SD15_ARCH_DIR, build_sd15_arch, build_tiny
+from inference.models.vae_override import load_vae
 from train.config import ModelConfig
 from train.errors import ModelLoadError
-from train.models import ldm_config
-from train.models.bundle import ModelBundle
-from train.models.ldm_export import bundle_to_ldm, original_config, vae_to_ldm
-from train.models.loading import load_base_model
-from train.models.single_file import load_single_file
-from train.models.tiny import SD15_ARCH_DIR, build_sd15_arch, build_tiny
-from train.models.vae_override import load_vae
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import save_file
 
 from inference.embeddings import Embedding, EmbeddingDatabase, EmbeddingError, load_embedding
+from inference.models.tiny import build_tiny
 from inference.prompt_chunks import tokenize_prompt
 from inference.text_encoding import TextOptions, encode_chunks, encode_prompt, tokenize_chunks
 from inference.ti_hashes import ti_hashes
-from train.models.tiny import build_tiny
 
 
 @pytest.fixture(scope="module")

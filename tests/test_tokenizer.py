@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from train.models.tokenizer import WORDS, build_tokenizer
+from inference.models.tokenizer import WORDS, build_tokenizer
 
 
 def test_every_listed_word_is_one_token_and_round_trips(tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from train.models.loading import load_pretrained
+from inference.models.loading import load_pretrained
 from train.toy_base.build import BuildSettings, build_toy_model
 from train.toy_base.export import file_checksums
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from inference.models.loading import TOY_MODEL_DIR, load_base_model
 from train.config import ModelConfig
-from train.models.loading import TOY_MODEL_DIR, load_base_model
 
 
 def test_checksums_match_the_committed_files():

@@ -11,13 +11,13 @@ import torch
 from inference.denoisers import CFGDenoiser, EpsDenoiser
 from inference.embeddings import Embedding, EmbeddingDatabase
 from inference.infotext import format_infotext, params_from_infotext, parse_infotext
+from inference.models.tiny import build_tiny
 from inference.noise_sources import seeded_generator
 from inference.rng import PhiloxGenerator
 from inference.sampler_names import SAMPLER_SPECS
 from inference.samplers import get_sigmas_normal, sample_euler
 from inference.text_encoding import encode_batch_conds
 from inference.txt2img import GenerationParams, generate, initial_noise, prepare_sampling, sample_latents
-from train.models.tiny import build_tiny
 
 FAST = dict(steps=3, width=64, height=64)
 

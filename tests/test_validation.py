@@ -12,10 +12,10 @@ import torch
 
 from data.errors import DatasetError
 from data.toy.dataset import write_concept_dataset
+from inference.models.loading import load_base_model
 from train.config import DatasetConfig, ModelConfig, TrainConfig, TrainingConfig
 from train.dataset import DreamBoothDataset
 from train.errors import ConfigError
-from train.models.loading import load_base_model
 from train.validation import (
     build_held_out,
     is_validation_epoch,

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from inference.infotext import format_infotext, params_from_infotext, parse_infotext
+from inference.models.tiny import build_tiny
 from inference.txt2img import GenerationParams, generate_batch
 from inference.variation import slerp
-from train.models.tiny import build_tiny
 
 
 @pytest.fixture(scope="module")

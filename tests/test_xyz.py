@@ -9,12 +9,12 @@ from PIL import Image
 import inference.xyz.render as xyz_render
 from inference.hires import HiresParams
 from inference.infotext import parse_infotext, read_infotext
+from inference.models.tiny import build_tiny
 from inference.txt2img import GenerationParams, generate_batch
 from inference.xyz import Cell, XYZError, read_axis, render_xyz
 from inference.xyz.grids import grid_of_grids, z_grids
 from inference.xyz.plan import plan_cells
 from tests.test_inference_cli import write_trained_lora
-from train.models.tiny import build_tiny
 
 W, H = 40, 32
 

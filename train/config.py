@@ -13,10 +13,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 from data.typed_config import to_typed
+from inference.models.spec import ModelConfig
 from train.errors import ConfigError
 from train.objective import ObjectiveConfig
 
-MODEL_KINDS = ("toy", "tiny", "sd15_arch", "pretrained")
+MODEL_KINDS = ("toy", "tiny", "sd15_arch", "sdxl_arch", "pretrained")
 NETWORK_MODULES = ("lora", "dora", "loha", "lokr", "embedding", "full")
 SCHEDULERS = (
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",
@@ -29,21 +30,6 @@ DATASET_SOURCES = ("folders", "toy")
 TOY_CONCEPTS = ("character", "style")
 SCORERS = ("toy",)
 RUN_LENGTH_KEYS = ("max_train_epochs", "max_train_steps")
-
-
-@dataclass
-class ModelConfig:
-    kind: str = "tiny"  # toy (models/toy) | tiny | sd15_arch | pretrained
-    # diffusers folder, hub id, or single-file .safetensors/.ckpt in the original LDM layout (a sidecar
-    # <file>.yaml gives its architecture, as in A1111); kohya --pretrained_model_name_or_path
-    path: str | None = None
-    revision: str | None = None
-    variant: str | None = None  # e.g. fp16
-    init_seed: int = 0  # weights of the models built in code (tiny, sd15_arch)
-    clip_skip: int = 1  # kohya --clip_skip; 2 for NovelAI anime models; SD 2.x: 1 = its penultimate
-    vae: str | None = None  # VAE override: .safetensors/.pt/.ckpt file or diffusers folder (kohya --vae)
-    tokenizer: str | None = None  # folder or hub id; single files ship none (default CLIP ViT-L/14's)
-    v_parameterization: bool = False  # kohya --v_parameterization: the base predicts v (SD 2.x 768-v)
 
 
 @dataclass
@@ -155,21 +141,56 @@ class NetworkConfig:
         return 1.0 if self.conv_alpha is None else self.conv_alpha
 
 
+def _as_rate(value: Any) -> Any:
+    """A learning rate as a float where it is a number (or a number's text); anything else as it is."""
+    if isinstance(value, bool):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
 @dataclass
 class OptimizerConfig:
     name: str = "AdamW"  # kohya --optimizer_type: a name in train/optimizers.py (any case) or module.Class
     lr: float = 1e-4  # kohya --learning_rate: used where unet_lr / text_encoder_lr are null
     unet_lr: float | None = None  # kohya --unet_lr
-    text_encoder_lr: float | None = None  # kohya --text_encoder_lr
+    # kohya --text_encoder_lr: one number, or for SDXL [first encoder, second encoder] (a number or a list;
+    # config_checks validates it, as OmegaConf has no number-or-list type)
+    text_encoder_lr: Any = None
     args: dict[str, Any] = field(
         default_factory=dict
     )  # kohya --optimizer_args: the class's keyword arguments
 
+    def __post_init__(self) -> None:
+        # A typed float field would convert 0 or "1e-4" (kohya TOML text) itself; Any keeps them as given.
+        value = self.text_encoder_lr
+        if isinstance(value, (list, tuple)):
+            self.text_encoder_lr = [_as_rate(v) for v in value]
+        elif value is not None:
+            self.text_encoder_lr = _as_rate(value)
+
+    @property
+    def text_encoder_lrs(self) -> tuple[float, ...]:
+        """Each text encoder's learning rate as given: one value (null: `lr`), or SDXL's two."""
+        value = self.text_encoder_lr
+        if value is None:
+            return (self.lr,)
+        return tuple(value) if isinstance(value, list) else (value,)
+
     @property
     def part_lrs(self) -> tuple[float, float]:
-        """(UNet, text encoder) learning rates: kohya's rule, a part without its own uses `lr`."""
+        """(UNet, text encoder) learning rates: kohya's rule, a part without its own uses `lr`. With SDXL's two
+        text-encoder rates this is the first encoder's (text_encoder_2_lr is the second's)."""
         unet = self.lr if self.unet_lr is None else self.unet_lr
-        return unet, self.lr if self.text_encoder_lr is None else self.text_encoder_lr
+        return unet, self.text_encoder_lrs[0]
+
+    @property
+    def text_encoder_2_lr(self) -> float | None:
+        """SDXL's second text encoder's own rate, when text_encoder_lr gives two; else None (the same)."""
+        lrs = self.text_encoder_lrs
+        return lrs[1] if len(lrs) == 2 else None
 
 
 @dataclass

@@ -173,7 +173,7 @@ def _check_text_encoder_cache(cfg: TrainConfig) -> None:
         )
     if d.enable_wildcard:
         conflicts.append(("dataset.enable_wildcard=true", "dataset.enable_wildcard=false"))
-    if net.train_text_encoder and opt.part_lrs[1] != 0:
+    if net.train_text_encoder and any(opt.text_encoder_lrs):
         conflicts.append(("network.train_text_encoder=true", "network.train_text_encoder=false"))
     if conflicts:
         raise ConfigError(
@@ -202,6 +202,26 @@ def _check_masks(d: DatasetConfig) -> None:
         raise ConfigError(f"dataset.mask_dir={d.mask_dir} is not a folder")
 
 
+# The networks that train SDXL's two text encoders each with its own adapters (and so at its own rate).
+PER_ENCODER_MODULES = ("lora", "dora", "loha", "lokr")
+
+
+def _check_text_encoder_lrs(value: object, module: str) -> None:
+    """One number, or (SDXL) a list of two: each text encoder's rate, as kohya's --text_encoder_lr a b."""
+    if value is None or isinstance(value, float):
+        return
+    if not (isinstance(value, list) and 1 <= len(value) <= 2 and all(isinstance(v, float) for v in value)):
+        raise ConfigError(
+            f"optimizer.text_encoder_lr={value!r} must be a number, or for SDXL a list of two numbers "
+            "[first text encoder, second text encoder]"
+        )
+    if len(value) == 2 and module not in PER_ENCODER_MODULES:
+        raise ConfigError(
+            f"optimizer.text_encoder_lr={value}: network.module={module} trains at one text-encoder rate; "
+            f"give one number (two work with {', '.join(PER_ENCODER_MODULES)} on SDXL)"
+        )
+
+
 # What only a LoRA has: kohya's train_db.py (network=full) takes none of these.
 def _check_learning_rates(opt: OptimizerConfig, net: NetworkConfig) -> None:
     """lr > 0; a part's own lr may be 0 (kohya's way to freeze that part) while the other part still trains."""
@@ -209,6 +229,7 @@ def _check_learning_rates(opt: OptimizerConfig, net: NetworkConfig) -> None:
         raise ConfigError(
             f"optimizer.lr={opt.lr} must be > 0 (kohya --learning_rate; 1e-4 is usual for a LoRA)"
         )
+    _check_text_encoder_lrs(opt.text_encoder_lr, net.module)
     if net.module == "embedding":  # one part, the text encoder's rate: embedding_checks.check_embedding
         return
     parts = {
@@ -216,11 +237,12 @@ def _check_learning_rates(opt: OptimizerConfig, net: NetworkConfig) -> None:
         "text_encoder": (opt.text_encoder_lr, net.train_text_encoder),
     }
     for part, (own, _) in parts.items():
-        if own is not None and not own >= 0:
+        if own is not None and not min(own if isinstance(own, list) else [own]) >= 0:
             raise ConfigError(
                 f"optimizer.{part}_lr={own} must be >= 0 (0 freezes that part as in kohya; null uses optimizer.lr)"
             )
-    if any(on and lr > 0 for (_, on), lr in zip(parts.values(), opt.part_lrs, strict=True)):
+    rates = (opt.part_lrs[0], max(opt.text_encoder_lrs))  # a text encoder trains if either of SDXL's does
+    if any(on and lr > 0 for (_, on), lr in zip(parts.values(), rates, strict=True)):
         return
     frozen = " and ".join(
         f"optimizer.{part}_lr={own}" if on else f"network.train_{part}=false"

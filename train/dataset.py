@@ -29,6 +29,7 @@ from train.errors import ConfigError, DatasetError, LoraSmithError
 from train.loss_mask import check_masks, mask_tensor
 from train.picture_windows import PictureWindows
 from train.preflight import check_pictures
+from train.sdxl_step import IDS_2_KEY, SIZE_KEY, picture_conditioning
 from train.validation_split import split_validation
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ class DreamBoothDataset(Dataset):
         self._masks: dict[Path, np.ndarray] = {}  # centre-cropped loss masks (dataset.masked_loss)
         self._latent_lookup: LatentLookup | None = None
         self._text_lookup: TextLookup | None = None
+        self.tokenizer_2: Any = None  # SDXL's second tokenizer (bind_sdxl)
         self._sizes: dict[Path, Size] = {}  # upright (w, h) of each picture, from its header
         # Bucket (w, h) of each picture with enable_bucket; headers only, pixels are decoded when first used.
         self._buckets: dict[Path, Size] = {}
@@ -277,6 +279,24 @@ class DreamBoothDataset(Dataset):
         self._caption_ids = caption_ids
         self._token_ids = {}
 
+    def bind_sdxl(self, tokenizer_2: Any) -> None:
+        """An SDXL run: every sample also carries the caption in the second tokenizer's ids and the picture's
+        size/crop conditioning (train/sdxl_step.py)."""
+        self.tokenizer_2 = tokenizer_2
+        self._token_ids_2: dict[str, torch.Tensor] = {}
+
+    def caption_ids_2(self, caption: str) -> torch.Tensor:
+        """(77·n,) ids of the second tokenizer (SDXL), chunked as the first tokenizer's."""
+        memo = self._token_ids_2
+        if caption not in memo:
+            if len(memo) >= TOKEN_MEMO:
+                memo.clear()
+            c = self.config
+            memo[caption] = caption_tokens(
+                self.tokenizer_2, caption, c.max_token_length, c.weighted_captions
+            ).ids
+        return memo[caption].clone()
+
     def caption_inputs(self, caption: str) -> CaptionTokens:
         """The caption's token ids (77 per chunk, `max_token_length` / 75 chunks) and emphasis weights
         (weighted_captions), chunked as the engine chunks a prompt (train/caption_tokens.py)."""
@@ -337,6 +357,9 @@ class DreamBoothDataset(Dataset):
             item["token_weights"] = inputs.weights.clone()
         if self._text_lookup is not None:
             item["encoder_hidden_states"] = self._text_lookup(caption)
+        if self.tokenizer_2 is not None:  # SDXL
+            item[IDS_2_KEY] = self.caption_ids_2(caption)
+            item[SIZE_KEY] = picture_conditioning(self.windows, record.path, flip)
         return item
 
     def _pixel_values(
@@ -361,6 +384,7 @@ class DreamBoothDataset(Dataset):
 
 STACKED = (
     "pixel_values", "latent_mean", "latent_std", "loss_mask", "input_ids", "token_weights", "encoder_hidden_states",
+    IDS_2_KEY, SIZE_KEY,
 )  # fmt: skip
 
 

@@ -2,10 +2,6 @@
 
 from data.errors import DatasetError, LoraSmithError
 from data.typed_config import ConfigError
-
-
-class ModelLoadError(LoraSmithError):
-    """A base model that cannot be found or read."""
-
+from inference.models.errors import ModelLoadError
 
 __all__ = ["ConfigError", "DatasetError", "LoraSmithError", "ModelLoadError"]

@@ -18,10 +18,10 @@ from PIL import Image
 
 from inference.embedding_grid import embedding_columns
 from inference.lora_grid import GridColumn, LoraGridResult, lora_columns, render_columns
+from inference.models.bundle import ModelBundle
+from inference.models.loading import load_base_model
 from inference.txt2img import GenerationParams
 from train.config import TrainConfig
-from train.models.bundle import ModelBundle
-from train.models.loading import load_base_model
 from train.noise import predicting_v
 
 log = logging.getLogger(__name__)

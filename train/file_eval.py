@@ -21,10 +21,10 @@ from PIL import Image
 
 from data.atomic import write_text_atomic
 from inference.lora import applied_lora, load_lora_file
+from inference.models.bundle import ModelBundle
 from train.config import TrainConfig
 from train.eval import render_eval_grid, score_metrics
 from train.image_scores import image_scores
-from train.models.bundle import ModelBundle
 from train.validation import HeldOutPicture, validation_loss
 
 WeightScores = dict[str, dict[str, float | None]]  # "1.0" → {"concept_score": …, "validation_loss": …}

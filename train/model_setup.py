@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from inference.models.bundle import ModelBundle
 from train.config import TrainConfig
 from train.latent_cache import DiskStore, build_latent_cache, default_cache_dir, weights_digest
-from train.models.bundle import ModelBundle
 from train.network.lora_file import model_family
 from train.precision import Precision
 from train.text_cache import build_text_cache
@@ -115,6 +115,8 @@ def place_trained_models(
     models = [(bundle.unet, network.trains_unet)]
     if not text_cached:  # a cached text encoder is not in the step: it stays where park_unused put it
         models.append((bundle.text_encoder, network.trains_text_encoder))
+        if bundle.text_encoder_2 is not None:  # SDXL's second
+            models.append((bundle.text_encoder_2, network.trains_text_encoder))
     for model, trained in models:
         hold_frozen_in(model, precision.weight_dtype)
         model.to(device)
@@ -124,6 +126,8 @@ def place_trained_models(
         bundle.unet.enable_gradient_checkpointing()
         if network.trains_text_encoder:
             bundle.text_encoder.gradient_checkpointing_enable()
+            if bundle.text_encoder_2 is not None:
+                bundle.text_encoder_2.gradient_checkpointing_enable()
     if cfg.training.compile:
         bundle.unet.compile()  # in place: the module (and the LoRA layers inside it) stay the same objects
 

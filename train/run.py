@@ -19,6 +19,8 @@ from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 
 from data.atomic import atomic_directory, write_text_atomic
+from inference.models.bundle import ModelBundle
+from inference.models.loading import load_base_model
 from train.config import TrainConfig
 from train.cpu_speed import speed_up_cpu_training
 from train.dataset import DreamBoothDataset
@@ -32,11 +34,9 @@ from train.model_setup import (
     place_trained_models,
     warn_clip_skip_on_sd2,
 )
-from train.models.bundle import ModelBundle
-from train.models.loading import load_base_model
 from train.network.base import write_final
 from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts
-from train.network.registry import build_network, keeps_whole_model
+from train.network.registry import build_network, keeps_whole_model, optimizer_groups
 from train.network.ti_captions import caption_templates, check_trigger_in_captions
 from train.noise import predicting_v, with_zero_terminal_snr
 from train.objective import is_measured, log_objective
@@ -60,6 +60,7 @@ from train.sample_prompts import sampling_enabled
 from train.sampling import TrainingSamples
 from train.saving import check_finite, final_file_name, prune, write_lora_and_state
 from train.schedule import StepPlan, plan_steps
+from train.sdxl_step import check_sdxl_training
 from train.signals import graceful_stop
 from train.state import Progress, load_state, write_state_files
 from train.step import diffusion_loss
@@ -121,7 +122,10 @@ class Trainer:
             with_zero_terminal_snr(schedule) if cfg.training.zero_terminal_snr else schedule
         )
         self.model_fingerprint = model_fingerprint(self.bundle)
+        check_sdxl_training(cfg, self.bundle)
         self.dataset.bind_tokenizer(self.bundle.tokenizer)
+        if self.bundle.is_sdxl:
+            self.dataset.bind_sdxl(self.bundle.tokenizer_2)
         d = cfg.dataset
         if d.cache_latents or d.cache_latents_to_disk:
             cache_latents(self.dataset, self.bundle, cfg, self.precision, device)
@@ -144,7 +148,7 @@ class Trainer:
             speed_up_cpu_training(self.bundle.unet)  # a compiled UNet gets its convolutions from inductor
         self.lrs = cfg.optimizer.part_lrs
         self.optimizer = build_optimizer(
-            self.network.param_groups(*self.lrs), cfg.optimizer.name, cfg.optimizer.args
+            optimizer_groups(self.network, self.bundle, cfg.optimizer), cfg.optimizer.name, cfg.optimizer.args
         )
         self.lr_scheduler = build_scheduler(
             self.optimizer, cfg.scheduler, self.plan.max_train_steps, self.accelerator.num_processes
@@ -156,6 +160,9 @@ class Trainer:
 
     def describe_lrs(self) -> str:
         unet, te = self.lrs
+        second = self.cfg.optimizer.text_encoder_2_lr
+        if second is not None:
+            return f"UNet {unet:g}, text encoders {te:g} / {second:g}"
         return f"UNet {unet:g}, text encoder {te:g}"
 
     def _facts(self, progress: Progress) -> dict:
@@ -188,8 +195,9 @@ class Trainer:
     def optimizer_step(self, batch: dict) -> float:
         """One (micro-)batch: loss, backward, and on accumulation boundaries the optimizer and lr steps."""
         cfg, acc = self.cfg, self.accelerator
-        trained = [m for m, on in ((self.bundle.unet, self.network.trains_unet),
-                                   (self.bundle.text_encoder, self.network.trains_text_encoder)) if on]  # fmt: skip
+        encoders = [m for m in (self.bundle.text_encoder, self.bundle.text_encoder_2) if m is not None]
+        trained = [self.bundle.unet] if self.network.trains_unet else []
+        trained += encoders if self.network.trains_text_encoder else []
         with acc.accumulate(*trained):
             with acc.autocast():
                 loss = diffusion_loss(

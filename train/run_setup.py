@@ -92,7 +92,12 @@ def shared_seed(cfg: TrainConfig) -> TrainConfig:
 
 
 # kohya's log keys per parameter group (`_plus`: LoRA+ up-weights)
-LR_LOG_KEYS = {"te": "lr/textencoder", "te_plus": "lr/textencoder_plus"}  # kohya's names
+# kohya's names; SDXL's encoders at their own rates are kohya's "textencoder 1" / "textencoder 2"
+LR_LOG_KEYS = {
+    "te": "lr/textencoder", "te_plus": "lr/textencoder_plus",
+    "te1": "lr/textencoder1", "te1_plus": "lr/textencoder1_plus",
+    "te2": "lr/textencoder2", "te2_plus": "lr/textencoder2_plus",
+}  # fmt: skip
 
 
 def lr_log_key(group_name: str) -> str:

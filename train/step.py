@@ -6,6 +6,7 @@ import torch
 from diffusers import DDPMScheduler
 from torch import nn
 
+from inference.models.bundle import ModelBundle
 from inference.text_encoding import apply_emphasis
 from train.caption_tokens import CLIP_LENGTH
 from train.config import TrainingConfig
@@ -17,8 +18,8 @@ from train.loss import (
     v_pred_like_noise_weights,
 )
 from train.loss_mask import apply_loss_mask
-from train.models.bundle import ModelBundle
 from train.noise import apply_multires_noise, apply_noise_offset, perturbed_noise
+from train.sdxl_step import sdxl_unet_conditioning
 
 
 def encode_text(
@@ -111,8 +112,12 @@ def diffusion_loss(
     )
     noisy_input = perturbed_noise(noise, t.ip_noise_gamma, t.ip_noise_gamma_random_strength)
     noisy = scheduler.add_noise(latents, noisy_input, timesteps)
-    states = batch_text_states(bundle, batch, device, clip_skip, train_text_encoder)
-    prediction = bundle.unet(noisy, timesteps, states).sample
+    if bundle.is_sdxl:  # both encoders, the pooled embedding and the size/crop conditioning
+        states, added = sdxl_unet_conditioning(bundle, batch, device, train_text_encoder)
+        prediction = bundle.unet(noisy, timesteps, states, added_cond_kwargs=added).sample
+    else:
+        states = batch_text_states(bundle, batch, device, clip_skip, train_text_encoder)
+        prediction = bundle.unet(noisy, timesteps, states).sample
     target = diffusion_target(scheduler, latents, noise, timesteps)  # the unperturbed noise
     threshold = None
     if t.loss_type in ("huber", "smooth_l1"):

@@ -114,3 +114,13 @@ class AdaptedParts:
     @property
     def trains_text_encoder(self) -> bool:
         return bool(self.text_encoder_layers)
+
+    def encoder_parts(self, text_encoder_lr: float, text_encoder_2_lr: float | None) -> list[tuple]:
+        """(group name, layers, lr) of the text encoders: one `te` group at `text_encoder_lr` (kohya's
+        networks.lora, SDXL's two encoders together), or with `text_encoder_2_lr` (SDXL, kohya's
+        --text_encoder_lr with two values) `te1` and `te2` at their own rates."""
+        if text_encoder_2_lr is None:
+            return [("te", self.text_encoder_layers, text_encoder_lr)]
+        first = [layer for layer in self.text_encoder_layers if layer.target.component == "text_encoder"]
+        second = [layer for layer in self.text_encoder_layers if layer.target.component == "text_encoder_2"]
+        return [("te1", first, text_encoder_lr), ("te2", second, text_encoder_2_lr)]

@@ -25,8 +25,8 @@ import hashlib
 import torch
 from torch import Tensor, nn
 
+from inference.models.bundle import ModelBundle
 from train.config import NetworkConfig
-from train.models.bundle import ModelBundle
 from train.network.blocks import block_args
 from train.network.lora import ADAPTER, AdaptedLayer, LoRANetwork
 from train.network.lora_file import network_args

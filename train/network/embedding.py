@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from inference.models.bundle import ModelBundle
 from train.config import NetworkConfig
-from train.models.bundle import ModelBundle
 from train.network.lora_file import save_lora
 from train.network.ti_captions import PlaceholderTokenizer
 

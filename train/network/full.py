@@ -18,10 +18,10 @@ import yaml
 from torch import nn
 
 from data.atomic import write_text_atomic
+from inference.models.bundle import ModelBundle
+from inference.models.diffusers_export import write_diffusers_folder
+from inference.models.ldm_export import bundle_to_ldm, needs_sidecar, original_config
 from train.config import NetworkConfig
-from train.models.bundle import ModelBundle
-from train.models.diffusers_export import write_diffusers_folder
-from train.models.ldm_export import bundle_to_ldm, needs_sidecar, original_config
 from train.network.lora_file import save_lora
 
 log = logging.getLogger(__name__)

@@ -10,13 +10,13 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
+from inference.models.bundle import ModelBundle
 from train.config import NetworkConfig
-from train.models.bundle import ModelBundle
 from train.network.base import AdaptedParts
 from train.network.blocks import block_args, block_index, block_lr_weights, target_ranks, uses_conv_targets
 from train.network.dropouts import Dropouts, install_dropouts
 from train.network.lora_file import network_args, save_lora
-from train.network.targets import Target, text_encoder_targets, unet_targets
+from train.network.targets import Target, encoder_targets, unet_targets
 
 ADAPTER = "lorasmith"
 
@@ -81,10 +81,13 @@ class LoRANetwork(AdaptedParts):
 
     def __init__(self, bundle: ModelBundle, cfg: NetworkConfig):
         self.cfg = cfg
-        wanted = unet_targets(bundle.unet, conv=uses_conv_targets(cfg)) if cfg.train_unet else []
+        conv = uses_conv_targets(cfg)
+        wanted = unet_targets(bundle.unet, conv=conv, sdxl=bundle.is_sdxl) if cfg.train_unet else []
         self.unet_layers = _inject(bundle.unet, wanted, cfg)
-        te_targets = text_encoder_targets(bundle.text_encoder) if cfg.train_text_encoder else []
-        self.text_encoder_layers = _inject(bundle.text_encoder, te_targets, cfg)
+        self.text_encoder_layers = []
+        if cfg.train_text_encoder:
+            for encoder, targets in encoder_targets(bundle):
+                self.text_encoder_layers += _inject(encoder, targets, cfg)
         dropouts = Dropouts(cfg.dropout, cfg.rank_dropout, cfg.module_dropout)
         for layer in self.layers:
             for param in (*layer.down.parameters(), *layer.up.parameters()):
@@ -111,12 +114,15 @@ class LoRANetwork(AdaptedParts):
         """Every trained weight (text encoder first, then UNet)."""
         return self._params(self.layers)
 
-    def param_groups(self, unet_lr: float, text_encoder_lr: float) -> list[dict]:
+    def param_groups(
+        self, unet_lr: float, text_encoder_lr: float, text_encoder_2_lr: float | None = None
+    ) -> list[dict]:
         """Optimizer groups; a group whose learning rate is 0 is left out (frozen), as in kohya. With block
         lr weights each UNet block is a group at lr x its weight (`unet_block05`); with LoRA+ a group's
-        up-weights get a group of their own at lr x ratio (`<name>_plus`)."""
+        up-weights get a group of their own at lr x ratio (`<name>_plus`). SDXL's second text encoder
+        trains at `text_encoder_2_lr` when given (AdaptedParts.encoder_parts)."""
         unet_ratio, te_ratio = self.cfg.loraplus_ratios
-        parts = [("te", self.text_encoder_layers, text_encoder_lr, te_ratio)]
+        parts = [(*part, te_ratio) for part in self.encoder_parts(text_encoder_lr, text_encoder_2_lr)]
         weights = block_lr_weights(self.cfg)
         if weights is None:
             parts.append(("unet", self.unet_layers, unet_lr, unet_ratio))

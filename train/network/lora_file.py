@@ -14,10 +14,13 @@ from data.atomic import write_bytes_atomic
 from train.config import NetworkConfig, TrainConfig
 
 if TYPE_CHECKING:
-    from train.models.bundle import ModelBundle
+    from inference.models.bundle import ModelBundle
 
 SAVE_DTYPES = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 SD2_TEXT_ENCODER_WIDTH = 1024
+SDXL_VERSION = "sdxl_base_v1-0"  # kohya's ss_base_model_version for SDXL, v-prediction or not
+SDXL_ARCHITECTURE = "stable-diffusion-xl-v1-base"  # kohya's sai_model_spec ARCH_SD_XL_V1_BASE
+SGM_IMPLEMENTATION = "https://github.com/Stability-AI/generative-models"  # what kohya names an SDXL LoRA's
 
 
 def canonical_safetensors(blob: bytes) -> bytes:
@@ -96,7 +99,13 @@ def model_facts(bundle: ModelBundle) -> dict[str, Any]:
         "prediction_type": bundle.noise_scheduler.config.prediction_type,
         "text_encoder_hidden_size": bundle.text_encoder.config.hidden_size,
         "model_name": bundle.source,
+        "sdxl": bundle.is_sdxl,
     }
+
+
+def is_sdxl(facts: dict[str, Any]) -> bool:
+    """Whether the run's base model is SDXL (its loaded bundle, or kohya's version string says so)."""
+    return bool(facts.get("sdxl")) or str(facts.get("base_model_version", "")).startswith("sdxl")
 
 
 def model_family(facts: dict[str, Any]) -> tuple[bool, bool]:
@@ -114,16 +123,19 @@ def base_model_version(v2: bool, v_prediction: bool) -> str:
     return ("sd_v2" if v2 else "sd_v1") + ("_v" if v_prediction else "")
 
 
-def _modelspec(cfg: TrainConfig, v2: bool, v_prediction: bool) -> dict[str, str]:
-    """The `modelspec.*` keys (Stability's model card header) that tools show for a LoRA."""
-    if v2:
+def _modelspec(cfg: TrainConfig, v2: bool, v_prediction: bool, sdxl: bool) -> dict[str, str]:
+    """The `modelspec.*` keys (Stability's model card header) that tools show for a LoRA; kohya's
+    sai_model_spec names SDXL LoRAs after the SGM implementation, SD 1/2 ones after diffusers."""
+    if sdxl:
+        architecture = SDXL_ARCHITECTURE
+    elif v2:
         architecture = "stable-diffusion-v2-768-v" if v_prediction else "stable-diffusion-v2-512"
     else:
         architecture = "stable-diffusion-v1"
     return {
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": f"{architecture}/lora",
-        "modelspec.implementation": "diffusers",
+        "modelspec.implementation": SGM_IMPLEMENTATION if sdxl else "diffusers",
         "modelspec.title": cfg.name,
         "modelspec.resolution": f"{cfg.dataset.resolution}x{cfg.dataset.resolution}",
         "modelspec.prediction_type": "v" if v_prediction else "epsilon",
@@ -138,11 +150,14 @@ def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
     """
     opt, net, t = cfg.optimizer, cfg.network, cfg.training
     v2, v_prediction = model_family(facts)
+    sdxl = is_sdxl(facts)
+    v2 = v2 and not sdxl
+    te_lrs = opt.text_encoder_lrs
     meta: dict[str, Any] = {
         "ss_network_dim": net.dim,
         "ss_network_alpha": net.alpha,
         "ss_network_dropout": net.dropout,
-        "ss_base_model_version": base_model_version(v2, v_prediction),
+        "ss_base_model_version": SDXL_VERSION if sdxl else base_model_version(v2, v_prediction),
         "ss_v2": v2,
         "ss_v_parameterization": v_prediction,
         "ss_sd_model_name": facts.get("model_name", cfg.model.path or cfg.model.kind),
@@ -150,7 +165,7 @@ def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
         "ss_seed": cfg.seed,
         "ss_learning_rate": opt.lr,
         "ss_unet_lr": opt.part_lrs[0],
-        "ss_text_encoder_lr": opt.part_lrs[1],
+        "ss_text_encoder_lr": list(te_lrs) if len(te_lrs) == 2 else opt.part_lrs[1],  # SDXL's two as a list
         "ss_optimizer": facts.get("optimizer", opt.name),
         "ss_lr_scheduler": cfg.scheduler.name,
         "ss_lr_warmup_steps": facts.get("warmup_steps", 0),
@@ -182,7 +197,7 @@ def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
         "ss_num_batches_per_epoch": facts["num_batches_per_epoch"],
     }
     meta |= _dataset_metadata(cfg, facts.get("dataset", {}))
-    meta |= _modelspec(cfg, v2, v_prediction)
+    meta |= _modelspec(cfg, v2, v_prediction, sdxl)
     # ss_network_module, ss_network_args: the network's own header, last, so it may replace what does not
     # fit it (a full fine-tune has no rank and is no LoRA in modelspec.architecture)
     meta |= facts.get("network", {})

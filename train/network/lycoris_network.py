@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from inference.models.bundle import ModelBundle
 from train.config import NetworkConfig
-from train.models.bundle import ModelBundle
 from train.network.base import AdaptedParts
 from train.network.delta_layer import DeltaLayer, WeightDelta
 from train.network.lora_file import save_lora
-from train.network.targets import Target, text_encoder_targets, unet_targets
+from train.network.targets import Target, encoder_targets, unet_targets
 
 
 @dataclass
@@ -55,10 +55,13 @@ class LycorisNetwork(AdaptedParts):
 
     def __init__(self, bundle: ModelBundle, cfg: NetworkConfig):
         self.cfg = cfg
-        wanted = unet_targets(bundle.unet, conv=cfg.conv_dim > 0) if cfg.train_unet else []
+        conv = cfg.conv_dim > 0
+        wanted = unet_targets(bundle.unet, conv=conv, sdxl=bundle.is_sdxl) if cfg.train_unet else []
         self.unet_layers = self._wrap(bundle.unet, wanted)
-        te_targets = text_encoder_targets(bundle.text_encoder) if cfg.train_text_encoder else []
-        self.text_encoder_layers = self._wrap(bundle.text_encoder, te_targets)
+        self.text_encoder_layers = []
+        if cfg.train_text_encoder:
+            for encoder, targets in encoder_targets(bundle):
+                self.text_encoder_layers += self._wrap(encoder, targets)
 
     def make_delta(self, shape: tuple[int, ...], dim: int, alpha: float) -> WeightDelta:
         """The factors of one layer whose weight is `shape`, initialised as LyCORIS does."""
@@ -84,9 +87,12 @@ class LycorisNetwork(AdaptedParts):
         """Every trained factor (text encoder first, then UNet)."""
         return self._params(self.layers)
 
-    def param_groups(self, unet_lr: float, text_encoder_lr: float) -> list[dict]:
-        """One group per trained part; a part whose learning rate is 0 is left out (frozen), as in kohya."""
-        parts = (("te", self.text_encoder_layers, text_encoder_lr), ("unet", self.unet_layers, unet_lr))
+    def param_groups(
+        self, unet_lr: float, text_encoder_lr: float, text_encoder_2_lr: float | None = None
+    ) -> list[dict]:
+        """One group per trained part; a part whose learning rate is 0 is left out (frozen), as in kohya.
+        SDXL's second text encoder trains at `text_encoder_2_lr` when given (AdaptedParts.encoder_parts)."""
+        parts = [*self.encoder_parts(text_encoder_lr, text_encoder_2_lr), ("unet", self.unet_layers, unet_lr)]
         return [
             {"params": self._params(layers), "lr": lr, "name": name}
             for name, layers, lr in parts

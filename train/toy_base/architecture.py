@@ -5,7 +5,7 @@ from __future__ import annotations
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel
 
-from train.models.tiny import tiny_text_encoder, tiny_vae
+from inference.models.tiny import tiny_text_encoder, tiny_vae
 
 TEXT_WIDTH = 64
 

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from data.toy.caption_variants import caption_variants
-from train.models.bundle import sd_noise_scheduler
-from train.models.tokenizer import build_tokenizer
+from inference.models.bundle import sd_noise_scheduler
+from inference.models.tokenizer import build_tokenizer
 from train.toy_base.architecture import toy_text_encoder, toy_unet, toy_vae
 from train.toy_base.denoiser_training import encode_pool, train_denoiser
 from train.toy_base.evaluation import base_fidelity, fidelity_prompts, save_fidelity_grid

@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 from diffusers import DDPMScheduler
 
-from train.errors import ModelLoadError
-from train.models.bundle import sd_noise_scheduler
+from inference.models.bundle import sd_noise_scheduler
+from inference.models.errors import ModelLoadError
 
 CLIP_L = "openai/clip-vit-large-patch14"
 

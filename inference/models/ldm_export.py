@@ -1,6 +1,6 @@
 """A diffusers-class SD 1.x model in the original LDM single-file layout, as A1111 and ComfyUI load it.
 
-The inverse of train/models/ldm_keys.py (what our loader reads), written from the layout of the CompVis files: the UNet's input_blocks / middle_block /
+The inverse of inference/models/ldm_keys.py (what our loader reads), written from the layout of the CompVis files: the UNet's input_blocks / middle_block /
 output_blocks with resnets as in_layers / emb_layers / out_layers, the VAE's encoder.down / decoder.up
 (numbered from the lowest resolution up) with mid.attn_1 q/k/v/proj_out as 1x1 convs, CLIP under
 cond_stage_model.transformer.text_model.
@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from train.models import ldm_config
-from train.models.bundle import ModelBundle
+from inference.models import ldm_config
+from inference.models.bundle import ModelBundle
 
 RESNET = {
     "norm1": "in_layers.0",
@@ -40,6 +40,8 @@ UNET_FIXED = {
     "time_embedding.linear_2.": "time_embed.2.",
     "conv_norm_out.": "out.0.",
     "conv_out.": "out.2.",
+    "add_embedding.linear_1.": "label_emb.0.0.",  # SDXL's size/crop + pooled-text embedding
+    "add_embedding.linear_2.": "label_emb.0.2.",
 }
 
 

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from data.atomic import atomic_directory
-from train.models.bundle import ModelBundle
+from inference.models.bundle import ModelBundle
 
 WEIGHT_FILES = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
 LIBRARIES = {"unet": "diffusers", "vae": "diffusers", "text_encoder": "transformers"}

@@ -9,7 +9,7 @@ from typing import TypeVar
 import torch
 from accelerate import init_empty_weights
 
-from train.errors import ModelLoadError
+from inference.models.errors import ModelLoadError
 
 M = TypeVar("M", bound=torch.nn.Module)
 

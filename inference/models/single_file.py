@@ -4,7 +4,8 @@ The file (`.safetensors`, or a `.ckpt` read weights-only) gives the weights; the
 a sidecar `<checkpoint>.yaml` (LDM original config) or, without one, from the family the weights show:
 SD 1.5's, or SD 2's 512 epsilon model for an OpenCLIP text encoder (SD 2.x). A single file has no
 tokenizer: it comes from `tokenizer` (a folder or hub id; default CLIP ViT-L/14's from the hub cache),
-made to pad as OpenCLIP does for SD 2.x (`open_clip_keys`).
+made to pad as OpenCLIP does for SD 2.x (`open_clip_keys`). An SDXL file (SGM layout) goes to
+`sdxl_single_file`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from train.errors import ModelLoadError
-from train.models import ldm_config, ldm_keys, open_clip_keys
-from train.models.bundle import ModelBundle
-from train.models.checkpoint_file import read_state_dict
-from train.models.state_load import build_with_weights
-from train.models.tokenizer_source import load_tokenizer
+from inference.models import ldm_config, ldm_keys, open_clip_keys, sdxl_keys
+from inference.models.bundle import ModelBundle
+from inference.models.checkpoint_file import read_state_dict
+from inference.models.errors import ModelLoadError
+from inference.models.sdxl_single_file import load_sdxl_single_file
+from inference.models.state_load import build_with_weights
+from inference.models.tokenizer_source import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +39,11 @@ VERSIONS = {"sd1": "sd_v1", "sd2": "sd_v2"}  # ModelBundle.base_model_version (k
 def load_single_file(
     path: str | Path, tokenizer: str | None = None, original_config: str | Path | None = None
 ) -> ModelBundle:
-    """The SD 1.x or 2.x model in checkpoint `path`; `original_config` overrides the sidecar `.yaml`."""
+    """The SD 1.x, 2.x or SDXL model in checkpoint `path`; `original_config` overrides the sidecar `.yaml`."""
     path = Path(path).expanduser()
     state = read_state_dict(path)
+    if sdxl_keys.is_sdxl(state):
+        return load_sdxl_single_file(path, state, tokenizer, original_config)
     family = ldm_keys.model_family(state, path)
     config_path = Path(original_config).expanduser() if original_config else ldm_config.sidecar_yaml(path)
     if config_path:

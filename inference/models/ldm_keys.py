@@ -16,7 +16,7 @@ import torch
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 from transformers import CLIPTextConfig, CLIPTokenizer
 
-from train.errors import ModelLoadError
+from inference.models.errors import ModelLoadError
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -36,7 +36,10 @@ def model_family(state: State, path: Path) -> str:
             "(a VAE file is given as model.vae)."
         )
     if any(key.startswith(SDXL_PREFIX) for key in state):
-        raise ModelLoadError(f"{path} is an SDXL checkpoint; only SD 1.x and 2.x single files are supported.")
+        raise ModelLoadError(
+            f"{path} has SDXL text-encoder keys (`{SDXL_PREFIX}*`) but not both of SDXL's text encoders; "
+            "the file is incomplete or an SDXL refiner, which is not supported."
+        )
     if any(key.startswith(CLIP_PREFIX) for key in state):
         return "sd1"
     if any(key.startswith(OPEN_CLIP_PREFIX) for key in state):

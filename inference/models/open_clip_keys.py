@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from transformers import CLIPTokenizer
 
-from train.errors import ModelLoadError
+from inference.models.errors import ModelLoadError
 
 PREFIX = "cond_stage_model.model."
 BLOCKS = "transformer.resblocks."
@@ -67,27 +67,34 @@ def layers_left_out(layer: str) -> int:
     return LAYERS_LEFT_OUT[layer]
 
 
-def block_count(state: State) -> int:
-    """How many transformer blocks the checkpoint's OpenCLIP text encoder has (24 for ViT-H/14)."""
-    pattern = re.compile(re.escape(PREFIX + BLOCKS) + r"(\d+)\.")
+def block_count(state: State, prefix: str = PREFIX) -> int:
+    """How many transformer blocks the OpenCLIP text encoder under `prefix` has (24 for ViT-H/14)."""
+    pattern = re.compile(re.escape(prefix + BLOCKS) + r"(\d+)\.")
     found = {int(m.group(1)) for key in state if (m := pattern.match(key))}
     return max(found) + 1 if found else 0
 
 
-def text_state(state: State, left_out: int = 1) -> State:
-    """CLIPTextModel weights (bare keys) of the checkpoint's OpenCLIP text encoder, without its last
-    `left_out` blocks. A key this mapping does not know keeps its name, so the loader reports it."""
-    kept = block_count(state) - left_out
+def text_state(state: State, left_out: int = 1, prefix: str = PREFIX, projection: bool = False) -> State:
+    """CLIPTextModel weights (bare keys) of the OpenCLIP text encoder under `prefix`, without its last
+    `left_out` blocks. A key this mapping does not know keeps its name, so the loader reports it.
+
+    With `projection` (SDXL's ViT-bigG, a CLIPTextModelWithProjection) `text_projection` (width, proj), which
+    OpenCLIP multiplies from the right, becomes the Linear weight `text_projection.weight` (proj, width).
+    """
+    kept = block_count(state, prefix) - left_out
     if kept < 1:
         raise ModelLoadError(
-            f"the OpenCLIP text encoder under `{PREFIX}` has {block_count(state)} blocks, too few to leave "
-            f"out the last {left_out} (cond_stage_config.params.layer)."
+            f"the OpenCLIP text encoder under `{prefix}` has {block_count(state, prefix)} blocks, too few to "
+            f"leave out the last {left_out} (cond_stage_config.params.layer)."
         )
     out: State = {}
     for key, value in state.items():
-        if not key.startswith(PREFIX):
+        if not key.startswith(prefix):
             continue
-        name = key[len(PREFIX) :]
+        name = key[len(prefix) :]
+        if projection and name == "text_projection":
+            out["text_projection.weight"] = value.T.contiguous()
+            continue
         if name in NOT_LOADED:
             continue
         if not name.startswith(BLOCKS):
@@ -95,26 +102,26 @@ def text_state(state: State, left_out: int = 1) -> State:
             continue
         index, _, inner = name[len(BLOCKS) :].partition(".")
         if int(index) < kept:
-            out.update(_block_tensors(f"encoder.layers.{index}.", inner, value, name))
+            out.update(_block_tensors(f"encoder.layers.{index}.", inner, value, name, prefix))
     if "embeddings.position_embedding.weight" not in out:
-        raise ModelLoadError(f"the OpenCLIP text encoder under `{PREFIX}` has no positional_embedding.")
+        raise ModelLoadError(f"the OpenCLIP text encoder under `{prefix}` has no positional_embedding.")
     return out
 
 
-def _block_tensors(target: str, inner: str, value: torch.Tensor, name: str) -> State:
+def _block_tensors(target: str, inner: str, value: torch.Tensor, name: str, prefix: str) -> State:
     """The CLIPTextModel tensors of one block tensor: renamed, or q/k/v split from the stacked in_proj."""
     part, _, kind = inner.rpartition(".")
     if inner.startswith(STACKED):
         kind = inner[len(STACKED) :]
         if value.shape[0] % 3:
-            raise ModelLoadError(f"{PREFIX}{name} has {value.shape[0]} rows, not q, k and v stacked.")
+            raise ModelLoadError(f"{prefix}{name} has {value.shape[0]} rows, not q, k and v stacked.")
         return {
             f"{target}{proj}.{kind}": chunk.clone()
             for proj, chunk in zip(SPLIT_INTO, value.chunk(3), strict=True)
         }
     if part in PER_LAYER:
         return {f"{target}{PER_LAYER[part]}.{kind}": value}
-    return {f"{PREFIX}{name}": value}  # unknown: reported as unexpected by the loader
+    return {f"{prefix}{name}": value}  # unknown: reported as unexpected by the loader
 
 
 def text_overrides(overrides: dict[str, Any]) -> dict[str, Any]:

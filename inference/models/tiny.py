@@ -14,8 +14,8 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from train.models.bundle import ModelBundle, sd_noise_scheduler
-from train.models.tokenizer import build_tokenizer
+from inference.models.bundle import ModelBundle, sd_noise_scheduler
+from inference.models.tokenizer import build_tokenizer
 
 SD15_ARCH_DIR = Path(__file__).resolve().parents[2] / "models" / "sd15_arch"
 

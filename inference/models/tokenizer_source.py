@@ -7,8 +7,9 @@ from pathlib import Path
 
 from transformers import CLIPTokenizer
 
-from train.errors import ModelLoadError
-from train.models.bundle import ModelBundle
+from inference.models.bundle import ModelBundle
+from inference.models.errors import ModelLoadError
+from inference.models.open_clip_keys import open_clip_tokenizer
 
 MIN_VOCAB = 256  # a byte-level BPE vocabulary holds at least one token per byte
 
@@ -44,7 +45,9 @@ def _hint(source: str, why: str) -> str:
 
 
 def with_tokenizer(bundle: ModelBundle, source: str) -> ModelBundle:
-    """`bundle` with its tokenizer replaced by the one at `source`; it must fit the text encoder."""
+    """`bundle` with its tokenizer replaced by the one at `source`; it must fit the text encoder.
+
+    An SDXL model gets it twice: the second padding with `!` as OpenCLIP (and SDXL's tokenizer_2) does."""
     tokenizer = load_tokenizer(source)
     vocab = bundle.text_encoder.config.vocab_size
     if len(tokenizer) > vocab:
@@ -52,4 +55,7 @@ def with_tokenizer(bundle: ModelBundle, source: str) -> ModelBundle:
             f"the tokenizer {source!r} has {len(tokenizer)} tokens but the text encoder of {bundle.source} "
             f"knows only {vocab}; give the tokenizer the model was trained with."
         )
-    return dataclasses.replace(bundle, tokenizer=tokenizer)
+    if not bundle.is_sdxl:
+        return dataclasses.replace(bundle, tokenizer=tokenizer)
+    second = open_clip_tokenizer(load_tokenizer(source))
+    return dataclasses.replace(bundle, tokenizer=tokenizer, tokenizer_2=second)

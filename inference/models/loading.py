@@ -8,14 +8,23 @@ from pathlib import Path
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from train.config import ModelConfig
-from train.errors import ModelLoadError
-from train.models.bundle import ModelBundle, sd_noise_scheduler
-from train.models.checkpoint_file import SINGLE_FILE_SUFFIXES
-from train.models.single_file import load_single_file
-from train.models.tiny import build_sd15_arch, build_tiny
-from train.models.tokenizer_source import with_tokenizer
-from train.models.vae_override import with_vae
+from inference.models.bundle import ModelBundle, sd_noise_scheduler
+from inference.models.checkpoint_file import SINGLE_FILE_SUFFIXES
+from inference.models.errors import ModelLoadError
+from inference.models.sdxl_arch import build_sdxl_arch
+from inference.models.sdxl_folder import (
+    SDXL_VERSION,
+    check_sdxl_folder,
+    is_sdxl_folder,
+    is_sdxl_hub_id,
+    load_second_encoder,
+)
+from inference.models.single_file import load_single_file
+from inference.models.spec import ModelConfig
+from inference.models.tiny import build_sd15_arch, build_tiny
+from inference.models.tiny_sdxl import build_tiny_sdxl
+from inference.models.tokenizer_source import with_tokenizer
+from inference.models.vae_override import with_vae
 
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
 TOY_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "toy"
@@ -33,11 +42,15 @@ def load_base_model(cfg: ModelConfig) -> ModelBundle:
 
 
 def _base_model(cfg: ModelConfig) -> ModelBundle:
-    """Built in code for tiny/sd15_arch, the bundled toy model, else loaded from `cfg.path`."""
+    """Built in code for tiny/sd15_arch/tiny_sdxl, the bundled toy model, else loaded from `cfg.path`."""
     if cfg.kind == "tiny":
         return build_tiny(cfg.init_seed)
     if cfg.kind == "sd15_arch":
         return build_sd15_arch(cfg.init_seed)
+    if cfg.kind == "sdxl_arch":
+        return build_sdxl_arch(cfg.init_seed)
+    if cfg.kind == "tiny_sdxl":
+        return build_tiny_sdxl(cfg.init_seed)
     if cfg.kind == "toy":  # the bundled model, through the same loader as any diffusers folder
         return load_pretrained(str(TOY_MODEL_DIR))
     if is_single_file(cfg.path):
@@ -67,9 +80,11 @@ def load_pretrained(path: str, revision: str | None = None, variant: str | None 
     local = Path(path).expanduser()
     if local.exists():
         _check_local_folder(local)
-        source = str(local)
+        source, sdxl = str(local), is_sdxl_folder(local)
+        if sdxl:
+            check_sdxl_folder(local)
     else:
-        source = path
+        source, sdxl = path, is_sdxl_hub_id(path, revision)
     kwargs = {"revision": revision}
     try:
         unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", variant=variant, **kwargs)
@@ -78,6 +93,7 @@ def load_pretrained(path: str, revision: str | None = None, variant: str | None 
             source, subfolder="text_encoder", variant=variant, **kwargs
         )
         tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs)
+        second = load_second_encoder(source, revision, variant) if sdxl else (None, None)
     except OSError as error:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
         hint = " (HF_HUB_OFFLINE is set, so only the local hub cache is searched)" if offline else ""
@@ -86,7 +102,11 @@ def load_pretrained(path: str, revision: str | None = None, variant: str | None 
             f"cannot load base model {path!r}{hint}: {first_line}. Give a diffusers folder or a hub id."
         ) from error
     scheduler = _training_scheduler(source, revision)
-    return ModelBundle(unet, vae, text_encoder, tokenizer, scheduler, source=path)
+    version = SDXL_VERSION if sdxl else "sd_v1"
+    return ModelBundle(
+        unet, vae, text_encoder, tokenizer, scheduler, path, version,
+        text_encoder_2=second[0], tokenizer_2=second[1],
+    )  # fmt: skip
 
 
 def _training_scheduler(source: str, revision: str | None) -> DDPMScheduler:

@@ -1,11 +1,12 @@
-"""The four parts of a Stable Diffusion base model, as one value passed between stages."""
+"""The parts of a Stable Diffusion base model (SD 1.x / 2.x, or SDXL with its second text encoder), as one
+value passed between stages."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 
 @dataclass
@@ -18,7 +19,15 @@ class ModelBundle:
     tokenizer: CLIPTokenizer
     noise_scheduler: DDPMScheduler
     source: str
-    base_model_version: str = "sd_v1"
+    base_model_version: str = "sd_v1"  # kohya's ss_base_model_version: sd_v1, sd_v2, sdxl_base_v1-0
+    # SDXL's second text encoder (OpenCLIP ViT-bigG with its projection) and its tokenizer; None for SD 1/2.
+    text_encoder_2: CLIPTextModelWithProjection | None = None
+    tokenizer_2: CLIPTokenizer | None = None
+
+    @property
+    def is_sdxl(self) -> bool:
+        """Whether this is an SDXL model: two text encoders and a UNet with size/crop conditioning."""
+        return self.text_encoder_2 is not None
 
     @property
     def vae_scale_factor(self) -> int:
@@ -32,7 +41,9 @@ class ModelBundle:
 
     def freeze(self) -> None:
         """Switch all base weights to inference mode: no gradients, no dropout."""
-        for module in (self.unet, self.vae, self.text_encoder):
+        for module in (self.unet, self.vae, self.text_encoder, self.text_encoder_2):
+            if module is None:
+                continue
             module.requires_grad_(False)
             module.eval()
 
