@@ -71,4 +71,4 @@ def test_full_error_shows_the_traceback(tmp_path):
 def test_bad_config_value_lists_the_choices(tmp_path):
     result = run_train(tmp_path / "run", "model=tiny", "logger=none", "dataset.train_dir=x", "model.kind=big")
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "tiny, sd15_arch, sdxl_arch, pretrained" in result.stderr
+    assert "tiny, tiny_sdxl, sd15_arch, sdxl_arch, pretrained" in result.stderr

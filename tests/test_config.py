@@ -121,7 +121,7 @@ def test_a_schedule_knob_that_the_schedule_does_not_use_is_refused(compose_confi
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model.kind=big", "tiny, sd15_arch, sdxl_arch, pretrained"),
+        ("model.kind=big", "tiny, tiny_sdxl, sd15_arch, sdxl_arch, pretrained"),
         ("training.mixed_precision=fp8", "no, fp16, bf16"),
         ("logger.kind=mlflow", "wandb, tensorboard, none"),
         ("network.dim=0", "network.dim=0 must be a positive number"),
