@@ -18,14 +18,10 @@ from __future__ import annotations
 
 import re
 
-_RESNET_PARTS = {
-    "norm1": "in_layers.0",
-    "conv1": "in_layers.2",
-    "time_emb_proj": "emb_layers.1",
-    "norm2": "out_layers.0",
-    "conv2": "out_layers.3",
-    "conv_shortcut": "skip_connection",
-}
+from inference.models.ldm_export import RESNET
+
+_RESNET_PARTS = RESNET  # the same renaming the single-file writer uses
+
 _TOP_LEVEL = {
     "conv_in": "input_blocks.0.0",
     "time_embedding.linear_1": "time_embed.0",

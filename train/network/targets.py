@@ -9,7 +9,8 @@ their 3x3 convolutions at conv_dim / conv_alpha, their Linear and 1x1 layers at 
 transformers calls them.
 
 SDXL (kohya's `is_sdxl`): the same layers, named after the SGM module paths of kohya's own SDXL UNet
-(sgm_names.py: `lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`), 722 UNet modules on SDXL
+(inference/lora_sgm_names.py, which the engine reads them with too:
+`lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`), 722 UNet modules on SDXL
 base; its two text encoders under `lora_te1_` (CLIP ViT-L, 72 modules) and `lora_te2_` (OpenCLIP ViT-bigG,
 192 modules).
 """
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from inference.lora_sgm_names import sgm_names
 from inference.models.bundle import ModelBundle
-from train.network.sgm_names import sgm_namer
 
 UNET_PREFIX = "lora_unet"
 TEXT_ENCODER_PREFIX = "lora_te"
@@ -76,11 +77,23 @@ def unet_targets(unet: nn.Module, conv: bool = False, sdxl: bool = False) -> lis
     """
     blocks = UNET_TARGET_BLOCKS + (UNET_CONV_TARGET_BLOCKS if conv else ())
     modules = dict(unet.named_modules())
-    rename = sgm_namer(unet) if sdxl else str
+    rename = _sgm_renamer(unet) if sdxl else str
     return [
         Target(p, kohya_name(UNET_PREFIX, rename(p)), "unet", spatial=is_spatial_conv(modules[p]))
         for p in _find(unet, blocks, with_spatial=conv)
     ]
+
+
+def _sgm_renamer(unet: nn.Module):
+    """diffusers module path → the SGM path kohya's SDXL UNet has for it; a path without one is an error."""
+    names = sgm_names(unet)
+
+    def rename(path: str) -> str:
+        if path not in names:
+            raise ValueError(f"no SGM name for UNet module {path!r}: not a layout kohya's SDXL UNet has")
+        return names[path]
+
+    return rename
 
 
 def text_encoder_targets(
