@@ -39,7 +39,7 @@ from inference.ti_hashes import ti_hashes
 from inference.txt2img import GenerationParams, generate_batch
 from inference.upscalers import UPSCALERS, find_upscaler
 
-BUILT_IN_MODELS = ("toy", "tiny", "sd15_arch", "tiny_sdxl")  # names that are not read as a folder or hub id
+BUILT_IN_MODELS = ("toy", "toy_xl", "tiny", "sd15_arch", "tiny_sdxl")  # names that are not read as a folder or hub id
 MAX_SEED = 4294967294  # A1111's range for a random seed
 
 
@@ -108,7 +108,7 @@ class RenderConfig:
     rng: str = "CPU"
     emphasis: str = "Original"
     exact_batch: bool = False  # one UNet call per image: image i is bit for bit the image rendered alone
-    model: str = "toy"  # toy | tiny | sd15_arch | tiny_sdxl | a diffusers folder | a hub id | a .safetensors/.ckpt file
+    model: str = "toy"  # toy | toy_xl | tiny | sd15_arch | tiny_sdxl | a diffusers folder | a hub id | a .safetensors/.ckpt file
     vae: str | None = None  # VAE override: a file as in A1111's models/VAE, or a diffusers VAE folder
     tokenizer: str | None = None  # for single-file models, which ship none (default: CLIP ViT-L/14's)
     lora_dir: str | None = None

@@ -17,7 +17,7 @@ from inference.models.spec import ModelConfig
 from train.errors import ConfigError
 from train.objective import ObjectiveConfig
 
-MODEL_KINDS = ("toy", "tiny", "tiny_sdxl", "sd15_arch", "sdxl_arch", "pretrained")
+MODEL_KINDS = ("toy", "toy_xl", "tiny", "tiny_sdxl", "sd15_arch", "sdxl_arch", "pretrained")
 NETWORK_MODULES = ("lora", "dora", "loha", "lokr", "embedding", "full")
 SCHEDULERS = (
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",

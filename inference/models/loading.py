@@ -28,6 +28,7 @@ from inference.models.vae_override import with_vae
 
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
 TOY_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "toy"
+TOY_XL_MODEL_DIR = TOY_MODEL_DIR.with_name("toy_xl")  # the toy SDXL (scripts/build_toy.py --sdxl)
 
 
 def load_base_model(cfg: ModelConfig) -> ModelBundle:
@@ -42,7 +43,7 @@ def load_base_model(cfg: ModelConfig) -> ModelBundle:
 
 
 def _base_model(cfg: ModelConfig) -> ModelBundle:
-    """Built in code for tiny/sd15_arch/tiny_sdxl, the bundled toy model, else loaded from `cfg.path`."""
+    """Built in code for tiny/sd15_arch/tiny_sdxl, the bundled toy models, else loaded from `cfg.path`."""
     if cfg.kind == "tiny":
         return build_tiny(cfg.init_seed)
     if cfg.kind == "sd15_arch":
@@ -53,6 +54,8 @@ def _base_model(cfg: ModelConfig) -> ModelBundle:
         return build_tiny_sdxl(cfg.init_seed)
     if cfg.kind == "toy":  # the bundled model, through the same loader as any diffusers folder
         return load_pretrained(str(TOY_MODEL_DIR))
+    if cfg.kind == "toy_xl":
+        return load_pretrained(str(TOY_XL_MODEL_DIR))
     if is_single_file(cfg.path):
         return load_single_file(cfg.path or "", tokenizer=cfg.tokenizer)
     return load_pretrained(cfg.path or "", revision=cfg.revision, variant=cfg.variant)

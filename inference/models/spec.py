@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class ModelConfig:
     """The `model:` group: a built-in model by `kind`, or `path` (kind pretrained) with its overrides."""
 
-    kind: str = "tiny"  # toy (models/toy) | tiny | sd15_arch | tiny_sdxl | sdxl_arch | pretrained
+    kind: str = "tiny"  # toy (models/toy) | toy_xl (models/toy_xl) | tiny | sd15_arch | tiny_sdxl | sdxl_arch | pretrained
     # diffusers folder, hub id, or single-file .safetensors/.ckpt in the original LDM layout (a sidecar
     # <file>.yaml gives its architecture, as in A1111); kohya --pretrained_model_name_or_path
     path: str | None = None
