@@ -3,7 +3,10 @@ folder (fast, tiny budget); `+experiment=char_lora_xl` teaches the character on 
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,6 +64,24 @@ def test_tiny_sdxl_build_writes_a_loadable_sdxl_folder(tmp_path, monkeypatch):
     assert bundle.base_model_version == "sdxl_base_v1-0" and bundle.tokenizer_2.pad_token == "!"
     assert bundle.unet.config.addition_embed_type == "text_time"
     assert bundle.unet.config.cross_attention_dim == 128  # both encoders' widths side by side
+
+
+def test_build_script_sdxl_flag_builds_the_toy_sdxl_with_its_settings(tmp_path, monkeypatch):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "build_toy.py"
+    spec = importlib.util.spec_from_file_location("build_toy_script", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    calls = []
+    monkeypatch.setattr(
+        "train.toy_base.sdxl_build.build_toy_xl",
+        lambda settings, command: calls.append((settings, command)) or {},
+    )
+    argv = ["--sdxl", "--out", str(tmp_path / "xl"), "--seed", "3", "--unet-steps", "7"]
+    monkeypatch.setattr(sys, "argv", ["build_toy.py", *argv])
+    module.main()
+    ((settings, command),) = calls
+    assert (settings.out, settings.seed, settings.unet_steps) == (tmp_path / "xl", 3, 7)
+    assert command == "python scripts/build_toy.py " + " ".join(argv)
 
 
 @pytest.mark.slow  # needs models/toy_xl (scripts/build_toy.py --sdxl); about 8 min on 2 cores
