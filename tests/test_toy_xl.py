@@ -64,6 +64,10 @@ def test_tiny_sdxl_build_writes_a_loadable_sdxl_folder(tmp_path, monkeypatch):
     assert bundle.base_model_version == "sdxl_base_v1-0" and bundle.tokenizer_2.pad_token == "!"
     assert bundle.unet.config.addition_embed_type == "text_time"
     assert bundle.unet.config.cross_attention_dim == 128  # both encoders' widths side by side
+    from inference.cli import load_model
+
+    engine_model = load_model("toy_xl", "cpu")  # `python -m inference model=toy_xl`
+    assert engine_model.text_encoder_2 is not None and engine_model.base_model_version == "sdxl_base_v1-0"
 
 
 def test_build_script_sdxl_flag_builds_the_toy_sdxl_with_its_settings(tmp_path, monkeypatch):
