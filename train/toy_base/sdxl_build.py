@@ -36,7 +36,7 @@ MODEL_INDEX = {
     "feature_extractor": [None, None],
     "force_zeros_for_empty_prompt": True,
     "image_encoder": [None, None],
-    "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+    "scheduler": ["diffusers", "DDPMScheduler"],  # as saved: SD's training schedule, like models/toy
     "text_encoder": ["transformers", "CLIPTextModel"],
     "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
     "tokenizer": ["transformers", "CLIPTokenizer"],
@@ -110,7 +110,9 @@ def _write(folder: Path, model: ModelBundle, base: Path) -> None:
     shutil.copytree(base / "tokenizer", folder / "tokenizer_2")
     config = json.loads((folder / "tokenizer_2" / "tokenizer_config.json").read_text(encoding="utf-8"))
     config["pad_token"] = "!"
-    (folder / "tokenizer_2" / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "tokenizer_2" / "tokenizer_config.json").write_text(
+        json.dumps(config, indent=2) + "\n", encoding="utf-8"
+    )
     model.noise_scheduler.save_pretrained(folder / "scheduler")
     (folder / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2) + "\n", encoding="utf-8")
 
