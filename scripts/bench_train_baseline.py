@@ -205,8 +205,9 @@ def train_step(
     sync(args.device)
     start = time.perf_counter()
     pixels, ids, sizes = next(batches)
+    # outside autocast, which accelerate puts on the prepared (trained) models only: the VAE in its own dtype
+    latents = encode_latents(bundle, pixels).to(DTYPES[args.precision])  # the example's weight_dtype
     with precision_context(args.device, args.precision):
-        latents = encode_latents(bundle, pixels).to(DTYPES[args.precision])  # the example's weight_dtype
         loss = denoise_loss(bundle, latents, ids, sizes)
     scaler.scale(loss).backward()  # the scaler is a no-op but for fp16, where accelerate uses one too
     scaler.unscale_(optimizer)
@@ -221,8 +222,8 @@ def train_step(
 def count_flops(bundle: ModelBundle, batch: tuple, args: argparse.Namespace) -> float:
     """FLOPs of one step's UNet + text-encoder forward and backward (VAE encode and optimizer left out)."""
     pixels, ids, sizes = batch
+    latents = encode_latents(bundle, pixels).to(DTYPES[args.precision])
     with precision_context(args.device, args.precision):
-        latents = encode_latents(bundle, pixels).to(DTYPES[args.precision])
         with FlopCounterMode(display=False) as counter:
             loss = denoise_loss(bundle, latents, ids, sizes)
             loss.backward()

@@ -78,7 +78,7 @@ def test_sdxl_baseline_step_trains_the_layers_ours_trains(tmp_path, monkeypatch,
     assert n_te == 24 and f"on {len(unet_targets(bundle.unet))} UNet + {n_te} text-encoder" in stages
 
 
-@pytest.mark.slow  # make test-full: the benchmark's own run, 20-30 s each
+@pytest.mark.slow  # make test-full: the benchmark's own run, 20-40 s each
 @pytest.mark.parametrize("model", ["tiny", "tiny_sdxl"])
 def test_smallest_bench_runs_ours_and_the_baseline(tmp_path, model):
     command = [sys.executable, str(SCRIPT), "--model", model, "--resolutions", "64", "--steps", "1"]
