@@ -4,6 +4,8 @@
     python scripts/bench_train.py                                   # the full CPU benchmark (sd15_arch)
     python scripts/bench_train.py --model tiny --resolutions 64 --steps 3 --warmup 1 --skip-toy
     python scripts/bench_train.py --device cuda --resolutions 512 --batch 8 --precisions best
+    python scripts/bench_train.py --model tiny_sdxl --resolutions 256 512 --skip-toy      # SDXL on a CPU
+    python scripts/bench_train.py --model sdxl_arch --device cuda --resolutions 1024 --precisions best --skip-toy
 
 Every measurement runs in a fresh child process, so its peak RSS (from os.wait4) is its own. Ours' per-step
 seconds come from the run's metrics.jsonl (`time/step`, `memory/peak_vram_gib`); the baseline child
@@ -12,6 +14,9 @@ shared machine) are over the steps after the warm-up. Utilisation = the step's U
 (counted once per configuration with FlopCounterMode) / (s/step) / a 2048² matmul's rate.
 Ours caches latents (`dataset.cache_latents=true`, kohya's usual setting; `--no-cache-latents` turns it
 off); the baseline encodes every batch with the VAE, as the diffusers example does.
+Both sides train kohya's layer set (network=lora: the UNet's transformer-block Linear / 1x1 layers and every
+text encoder's attention and MLP, at dim / alpha RANK); on SDXL (`--model tiny_sdxl|sdxl_arch`) that is both
+text encoders, and the baseline is train_text_to_image_lora_sdxl's step (scripts/bench_train_baseline_sdxl.py).
 """
 
 from __future__ import annotations
@@ -147,7 +152,7 @@ def ours_overrides(args: argparse.Namespace, row: Row, data: Path | None) -> lis
     if row.toy:
         return ["+experiment=char_lora", *common]
     return [
-        f"model={args.model}",
+        f"model={row.model}",
         "network=lora",
         f"network.dim={RANK[0]}",
         f"network.alpha={RANK[1]}",
@@ -191,7 +196,7 @@ def measure_ours(args: argparse.Namespace, row: Row, data: Path | None, work: Pa
 def measure_baseline(args: argparse.Namespace, row: Row, data: Path, work: Path, flops: bool) -> Measurement:
     """The textbook diffusers + peft step in a child; its step times, peak RSS and VRAM, FLOPs."""
     rank, conv = (TOY["rank"], TOY["conv"]) if row.toy else (RANK, (0, 1.0))
-    command = [sys.executable, str(BASELINE), "--model", "toy" if row.toy else args.model]
+    command = [sys.executable, str(BASELINE), "--model", "toy" if row.toy else row.model]
     command += ["--train-dir", str(data), "--resolution", str(row.resolution), "--batch", str(row.batch)]
     command += ["--precision", row.precision, "--device", args.device, "--dim", str(rank[0])]
     command += ["--alpha", str(rank[1]), "--conv-dim", str(conv[0]), "--conv-alpha", str(conv[1])]
@@ -214,7 +219,7 @@ def measure_baseline(args: argparse.Namespace, row: Row, data: Path, work: Path,
 
 def plan_rows(args: argparse.Namespace, precisions: list[str]) -> list[Row]:
     """Every configuration to measure: each resolution at each precision, then the toy lines."""
-    rows = [Row(args.model, r, args.batch, p) for r in args.resolutions for p in precisions]
+    rows = [Row(m, r, args.batch, p) for m in args.model for r in args.resolutions for p in precisions]
     if not args.skip_toy:
         rows += [Row("toy", TOY["resolution"], TOY["batch"], p, toy=True) for p in precisions]
     return rows
@@ -340,7 +345,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--precisions", nargs="+", choices=("fp32", "bf16", "fp16", "best"), default=["fp32", "best"]
     )
-    parser.add_argument("--model", choices=("sd15_arch", "tiny"), default="sd15_arch")
+    parser.add_argument(
+        "--model", nargs="+", choices=("sd15_arch", "tiny", "tiny_sdxl", "sdxl_arch"), default=["sd15_arch"]
+    )
     parser.add_argument("--skip-toy", action="store_true", help="leave out the char_lora toy-size line")
     parser.add_argument("--only", choices=("ours", "baseline"), default=None)
     parser.add_argument("--no-cache-latents", action="store_true", help="ours encodes every batch too")

@@ -4,6 +4,8 @@ What diffusers' train_text_to_image_lora example does, written out: the base mod
 weight dtype under mixed precision), peft LoRA adapters on kohya's target modules (so the count matches
 ours: 192 UNet + 72 text-encoder modules on SD 1.5), AdamW over the LoRA parameters, and every step
 VAE encode → noise → text encoder (with grad: its LoRA trains) → UNet → MSE → backward → clip → step.
+SDXL (`--model tiny_sdxl|sdxl_arch`) follows train_text_to_image_lora_sdxl: both text encoders and the
+size/crop `time_ids` every step (scripts/bench_train_baseline_sdxl.py), the VAE kept in fp32.
 Each step reads its batch of PNGs and captions from disk first (the example's default: no loader workers);
 fp16 uses a GradScaler, as accelerate does.
 
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 logging.getLogger("kernels").setLevel(logging.ERROR)  # and the kernels package about offline trust checks
 
+from bench_train_baseline_sdxl import sdxl_prediction  # noqa: E402  (next to this file: sys.path[0])
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 from peft import LoraConfig, inject_adapter_in_model  # noqa: E402
 from peft.tuners.lora import LoraLayer  # noqa: E402
@@ -45,11 +48,19 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from inference.models.bundle import ModelBundle  # noqa: E402
 from inference.models.loading import load_base_model  # noqa: E402
+from inference.models.sdxl_arch import build_sdxl_arch  # noqa: E402
 from inference.models.tiny import build_sd15_arch, build_tiny  # noqa: E402
+from inference.models.tiny_sdxl import build_tiny_sdxl  # noqa: E402
 from train.config import ModelConfig  # noqa: E402
 from train.network.targets import Target, text_encoder_targets, unet_targets  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+BUILDERS = {
+    "sd15_arch": build_sd15_arch,
+    "tiny": build_tiny,
+    "tiny_sdxl": build_tiny_sdxl,
+    "sdxl_arch": build_sdxl_arch,
+}
 LR, MAX_GRAD_NORM = 1e-4, 1.0  # the diffusers example's defaults
 
 
@@ -60,10 +71,8 @@ def stage(message: str) -> None:
 
 def load_model(name: str) -> ModelBundle:
     """The same base model our run loads for `model=<name>`, with the same init seed (0)."""
-    if name == "sd15_arch":
-        return build_sd15_arch(0)
-    if name == "tiny":
-        return build_tiny(0)
+    if name in BUILDERS:
+        return BUILDERS[name](0)
     return load_base_model(ModelConfig(kind="toy"))
 
 
@@ -93,21 +102,28 @@ def prepare(bundle: ModelBundle, args: argparse.Namespace) -> list[nn.Parameter]
     """Freeze and place the model, cast the frozen weights to the precision, add adapters; the LoRA params."""
     dtype = DTYPES[args.precision]
     bundle.freeze()
-    for model in (bundle.unet, bundle.vae, bundle.text_encoder):
+    encoders = text_encoders(bundle)
+    for model in (bundle.unet, *encoders):
         model.to(args.device, dtype=dtype)  # the diffusers example's weight_dtype
-    unet_t = unet_targets(bundle.unet, conv=args.conv_dim > 0)
-    te_t = text_encoder_targets(bundle.text_encoder)
+    # the SDXL example keeps its VAE in fp32 (SDXL's VAE overflows in fp16) unless given another VAE
+    bundle.vae.to(args.device, dtype=torch.float32 if bundle.is_sdxl else dtype)
     rank, conv_rank = (args.dim, args.alpha), (args.conv_dim, args.conv_alpha)
-    n_unet = add_adapters(bundle.unet, unet_t, rank, conv_rank)
-    n_te = add_adapters(bundle.text_encoder, te_t, rank, conv_rank)
-    params = [p for m in (bundle.unet, bundle.text_encoder) for p in m.parameters() if p.requires_grad]
+    n_unet = add_adapters(bundle.unet, unet_targets(bundle.unet, conv=args.conv_dim > 0), rank, conv_rank)
+    n_te = sum(add_adapters(te, text_encoder_targets(te), rank, conv_rank) for te in encoders)
+    params = [p for m in (bundle.unet, *encoders) for p in m.parameters() if p.requires_grad]
     for p in params:  # diffusers' cast_training_params: the trained weights stay fp32
         p.data = p.data.float()
-    bundle.unet.train(), bundle.text_encoder.train()
+    for model in (bundle.unet, *encoders):
+        model.train()
     stage(
         f"peft adapters on {n_unet} UNet + {n_te} text-encoder modules, {sum(p.numel() for p in params):,} params"
     )
     return params
+
+
+def text_encoders(bundle: ModelBundle) -> list[nn.Module]:
+    """The text encoders a step runs: SD 1/2's one, SDXL's two."""
+    return [bundle.text_encoder] + ([bundle.text_encoder_2] if bundle.is_sdxl else [])
 
 
 @dataclass
@@ -115,28 +131,34 @@ class Batches:
     """Pictures and captions of a kohya folder, read from disk batch by batch as a DataLoader would."""
 
     paths: list[Path]
-    tokenizer: object
+    tokenizers: list  # one per text encoder
     resolution: int
     batch: int
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Endless batches: pixels (B, 3, H, W) in [-1, 1] and token ids (B, 77)."""
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[torch.Tensor], list[tuple[int, int]]]]:
+        """Endless batches: pixels (B, 3, H, W) in [-1, 1], token ids (B, 77) per tokenizer and each
+        picture's original (h, w) (SDXL's size conditioning)."""
         index = 0
         while True:
             chosen = [self.paths[(index + i) % len(self.paths)] for i in range(self.batch)]
             index += self.batch
-            yield self.pixels(chosen), self.token_ids(chosen)
+            pictures = [Image.open(p).convert("RGB") for p in chosen]
+            sizes = [(picture.height, picture.width) for picture in pictures]
+            yield self.pixels(pictures), self.token_ids(chosen), sizes
 
-    def pixels(self, paths: list[Path]) -> torch.Tensor:
+    def pixels(self, pictures: list[Image.Image]) -> torch.Tensor:
         size = (self.resolution, self.resolution)
-        arrays = [np.asarray(Image.open(p).convert("RGB").resize(size, Image.BICUBIC)) for p in paths]
+        arrays = [np.asarray(picture.resize(size, Image.BICUBIC)) for picture in pictures]
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
-    def token_ids(self, paths: list[Path]) -> torch.Tensor:
+    def token_ids(self, paths: list[Path]) -> list[torch.Tensor]:
         captions = [p.with_suffix(".txt").read_text(encoding="utf-8").strip() for p in paths]
-        return self.tokenizer(
-            captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
-        ).input_ids
+        return [
+            tokenizer(
+                captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+            ).input_ids
+            for tokenizer in self.tokenizers
+        ]
 
 
 def precision_context(device: str, precision: str) -> AbstractContextManager:
@@ -152,14 +174,17 @@ def encode_latents(bundle: ModelBundle, pixels: torch.Tensor) -> torch.Tensor:
         )
 
 
-def denoise_loss(bundle: ModelBundle, latents: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Noise, random timesteps, text encoder and UNet forward; the epsilon MSE (a scalar)."""
+def denoise_loss(bundle: ModelBundle, latents: torch.Tensor, ids: list[torch.Tensor], sizes) -> torch.Tensor:
+    """Noise, random timesteps, text encoder(s) and UNet forward; the epsilon MSE (a scalar)."""
     scheduler = bundle.noise_scheduler
     noise = torch.randn_like(latents)
     steps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device)
     noisy = scheduler.add_noise(latents, noise, steps)
-    states = bundle.text_encoder(ids.to(latents.device))[0]
-    prediction = bundle.unet(noisy, steps, states).sample
+    if bundle.is_sdxl:
+        prediction = sdxl_prediction(bundle, noisy, steps, ids, sizes)
+    else:
+        states = bundle.text_encoder(ids[0].to(latents.device))[0]
+        prediction = bundle.unet(noisy, steps, states).sample
     return F.mse_loss(prediction.float(), noise.float())
 
 
@@ -179,9 +204,11 @@ def train_step(
     """One optimizer step on the next batch; its wall time in seconds, data loading included (as ours)."""
     sync(args.device)
     start = time.perf_counter()
-    pixels, ids = next(batches)
+    pixels, ids, sizes = next(batches)
+    # outside autocast, which accelerate puts on the prepared (trained) models only: the VAE in its own dtype
+    latents = encode_latents(bundle, pixels).to(DTYPES[args.precision])  # the example's weight_dtype
     with precision_context(args.device, args.precision):
-        loss = denoise_loss(bundle, encode_latents(bundle, pixels), ids)
+        loss = denoise_loss(bundle, latents, ids, sizes)
     scaler.scale(loss).backward()  # the scaler is a no-op but for fp16, where accelerate uses one too
     scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
@@ -192,17 +219,15 @@ def train_step(
     return time.perf_counter() - start
 
 
-def count_flops(
-    bundle: ModelBundle, batch: tuple[torch.Tensor, torch.Tensor], args: argparse.Namespace
-) -> float:
+def count_flops(bundle: ModelBundle, batch: tuple, args: argparse.Namespace) -> float:
     """FLOPs of one step's UNet + text-encoder forward and backward (VAE encode and optimizer left out)."""
-    pixels, ids = batch
+    pixels, ids, sizes = batch
+    latents = encode_latents(bundle, pixels).to(DTYPES[args.precision])
     with precision_context(args.device, args.precision):
-        latents = encode_latents(bundle, pixels)
         with FlopCounterMode(display=False) as counter:
-            loss = denoise_loss(bundle, latents, ids)
+            loss = denoise_loss(bundle, latents, ids, sizes)
             loss.backward()
-    for model in (bundle.unet, bundle.text_encoder):
+    for model in (bundle.unet, *text_encoders(bundle)):
         model.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
 
@@ -215,7 +240,8 @@ def run(args: argparse.Namespace) -> dict:
     optimizer = torch.optim.AdamW(params, lr=LR)
     scaler = torch.amp.GradScaler(args.device, enabled=args.precision == "fp16")
     paths = sorted(Path(args.train_dir).rglob("*.png"))
-    batches = iter(Batches(paths, bundle.tokenizer, args.resolution, args.batch))
+    tokenizers = [bundle.tokenizer] + ([bundle.tokenizer_2] if bundle.is_sdxl else [])
+    batches = iter(Batches(paths, tokenizers, args.resolution, args.batch))
     times = []
     for i in range(args.warmup + args.steps):
         times.append(train_step(bundle, batches, optimizer, scaler, params, args))
@@ -227,7 +253,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("sd15_arch", "tiny", "toy"), default="tiny")
+    parser.add_argument("--model", choices=(*BUILDERS, "toy"), default="tiny")
     parser.add_argument("--train-dir", required=True, help="kohya folder of PNG + .txt pictures")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--batch", type=int, default=1)
