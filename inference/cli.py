@@ -39,7 +39,8 @@ from inference.ti_hashes import ti_hashes
 from inference.txt2img import GenerationParams, generate_batch
 from inference.upscalers import UPSCALERS, find_upscaler
 
-BUILT_IN_MODELS = ("toy", "toy_xl", "tiny", "sd15_arch", "tiny_sdxl")  # names that are not read as a folder or hub id
+# Names that are not read as a folder or hub id.
+BUILT_IN_MODELS = ("toy", "toy_xl", "tiny", "sd15_arch", "tiny_sdxl")
 MAX_SEED = 4294967294  # A1111's range for a random seed
 
 
