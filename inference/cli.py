@@ -32,15 +32,13 @@ from inference.inpainting_unet import for_txt2img, is_inpainting_unet
 from inference.input_checks import check_finite, check_image_file, check_output_folder
 from inference.model_upscale import ModelUpscaler, check_tiles, find_model_upscaler, missing_upscaler
 from inference.models.loading import load_base_model
-from inference.models.spec import ModelConfig
+from inference.models.spec import BUILT_IN_MODELS, ModelConfig
 from inference.prompt_loras import PromptLora, applied_loras, lora_hashes, patching_loras, resolve_loras
 from inference.sdxl_embeddings import embedding_database
 from inference.ti_hashes import ti_hashes
 from inference.txt2img import GenerationParams, generate_batch
 from inference.upscalers import UPSCALERS, find_upscaler
 
-# Names that are not read as a folder or hub id.
-BUILT_IN_MODELS = ("toy", "toy_xl", "tiny", "sd15_arch", "tiny_sdxl")
 MAX_SEED = 4294967294  # A1111's range for a random seed
 
 

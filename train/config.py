@@ -13,11 +13,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 from data.typed_config import to_typed
-from inference.models.spec import ModelConfig
+from inference.models.spec import BUILT_IN_MODELS, ModelConfig
 from train.errors import ConfigError
 from train.objective import ObjectiveConfig
 
-MODEL_KINDS = ("toy", "toy_xl", "tiny", "tiny_sdxl", "sd15_arch", "sdxl_arch", "pretrained")
+MODEL_KINDS = (*BUILT_IN_MODELS, "pretrained")
 NETWORK_MODULES = ("lora", "dora", "loha", "lokr", "embedding", "full")
 SCHEDULERS = (
     "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial",

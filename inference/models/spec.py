@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The models a name alone selects (built in code or bundled): `model.kind` / the engine's `model=`.
+BUILT_IN_MODELS = ("toy", "toy_xl", "tiny", "tiny_sdxl", "sd15_arch", "sdxl_arch")
+
 
 @dataclass
 class ModelConfig:

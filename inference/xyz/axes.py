@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from inference.models.spec import BUILT_IN_MODELS
 from inference.sampler_names import find_sampler
 from inference.schedules import find_schedule
 from inference.xyz.cell import Cell, XYZError
@@ -160,8 +161,6 @@ def is_network_file(value: str) -> bool:
     with safe_open(str(path), framework="pt") as handle:
         return any(key.startswith("lora_") for key in handle.keys())
 
-
-BUILT_IN_MODELS = ("toy", "tiny", "sd15_arch")
 
 AXES = [
     Axis("nothing", "Nothing", "str", lambda cell, value, values: None, _nothing),
