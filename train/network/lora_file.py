@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save
 
 from data.atomic import write_bytes_atomic
-from train.config import NetworkConfig, TrainConfig
+from train.config import NetworkConfig, TrainConfig, TrainingConfig
 
 if TYPE_CHECKING:
     from inference.models.bundle import ModelBundle
@@ -142,6 +142,25 @@ def _modelspec(cfg: TrainConfig, v2: bool, v_prediction: bool, sdxl: bool) -> di
     }
 
 
+def _noise_and_loss_metadata(t: TrainingConfig) -> dict[str, Any]:
+    """The noise and loss options of `cfg.training`, as kohya's header names them (None where unused)."""
+    return {
+        "ss_noise_offset": t.noise_offset if t.noise_offset else None,
+        "ss_multires_noise_iterations": t.multires_noise_iterations or None,
+        "ss_multires_noise_discount": t.multires_noise_discount if t.multires_noise_iterations else None,
+        "ss_min_snr_gamma": t.min_snr_gamma if t.min_snr_gamma else None,
+        "ss_ip_noise_gamma": t.ip_noise_gamma if t.ip_noise_gamma else None,
+        "ss_ip_noise_gamma_random_strength": t.ip_noise_gamma_random_strength if t.ip_noise_gamma else None,
+        "ss_zero_terminal_snr": t.zero_terminal_snr,
+        "ss_debiased_estimation": t.debiased_estimation_loss,
+        "ss_scale_v_pred_loss_like_noise_pred": t.scale_v_pred_loss_like_noise_pred,
+        "ss_loss_type": t.loss_type,
+        "ss_huber_schedule": t.huber_schedule if t.loss_type in ("huber", "smooth_l1") else None,
+        "ss_huber_c": t.huber_c if t.loss_type in ("huber", "smooth_l1") else None,
+        "ss_huber_scale": t.huber_scale if t.loss_type in ("huber", "smooth_l1") else None,
+    }
+
+
 def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
     """kohya's `ss_*` header for this run. `facts` holds what only the run knows (steps, epoch, dataset).
 
@@ -173,19 +192,7 @@ def lora_metadata(cfg: TrainConfig, facts: dict[str, Any]) -> dict[str, str]:
         "ss_mixed_precision": facts.get("mixed_precision", t.mixed_precision),  # after any CPU fallback
         "ss_gradient_checkpointing": t.gradient_checkpointing,
         "ss_gradient_accumulation_steps": t.gradient_accumulation_steps,
-        "ss_noise_offset": t.noise_offset if t.noise_offset else None,
-        "ss_multires_noise_iterations": t.multires_noise_iterations or None,
-        "ss_multires_noise_discount": t.multires_noise_discount if t.multires_noise_iterations else None,
-        "ss_min_snr_gamma": t.min_snr_gamma if t.min_snr_gamma else None,
-        "ss_ip_noise_gamma": t.ip_noise_gamma if t.ip_noise_gamma else None,
-        "ss_ip_noise_gamma_random_strength": t.ip_noise_gamma_random_strength if t.ip_noise_gamma else None,
-        "ss_zero_terminal_snr": t.zero_terminal_snr,
-        "ss_debiased_estimation": t.debiased_estimation_loss,
-        "ss_scale_v_pred_loss_like_noise_pred": t.scale_v_pred_loss_like_noise_pred,
-        "ss_loss_type": t.loss_type,
-        "ss_huber_schedule": t.huber_schedule if t.loss_type in ("huber", "smooth_l1") else None,
-        "ss_huber_c": t.huber_c if t.loss_type in ("huber", "smooth_l1") else None,
-        "ss_huber_scale": t.huber_scale if t.loss_type in ("huber", "smooth_l1") else None,
+        **_noise_and_loss_metadata(t),
         "ss_clip_skip": cfg.model.clip_skip if cfg.model.clip_skip > 1 else None,
         "ss_resolution": f"({cfg.dataset.resolution}, {cfg.dataset.resolution})",
         "ss_batch_size_per_device": t.batch_size,
