@@ -216,6 +216,7 @@ def test_render_config_finds_the_file_in_upscaler_dir(tmp_path):
         )
 
 
+@pytest.mark.slow  # a python -m inference subprocess (about 19 s); the in-process hires test covers the logic
 def test_cli_hires_upscaler_by_name_from_models_esrgan(tmp_path):
     """The acceptance line: a random-weight RRDBNet file in models/ESRGAN (the default upscaler_dir, relative
     to where the command runs) is a hires upscaler by its name."""

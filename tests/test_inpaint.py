@@ -177,6 +177,7 @@ def test_infotext_has_a1111s_inpaint_keys_only_where_a1111_writes_them(tiny):
     assert render(tiny, InpaintConfig(inpainting_fill="fill")).fields["Masked content"] == "fill"
 
 
+@pytest.mark.slow  # a python -m inference subprocess (about 18 s); the in-process tests cover the logic
 def test_inpainting_from_the_command_line(tmp_path):
     init, mask = tmp_path / "init.png", tmp_path / "mask.png"
     picture().save(init)

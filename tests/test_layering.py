@@ -21,6 +21,7 @@ print(" ".join(sorted({name.split(".")[0] for name in sys.modules if name.split(
 """
 
 
+@pytest.mark.slow  # imports every module in a subprocess (about 11 s); the source scan below stays fast
 @pytest.mark.parametrize(
     ("package", "forbidden"), [("inference", ["train"]), ("data", ["train", "inference"])]
 )
