@@ -19,6 +19,7 @@ from train.errors import ConfigError
 from train.network.lora import LoRANetwork
 from train.sdxl_step import check_sdxl_training, encode_sdxl_text, size_conditioning
 from train.step import diffusion_loss
+from train.text_cache import build_sdxl_text_cache
 
 CAPTION = "sls toy, blue background"
 
@@ -125,11 +126,40 @@ def test_an_sdxl_batch_trains_both_encoders_lora_with_the_size_conditioning(sdxl
     network.remove()
 
 
+def test_cached_sdxl_text_outputs_give_the_loss_of_the_uncached_step(sdxl, tmp_path):
+    """Both encoders' states and the pooled embedding, cached once per caption (two 77-token chunks, emphasis
+    applied), give the step what encoding every step gives; only the batching of the encoders differs."""
+    train = _pictures(tmp_path)
+    for i, path in enumerate(sorted((train / "2_sls toy").glob("*.txt"))):
+        path.write_text(f"(sls toy:1.3), picture {i}, " + "blue background, " * 12)
+    config = DatasetConfig(train_dir=str(train), resolution=32, max_token_length=150, weighted_captions=True)
+    dataset = DreamBoothDataset(config, sdxl.tokenizer)
+    dataset.bind_sdxl(sdxl.tokenizer_2)
+
+    def loss() -> float:
+        torch.manual_seed(0)
+        with torch.no_grad():
+            return float(diffusion_loss(sdxl, collate([dataset[0], dataset[1]]), train_text_encoder=False))
+
+    uncached = loss()
+    cache = build_sdxl_text_cache(dataset.unique_captions(), sdxl, dataset.caption_inputs, dataset.caption_ids_2)
+    dataset.attach_text_cache(cache.lookup)
+    item = dataset[0]
+    width = sdxl.text_encoder.config.hidden_size + sdxl.text_encoder_2.config.hidden_size
+    assert item["encoder_hidden_states"].shape == (154, width)
+    assert item["pooled_text_embeds"].shape == (sdxl.text_encoder_2.config.projection_dim,)
+    assert len(cache) == 2
+    cached = loss()
+    assert cached != pytest.approx(0.0) and cached == pytest.approx(uncached, rel=1e-5, abs=1e-7)
+    # the cache is what the step uses: other pooled embeddings give another loss from the same noise
+    cache.entries[dataset[0]["caption"]]["pooled_text_embeds"] += 1.0
+    assert loss() != pytest.approx(uncached, rel=1e-4)
+
+
 def test_what_sdxl_runs_refuse(sdxl):
     check_sdxl_training(TrainConfig(), sdxl)
     for overrides, key in (
         ({"model": {"clip_skip": 2}}, "model.clip_skip"),
-        ({"dataset": {"cache_text_encoder_outputs": True}}, "dataset.cache_text_encoder_outputs"),
         ({"dataset": {"validation_split": 0.2}}, "dataset.validation_split"),
     ):
         cfg = TrainConfig()
@@ -168,3 +198,27 @@ def test_a_run_on_sdxl_saves_kohyas_sdxl_lora(tmp_path, monkeypatch):
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     rates = next(entry for entry in logged if "lr/textencoder1" in entry)
     assert (rates["lr/textencoder1"], rates["lr/textencoder2"]) == (5e-5, 2e-5)
+
+
+def test_an_sdxl_run_with_cached_text_outputs_trains_the_unet_lora_of_an_uncached_run(tmp_path, monkeypatch):
+    """kohya's common SDXL choice (network_train_unet_only + cache_text_encoder_outputs) through the whole
+    run: the encoders are freed after caching, and the LoRA is the one encoding every step trains."""
+    from safetensors.torch import load_file
+
+    from tests.test_config import _typed
+    from train.run import train
+
+    monkeypatch.setattr("train.run.load_base_model", lambda cfg: build_tiny_sdxl(seed=0))
+    train_dir = _pictures(tmp_path)
+    loras = {}
+    for cached in (False, True):
+        cfg = _typed(
+            tmp_path, f"dataset.train_dir={train_dir}", "dataset.resolution=32", "logger=none",
+            "eval.enabled=false", "training.max_train_steps=3", "network.dim=2", "network.train_text_encoder=false",
+            "training.mixed_precision=no", f"dataset.cache_text_encoder_outputs={str(cached).lower()}",
+        )  # fmt: skip
+        loras[cached] = load_file(train(cfg, tmp_path / f"run_{cached}").lora_path)
+    assert loras[True].keys() == loras[False].keys() and all(k.startswith("lora_unet_") for k in loras[True])
+    for key, value in loras[False].items():
+        torch.testing.assert_close(loras[True][key], value, rtol=1e-4, atol=1e-6)
+    assert any(k.endswith("lora_up.weight") and v.abs().sum() > 0 for k, v in loras[True].items())  # it trained

@@ -29,7 +29,7 @@ from train.errors import ConfigError, DatasetError, LoraSmithError
 from train.loss_mask import check_masks, mask_tensor
 from train.picture_windows import PictureWindows
 from train.preflight import check_pictures
-from train.sdxl_step import IDS_2_KEY, SIZE_KEY, picture_conditioning
+from train.sdxl_step import IDS_2_KEY, POOLED_KEY, SIZE_KEY, picture_conditioning
 from train.validation_split import split_validation
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ MAX_TOKENS = CLIP_LENGTH  # one chunk of CLIP's context: BOS + 75 tokens + EOS
 TOKEN_MEMO = 8192  # captions whose token ids are kept (0.6 KiB each)
 
 LatentLookup = Callable[[Path, bool], dict[str, torch.Tensor]]  # (picture, flipped) → latent_mean, latent_std
-TextLookup = Callable[[str], torch.Tensor]  # caption → encoder hidden states (77, D)
+TextLookup = Callable[[str], dict[str, torch.Tensor]]  # caption → {"encoder_hidden_states": (77·n, D), ...}
 
 
 @dataclass(frozen=True)
@@ -258,7 +258,8 @@ class DreamBoothDataset(Dataset):
         self._pixels_cache.clear()
 
     def attach_text_cache(self, lookup: TextLookup) -> None:
-        """Add cached text-encoder outputs: lookup(caption) → encoder_hidden_states (77, D) per sample."""
+        """Add cached text-encoder outputs: lookup(caption) → encoder_hidden_states (77·n, D) per sample, and
+        SDXL's pooled embedding (train/text_cache.py)."""
         changing = self.caption_options.random_settings
         if changing:
             raise ConfigError(
@@ -356,7 +357,7 @@ class DreamBoothDataset(Dataset):
         if inputs.weights is not None:
             item["token_weights"] = inputs.weights.clone()
         if self._text_lookup is not None:
-            item["encoder_hidden_states"] = self._text_lookup(caption)
+            item.update(self._text_lookup(caption))
         if self.tokenizer_2 is not None:  # SDXL
             item[IDS_2_KEY] = self.caption_ids_2(caption)
             item[SIZE_KEY] = picture_conditioning(self.windows, record.path, flip)
@@ -384,7 +385,7 @@ class DreamBoothDataset(Dataset):
 
 STACKED = (
     "pixel_values", "latent_mean", "latent_std", "loss_mask", "input_ids", "token_weights", "encoder_hidden_states",
-    IDS_2_KEY, SIZE_KEY,
+    IDS_2_KEY, SIZE_KEY, POOLED_KEY,
 )  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from train.config import TrainConfig
 from train.latent_cache import DiskStore, build_latent_cache, default_cache_dir, weights_digest
 from train.network.lora_file import model_family
 from train.precision import Precision
-from train.text_cache import build_text_cache
+from train.text_cache import build_sdxl_text_cache, build_text_cache
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +82,26 @@ def cache_latents(dataset, bundle: ModelBundle, cfg: TrainConfig, precision: Pre
 
 
 def cache_text_outputs(dataset, bundle: ModelBundle, cfg: TrainConfig, precision: Precision, device) -> None:
-    """Encode every caption once with the (untrained) text encoder and attach the cache to the dataset."""
-    hold_frozen_in(bundle.text_encoder, precision.weight_dtype)
-    bundle.text_encoder.to(device)
-    cache = build_text_cache(
-        dataset.unique_captions(), bundle.text_encoder, dataset.caption_inputs, cfg.model.clip_skip
-    )
+    """Encode every caption once with the (untrained) text encoders and attach the cache to the dataset."""
+    encoders = [m for m in (bundle.text_encoder, bundle.text_encoder_2) if m is not None]
+    for encoder in encoders:
+        hold_frozen_in(encoder, precision.weight_dtype)
+        encoder.to(device)
+    captions = dataset.unique_captions()
+    if bundle.is_sdxl:
+        cache = build_sdxl_text_cache(captions, bundle, dataset.caption_inputs, dataset.caption_ids_2)
+    else:
+        cache = build_text_cache(captions, bundle.text_encoder, dataset.caption_inputs, cfg.model.clip_skip)
     dataset.attach_text_cache(cache.lookup)
 
 
-def park_unused(bundle: ModelBundle, needed_later: bool, text_cached: bool) -> None:
-    """After caching: the VAE (and a cached text encoder) leave the GPU, or memory when nothing needs them.
+def park_unused(bundle: ModelBundle, needed_later: bool, latents_cached: bool, text_cached: bool) -> None:
+    """After caching: the VAE (latents cached) and the text encoders (their outputs cached) leave the GPU, or
+    memory when nothing needs them. What the step still encodes with stays.
 
     The final evaluation and samples during training render with them; without those, they are freed.
     """
-    parts = ["vae", "text_encoder"] if text_cached else ["vae"]
+    parts = (["vae"] if latents_cached else []) + (["text_encoder", "text_encoder_2"] if text_cached else [])
     for part in parts:
         module = getattr(bundle, part)
         if module is None:

@@ -133,13 +133,14 @@ class Trainer:
         if text_cached:
             cache_text_outputs(self.dataset, self.bundle, cfg, self.precision, device)
         self.held_out = held_out_for(self.dataset, self.bundle, cfg, text_cached)  # before the VAE leaves
-        if d.cache_latents or d.cache_latents_to_disk or text_cached:
+        latents_cached = d.cache_latents or d.cache_latents_to_disk
+        if latents_cached or text_cached:
             needed_later = (
                 (cfg.eval.enabled and bool(cfg.eval.prompts))
                 or keeps_whole_model(cfg.network)
                 or sampling_enabled(cfg.sample)
             )
-            park_unused(self.bundle, needed_later, text_cached)
+            park_unused(self.bundle, needed_later, latents_cached, text_cached)
         set_seed(cfg.seed)  # the LoRA's initial weights depend on the seed alone, not on what loaded before
         self.network = build_network(self.bundle, cfg.network)
         self.dataset.bind_tokenizer(self.bundle.tokenizer, self.network.caption_ids)

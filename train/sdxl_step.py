@@ -27,6 +27,7 @@ from train.picture_windows import PictureWindows
 
 SIZE_KEY = "size_conditioning"  # (B, 6) in the batch of an SDXL run
 IDS_2_KEY = "input_ids_2"  # (B, 77·n): the caption in the second tokenizer's ids
+POOLED_KEY = "pooled_text_embeds"  # (B, P) in a batch whose text-encoder outputs are cached
 
 
 def kohya_crop_box(target: Size, original: Size) -> tuple[float, float, float, float]:
@@ -92,12 +93,16 @@ def sdxl_unet_conditioning(
     bundle: ModelBundle, batch: dict, device: torch.device, train_text_encoder: bool
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The UNet's text states (B, 77·n, D1 + D2) and added_cond_kwargs (pooled `text_embeds` (B, P), `time_ids`
-    (B, 6)) for one batch. Untrained text encoders run under no_grad."""
-    with torch.set_grad_enabled(train_text_encoder and torch.is_grad_enabled()):
-        states, pooled = encode_sdxl_text(
-            bundle.text_encoder, bundle.text_encoder_2, batch["input_ids"].to(device),
-            batch[IDS_2_KEY].to(device), batch.get("token_weights"),
-        )  # fmt: skip
+    (B, 6)) for one batch: the cached states and pooled embedding when the batch has them, else encoded now.
+    Untrained text encoders run under no_grad."""
+    if POOLED_KEY in batch:  # dataset.cache_text_encoder_outputs
+        states, pooled = batch["encoder_hidden_states"].to(device), batch[POOLED_KEY].to(device)
+    else:
+        with torch.set_grad_enabled(train_text_encoder and torch.is_grad_enabled()):
+            states, pooled = encode_sdxl_text(
+                bundle.text_encoder, bundle.text_encoder_2, batch["input_ids"].to(device),
+                batch[IDS_2_KEY].to(device), batch.get("token_weights"),
+            )  # fmt: skip
     time_ids = batch[SIZE_KEY].to(device, states.dtype)
     return states, {"text_embeds": pooled.to(states.dtype), "time_ids": time_ids}
 
@@ -110,8 +115,6 @@ def check_sdxl_training(cfg, bundle: ModelBundle) -> None:
     refused = {
         "model.clip_skip": (cfg.model.clip_skip > 1, "SDXL's conditioning is already both encoders' "
                             "penultimate layers; set model.clip_skip=1"),
-        "dataset.cache_text_encoder_outputs": (d.cache_text_encoder_outputs, "an SDXL text cache would need "
-                                               "the pooled embedding too; set it to false"),
         "dataset.validation_split": (bool(d.validation_split), "the validation loss encodes SD 1.x captions; "
                                      "set dataset.validation_split=0 for SDXL"),
     }  # fmt: skip

@@ -26,8 +26,9 @@ class ModelBundle:
 
     @property
     def is_sdxl(self) -> bool:
-        """Whether this is an SDXL model: two text encoders and a UNet with size/crop conditioning."""
-        return self.text_encoder_2 is not None
+        """Whether this is an SDXL model: two text encoders and a UNet with size/crop conditioning (still so
+        after training freed cached text encoders)."""
+        return self.text_encoder_2 is not None or self.base_model_version.startswith("sdxl")
 
     @property
     def vae_scale_factor(self) -> int:
