@@ -119,11 +119,15 @@ class EmbeddingDatabase:
             if path.suffix.lower() not in EMBEDDING_SUFFIXES or path.stat().st_size == 0:
                 continue
             try:
-                self.add(load_embedding(path))
+                self.load_file(path)
             except EmbeddingError as error:
                 log.warning("skipping embedding: %s", error)
                 skipped.append(str(error))
         return skipped
+
+    def load_file(self, path: Path) -> None:
+        """Register the embedding in one file; EmbeddingError says why it does not fit."""
+        self.add(load_embedding(path))
 
     def find_at(self, tokens: list[int], position: int) -> tuple[Embedding | None, int]:
         """The embedding whose name's tokens start at `tokens[position]`, and how many tokens the name has."""

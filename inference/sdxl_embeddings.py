@@ -7,17 +7,14 @@ tensor are made for SD 1/2 and are skipped, with the reason, as A1111 skips embe
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from data.file_hash import short_file_hash
-from inference.embeddings import EMBEDDING_SUFFIXES, Embedding, EmbeddingDatabase, EmbeddingError
+from inference.embeddings import Embedding, EmbeddingDatabase, EmbeddingError
 from inference.embeddings import _read as read_embedding_file
-
-log = logging.getLogger(__name__)
 
 
 class SdxlEmbeddingDatabase(EmbeddingDatabase):
@@ -40,21 +37,12 @@ class SdxlEmbeddingDatabase(EmbeddingDatabase):
         self.add(Embedding(name, clip_l.detach().float(), shorthash))
         self.second.add(Embedding(name, clip_g.detach().float(), shorthash))
 
-    def load_folder(self, folder: str | Path) -> list[str]:
-        """Load every SDXL embedding in `folder`; returns the files skipped, with why."""
-        skipped = []
-        for path in sorted(Path(folder).iterdir()):
-            if path.suffix.lower() not in EMBEDDING_SUFFIXES or path.stat().st_size == 0:
-                continue
-            try:
-                data = read_embedding_file(path)
-                if not isinstance(data, dict) or not {"clip_l", "clip_g"} <= data.keys():
-                    raise EmbeddingError(f"{path}: not an SDXL embedding (no clip_l and clip_g vectors)")
-                self.add_pair(path.stem, data["clip_l"], data["clip_g"], short_file_hash(path))
-            except EmbeddingError as error:
-                log.warning("skipping embedding: %s", error)
-                skipped.append(str(error))
-        return skipped
+    def load_file(self, path: Path) -> None:
+        """Register the SDXL embedding in one file (both encoders' vectors); `load_folder` walks a folder."""
+        data = read_embedding_file(path)
+        if not isinstance(data, dict) or not {"clip_l", "clip_g"} <= data.keys():
+            raise EmbeddingError(f"{path}: not an SDXL embedding (no clip_l and clip_g vectors)")
+        self.add_pair(path.stem, data["clip_l"], data["clip_g"], short_file_hash(path))
 
 
 def embedding_database(model) -> EmbeddingDatabase:
