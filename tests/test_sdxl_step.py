@@ -76,10 +76,10 @@ def test_size_conditioning_is_kohyas(original, bucket, plain, flipped):
     assert size_conditioning(original, bucket, flipped=True).tolist() == list(flipped)
 
 
-def _pictures(tmp_path: Path) -> Path:
+def _pictures(tmp_path: Path, count: int = 2) -> Path:
     folder = tmp_path / "train" / "2_sls toy"
     folder.mkdir(parents=True)
-    for i, size in enumerate([(48, 32), (32, 48)]):
+    for i, size in enumerate([(48, 32), (32, 48), (40, 40)][:count]):
         Image.fromarray(np.full((size[1], size[0], 3), 60 * i + 40, dtype=np.uint8)).save(folder / f"{i}.png")
         (folder / f"{i}.txt").write_text(CAPTION)
     return tmp_path / "train"
@@ -142,7 +142,9 @@ def test_cached_sdxl_text_outputs_give_the_loss_of_the_uncached_step(sdxl, tmp_p
             return float(diffusion_loss(sdxl, collate([dataset[0], dataset[1]]), train_text_encoder=False))
 
     uncached = loss()
-    cache = build_sdxl_text_cache(dataset.unique_captions(), sdxl, dataset.caption_inputs, dataset.caption_ids_2)
+    cache = build_sdxl_text_cache(
+        dataset.unique_captions(), sdxl, dataset.caption_inputs, dataset.caption_ids_2
+    )
     dataset.attach_text_cache(cache.lookup)
     item = dataset[0]
     width = sdxl.text_encoder.config.hidden_size + sdxl.text_encoder_2.config.hidden_size
@@ -158,10 +160,7 @@ def test_cached_sdxl_text_outputs_give_the_loss_of_the_uncached_step(sdxl, tmp_p
 
 def test_what_sdxl_runs_refuse(sdxl):
     check_sdxl_training(TrainConfig(), sdxl)
-    for overrides, key in (
-        ({"model": {"clip_skip": 2}}, "model.clip_skip"),
-        ({"dataset": {"validation_split": 0.2}}, "dataset.validation_split"),
-    ):
+    for overrides, key in (({"model": {"clip_skip": 2}}, "model.clip_skip"),):
         cfg = TrainConfig()
         for section, values in overrides.items():
             for name, value in values.items():
@@ -202,23 +201,33 @@ def test_a_run_on_sdxl_saves_kohyas_sdxl_lora(tmp_path, monkeypatch):
 
 def test_an_sdxl_run_with_cached_text_outputs_trains_the_unet_lora_of_an_uncached_run(tmp_path, monkeypatch):
     """kohya's common SDXL choice (network_train_unet_only + cache_text_encoder_outputs) through the whole
-    run: the encoders are freed after caching, and the LoRA is the one encoding every step trains."""
+    run: the encoders are freed after caching, and the LoRA is the one encoding every step trains. A held-out
+    picture (validation_split) is measured at every step, with both encoders, pooled and size ids."""
+    import json
+
     from safetensors.torch import load_file
 
     from tests.test_config import _typed
     from train.run import train
 
     monkeypatch.setattr("train.run.load_base_model", lambda cfg: build_tiny_sdxl(seed=0))
-    train_dir = _pictures(tmp_path)
-    loras = {}
+    train_dir = _pictures(tmp_path, count=3)
+    loras, held_out = {}, {}
     for cached in (False, True):
         cfg = _typed(
             tmp_path, f"dataset.train_dir={train_dir}", "dataset.resolution=32", "logger=none",
             "eval.enabled=false", "training.max_train_steps=3", "network.dim=2", "network.train_text_encoder=false",
             "training.mixed_precision=no", f"dataset.cache_text_encoder_outputs={str(cached).lower()}",
+            "dataset.validation_split=0.34", "training.validate_every_n_steps=1",
         )  # fmt: skip
         loras[cached] = load_file(train(cfg, tmp_path / f"run_{cached}").lora_path)
+        logged = (tmp_path / f"run_{cached}" / "metrics.jsonl").read_text().splitlines()
+        held_out[cached] = [e["loss/validation"] for e in map(json.loads, logged) if "loss/validation" in e]
+    assert len(held_out[True]) >= 3 and len(set(held_out[True])) > 1  # it moves with the LoRA
+    assert held_out[True] == pytest.approx(held_out[False], rel=1e-4)
     assert loras[True].keys() == loras[False].keys() and all(k.startswith("lora_unet_") for k in loras[True])
     for key, value in loras[False].items():
         torch.testing.assert_close(loras[True][key], value, rtol=1e-4, atol=1e-6)
-    assert any(k.endswith("lora_up.weight") and v.abs().sum() > 0 for k, v in loras[True].items())  # it trained
+    assert any(
+        k.endswith("lora_up.weight") and v.abs().sum() > 0 for k, v in loras[True].items()
+    )  # it trained

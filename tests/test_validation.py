@@ -17,6 +17,7 @@ from train.config import DatasetConfig, ModelConfig, TrainConfig, TrainingConfig
 from train.dataset import DreamBoothDataset
 from train.errors import ConfigError
 from train.validation import (
+    HeldOutCaptions,
     build_held_out,
     is_validation_epoch,
     is_validation_step,
@@ -107,9 +108,7 @@ def measured(toy_folders):
 
 
 def _loss(bundle, ds, pictures) -> float:
-    return validation_loss(
-        pictures, bundle.unet, bundle.text_encoder, bundle.noise_scheduler, ds.caption_inputs
-    )
+    return validation_loss(pictures, bundle, bundle.noise_scheduler, HeldOutCaptions.of(ds))
 
 
 def test_validation_loss_is_deterministic_and_leaves_the_random_streams_and_modes_alone(measured):

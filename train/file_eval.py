@@ -25,7 +25,7 @@ from inference.models.bundle import ModelBundle
 from train.config import TrainConfig
 from train.eval import render_eval_grid, score_metrics
 from train.image_scores import image_scores
-from train.validation import HeldOutPicture, validation_loss
+from train.validation import HeldOutCaptions, HeldOutPicture, validation_loss
 
 WeightScores = dict[str, dict[str, float | None]]  # "1.0" → {"concept_score": …, "validation_loss": …}
 
@@ -36,7 +36,7 @@ class EvalContext:
 
     cfg: TrainConfig
     held_out: list[HeldOutPicture] = field(default_factory=list)
-    caption_inputs: Callable | None = None  # caption → CaptionTokens (the run's tokenisation)
+    captions: HeldOutCaptions | None = None  # the run's tokenisation of the held-out captions
     schedule: DDPMScheduler | None = None  # the schedule training used (zero terminal SNR included)
     scorers: dict = field(default_factory=dict)  # train/image_scores.py load_scorers
     references: torch.Tensor | None = None  # identity embeddings of the training pictures
@@ -70,8 +70,8 @@ def file_validation_loss(bundle: ModelBundle, ctx: EvalContext, lora, weight: fl
     """The held-out loss with the LoRA file patched in at `weight` (0: the base model)."""
     with applied_lora(bundle, lora, weight, weight):
         return validation_loss(
-            ctx.held_out, bundle.unet, bundle.text_encoder, ctx.schedule or bundle.noise_scheduler,
-            ctx.caption_inputs, ctx.cfg.model.clip_skip, ctx.autocast,
+            ctx.held_out, bundle, ctx.schedule or bundle.noise_scheduler, ctx.captions, ctx.cfg.model.clip_skip,
+            ctx.autocast,
         )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from train.network.base import tunes_base_model
 from train.result import RunResult
 from train.saved_files import read_saved_file
 from train.tracking_results import log_eval
+from train.validation import HeldOutCaptions
 
 if TYPE_CHECKING:
     from train.run import Trainer
@@ -65,6 +66,6 @@ def final_eval_context(trainer: Trainer) -> EvalContext:
     scorers = load_scorers(cfg.eval.clip_model, cfg.eval.identity_model, device)
     held_out = trainer.held_out if trainer.network.file_format == "lora" else []
     return EvalContext(
-        cfg, held_out, trainer.dataset.caption_inputs, trainer.noise_scheduler, scorers,
+        cfg, held_out, HeldOutCaptions.of(trainer.dataset), trainer.noise_scheduler, scorers,
         identity_references(scorers, trainer.dataset), trainer.accelerator.autocast,
     )  # fmt: skip

@@ -66,7 +66,7 @@ from train.state import Progress, load_state, write_state_files
 from train.step import diffusion_loss
 from train.tracking import MetricsLog, close_trackers, start_trackers, tracker_name
 from train.tracking_results import log_lora
-from train.validation import held_out_for, validation_loss
+from train.validation import HeldOutCaptions, held_out_for, validation_loss
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +223,8 @@ class Trainer:
         optimizer evaluates with (train/validation.py: no random stream or weight is changed)."""
         with averaged_weights(self.optimizer):
             loss = validation_loss(
-                self.held_out, self.bundle.unet, self.bundle.text_encoder, self.noise_scheduler,
-                self.dataset.caption_inputs, self.cfg.model.clip_skip, self.accelerator.autocast,
+                self.held_out, self.bundle, self.noise_scheduler, HeldOutCaptions.of(self.dataset),
+                self.cfg.model.clip_skip, self.accelerator.autocast,
             )  # fmt: skip
         self.metrics.log({"loss/validation": loss}, step)
 

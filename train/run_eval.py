@@ -36,7 +36,7 @@ from train.noise import with_zero_terminal_snr
 from train.saved_files import check_run_folder, saved_files
 from train.saving import final_file_name
 from train.tracking import append_metrics
-from train.validation import held_out_for
+from train.validation import HeldOutCaptions, held_out_for
 
 LORA_MODULES_ONLY = ("embedding", "full")  # their files are measured at the end of training instead
 
@@ -76,7 +76,9 @@ def _context(cfg: TrainConfig, base, device: torch.device) -> EvalContext:
         return ctx
     dataset = DreamBoothDataset(cfg.dataset, seed=cfg.seed, templates=caption_templates(cfg))
     dataset.bind_tokenizer(base.tokenizer)
-    ctx.held_out, ctx.caption_inputs = held_out_for(dataset, base, cfg), dataset.caption_inputs
+    if base.is_sdxl:
+        dataset.bind_sdxl(base.tokenizer_2)
+    ctx.held_out, ctx.captions = held_out_for(dataset, base, cfg), HeldOutCaptions.of(dataset)
     ctx.references = identity_references(scorers, dataset)
     return ctx
 

@@ -108,16 +108,10 @@ def sdxl_unet_conditioning(
 
 
 def check_sdxl_training(cfg, bundle: ModelBundle) -> None:
-    """What an SDXL run does not do yet, or does differently, as one clear line each."""
-    if not bundle.is_sdxl:
-        return
-    d = cfg.dataset
-    refused = {
-        "model.clip_skip": (cfg.model.clip_skip > 1, "SDXL's conditioning is already both encoders' "
-                            "penultimate layers; set model.clip_skip=1"),
-        "dataset.validation_split": (bool(d.validation_split), "the validation loss encodes SD 1.x captions; "
-                                     "set dataset.validation_split=0 for SDXL"),
-    }  # fmt: skip
-    for key, (used, why) in refused.items():
-        if used:
-            raise ConfigError(f"{key}: {why} ({bundle.source} is SDXL)")
+    """What an SDXL run does differently, as one clear line: clip skip (kohya's SDXL scripts ignore it with a
+    warning; here it is refused, so that nobody believes it trained with another layer)."""
+    if bundle.is_sdxl and cfg.model.clip_skip > 1:
+        raise ConfigError(
+            "model.clip_skip: SDXL's conditioning is already both encoders' penultimate layers; set "
+            f"model.clip_skip=1 ({bundle.source} is SDXL)"
+        )

@@ -21,6 +21,8 @@ from train.loss_mask import apply_loss_mask
 from train.noise import apply_multires_noise, apply_noise_offset, perturbed_noise
 from train.sdxl_step import sdxl_unet_conditioning
 
+STATES_KEY = "encoder_hidden_states"  # the UNet's text states in a batch whose text outputs are cached
+
 
 def encode_text(
     text_encoder: nn.Module, input_ids: torch.Tensor, clip_skip: int = 1, weights: torch.Tensor | None = None
@@ -69,8 +71,8 @@ def batch_text_states(
 
     An untrained text encoder runs under no_grad: nobody needs its activations kept for a backward pass.
     """
-    if "encoder_hidden_states" in batch:
-        return batch["encoder_hidden_states"].to(device)
+    if STATES_KEY in batch:
+        return batch[STATES_KEY].to(device)
     with torch.set_grad_enabled(train_text_encoder and torch.is_grad_enabled()):
         weights = batch.get("token_weights")
         return encode_text(bundle.text_encoder, batch["input_ids"].to(device), clip_skip, weights)

@@ -16,9 +16,7 @@ from tqdm.auto import tqdm
 from inference.models.bundle import ModelBundle
 from train.caption_tokens import CaptionTokens
 from train.sdxl_step import POOLED_KEY, encode_sdxl_text
-from train.step import encode_text
-
-STATES_KEY = "encoder_hidden_states"  # (77·n, D) per sample, (B, 77·n, D) in a batch
+from train.step import STATES_KEY, encode_text
 
 CaptionInputs = Callable[[str], CaptionTokens]
 # captions → {key: (B, ...) tensor}: one encoder pass over a chunk of distinct captions

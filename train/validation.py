@@ -37,7 +37,8 @@ from train.caption_ops import CaptionOptions, process_caption
 from train.caption_tokens import CaptionTokens
 from train.config import DatasetConfig, TrainingConfig
 from train.latent_cache import encode_posterior, pixels_to_tensor
-from train.step import diffusion_target, encode_text
+from train.sdxl_step import POOLED_KEY, encode_sdxl_text, size_conditioning
+from train.step import STATES_KEY, diffusion_target, encode_text
 
 NUM_TIMESTEPS = 4  # kohya's NUM_VALIDATION_TIMESTEPS
 
@@ -51,7 +52,23 @@ class HeldOutPicture:
     latent_mean: torch.Tensor
     latent_std: torch.Tensor
     seed: int  # of its private generator
-    text_states: torch.Tensor | None = None  # (77·n, D) when the text encoder's outputs are cached
+    # the UNet's text conditioning when the text encoders' outputs are cached: encoder_hidden_states (77·n, D)
+    # and, for SDXL, pooled_text_embeds (P,)
+    text: dict[str, torch.Tensor] | None = None
+    size_ids: torch.Tensor | None = None  # SDXL: (6,) size/crop conditioning of the centre crop
+
+
+@dataclass(frozen=True)
+class HeldOutCaptions:
+    """How the run reads a caption: the first tokenizer's ids and weights, and SDXL's second tokenizer's ids."""
+
+    inputs: Callable[[str], CaptionTokens]
+    ids_2: Callable[[str], torch.Tensor] | None = None
+
+    @classmethod
+    def of(cls, dataset) -> HeldOutCaptions:
+        sdxl = getattr(dataset, "tokenizer_2", None) is not None
+        return cls(dataset.caption_inputs, dataset.caption_ids_2 if sdxl else None)
 
 
 def validation_timesteps(num_train_timesteps: int) -> list[int]:
@@ -74,8 +91,9 @@ def fixed_caption(caption: str, options: CaptionOptions) -> str:
     return process_caption(caption, steady, 1, random.Random(0))
 
 
-def held_out_pixels(path: Path, config: DatasetConfig) -> np.ndarray:
-    """uint8 (H, W, 3): the picture's centre crop at its bucket's size (enable_bucket), else R x R."""
+def held_out_pixels(path: Path, config: DatasetConfig) -> tuple[np.ndarray, torch.Tensor]:
+    """uint8 (H, W, 3): the picture's centre crop at its bucket's size (enable_bucket), else R x R; and its
+    (6,) SDXL size conditioning (kohya's, unflipped)."""
     image = load_rgb(path)
     if config.enable_bucket:
         target = bucket_chooser(config)(image.size)
@@ -83,7 +101,8 @@ def held_out_pixels(path: Path, config: DatasetConfig) -> np.ndarray:
     else:
         target = (config.resolution, config.resolution)
         resized = cover_size(image.size, target)
-    return np.array(resize_window(image, resized, centre_window(resized, target)), dtype=np.uint8)
+    pixels = np.array(resize_window(image, resized, centre_window(resized, target)), dtype=np.uint8)
+    return pixels, size_conditioning(image.size, target, flipped=False)
 
 
 def held_out_pictures(dataset, config: DatasetConfig, limit: int | None = None) -> list[tuple[Path, str]]:
@@ -104,28 +123,40 @@ def build_held_out(
     config: DatasetConfig,
     seed: int,
     limit: int | None = None,
-    text_encoder=None,
+    encode_text_now: bool = False,
     clip_skip: int = 1,
 ) -> list[HeldOutPicture]:
-    """Encode the held-out pictures once with the VAE where it is (and their captions with `text_encoder`,
-    when its outputs are cached for training, since it may be gone later)."""
+    """Encode the held-out pictures once with the VAE where it is (and their captions with the text
+    encoders when `encode_text_now`: their outputs are cached for training, so they may be gone later)."""
     made = []
+    captions = HeldOutCaptions.of(dataset)
     for path, caption in tqdm(
         held_out_pictures(dataset, config, limit), desc="validation pictures", leave=False
     ):
-        pixels = pixels_to_tensor(held_out_pixels(path, config), False)[None]
-        mean, std = encode_posterior(bundle.vae, pixels, bundle.latent_scale)
-        states = None
-        if text_encoder is not None:
-            states = _encode(text_encoder, dataset.caption_inputs(caption), clip_skip).cpu()[0]
-        made.append(HeldOutPicture(path, caption, mean[0], std[0], picture_seed(seed, path), states))
+        pixels, size_ids = held_out_pixels(path, config)
+        mean, std = encode_posterior(bundle.vae, pixels_to_tensor(pixels, False)[None], bundle.latent_scale)
+        text = None
+        if encode_text_now:
+            text = {k: v.cpu()[0] for k, v in encode_caption(bundle, captions, caption, clip_skip).items()}
+        picture = HeldOutPicture(path, caption, mean[0], std[0], picture_seed(seed, path), text)
+        made.append(replace(picture, size_ids=size_ids) if bundle.is_sdxl else picture)
     return made
 
 
-def _encode(text_encoder: nn.Module, inputs: CaptionTokens, clip_skip: int) -> torch.Tensor:
-    device = next(text_encoder.parameters()).device
+def encode_caption(
+    bundle, captions: HeldOutCaptions, caption: str, clip_skip: int
+) -> dict[str, torch.Tensor]:
+    """One caption as the UNet's text conditioning, batch 1: encoder_hidden_states (1, 77·n, D) and, for
+    SDXL, pooled_text_embeds (1, P), exactly as the training step encodes it."""
+    inputs = captions.inputs(caption)
+    device = next(bundle.text_encoder.parameters()).device
     weights = inputs.weights[None] if inputs.weights is not None else None
-    return encode_text(text_encoder, inputs.ids[None].to(device), clip_skip, weights)
+    ids = inputs.ids[None].to(device)
+    if not bundle.is_sdxl:
+        return {STATES_KEY: encode_text(bundle.text_encoder, ids, clip_skip, weights)}
+    ids_2 = captions.ids_2(caption)[None].to(device)
+    states, pooled = encode_sdxl_text(bundle.text_encoder, bundle.text_encoder_2, ids, ids_2, weights)
+    return {STATES_KEY: states, POOLED_KEY: pooled}
 
 
 @contextmanager
@@ -143,9 +174,9 @@ def eval_mode(*models: nn.Module | None):
 
 
 def picture_loss(
-    picture: HeldOutPicture, unet: nn.Module, states: torch.Tensor, scheduler: DDPMScheduler
+    picture: HeldOutPicture, unet: nn.Module, text: dict[str, torch.Tensor], scheduler: DDPMScheduler
 ) -> torch.Tensor:
-    """The mean squared error of the UNet on one picture at the fixed timesteps (states: (1, 77·n, D))."""
+    """The mean squared error of the UNet on one picture at the fixed timesteps (`text`: encode_caption's)."""
     device = unet.conv_in.weight.device
     generator = torch.Generator().manual_seed(picture.seed)
     mean, std = picture.latent_mean, picture.latent_std
@@ -155,7 +186,17 @@ def picture_loss(
     latents = latents.expand(len(timesteps), *mean.shape).to(device)
     noise, timesteps = noise.to(device), timesteps.to(device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
-    prediction = unet(noisy, timesteps, states.expand(len(timesteps), *states.shape[1:])).sample
+    count = len(timesteps)
+    states = text[STATES_KEY].to(device)
+    states = states.expand(count, *states.shape[1:])
+    added = None
+    if POOLED_KEY in text:  # SDXL: the pooled embedding and the picture's size/crop ids
+        pooled = text[POOLED_KEY].to(device, states.dtype).expand(count, -1)
+        added = {
+            "text_embeds": pooled,
+            "time_ids": picture.size_ids.to(device, states.dtype).expand(count, -1),
+        }
+    prediction = unet(noisy, timesteps, states, added_cond_kwargs=added).sample
     target = diffusion_target(scheduler, latents, noise, timesteps)
     return F.mse_loss(prediction.float(), target.float())
 
@@ -163,25 +204,25 @@ def picture_loss(
 @torch.no_grad()
 def validation_loss(
     pictures: list[HeldOutPicture],
-    unet: nn.Module,
-    text_encoder: nn.Module | None,
+    bundle,
     scheduler: DDPMScheduler,
-    caption_inputs: Callable[[str], CaptionTokens],
+    captions: HeldOutCaptions,
     clip_skip: int = 1,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> float:
     """The mean loss of `pictures` at kohya's fixed timesteps, with fixed noise: deterministic for given
     weights. The global random streams (CPU and the UNet's device) are untouched; modes are put back."""
-    device = unet.conv_in.weight.device
+    device = bundle.unet.conv_in.weight.device
     devices = [device] if device.type == "cuda" else []
     losses = []
-    with torch.random.fork_rng(devices=devices), eval_mode(unet, text_encoder), autocast():
+    models = (bundle.unet, bundle.text_encoder, bundle.text_encoder_2)
+    with torch.random.fork_rng(devices=devices), eval_mode(*models), autocast():
         for picture in pictures:
-            if picture.text_states is not None:
-                states = picture.text_states[None].to(device)
+            if picture.text is None:
+                text = encode_caption(bundle, captions, picture.caption, clip_skip)
             else:
-                states = _encode(text_encoder, caption_inputs(picture.caption), clip_skip).to(device)
-            losses.append(picture_loss(picture, unet, states, scheduler).item())
+                text = {key: value[None] for key, value in picture.text.items()}
+            losses.append(picture_loss(picture, bundle.unet, text, scheduler).item())
     return sum(losses) / len(losses)
 
 
@@ -202,6 +243,5 @@ def held_out_for(dataset, bundle, cfg, text_cached: bool = False) -> list[HeldOu
     if not dataset.validation_subsets:
         return []
     seed = cfg.seed if d.validation_seed is None else d.validation_seed
-    encoder = bundle.text_encoder if text_cached else None
     limit = cfg.training.max_validation_steps
-    return build_held_out(dataset, bundle, d, seed, limit, encoder, cfg.model.clip_skip)
+    return build_held_out(dataset, bundle, d, seed, limit, text_cached, cfg.model.clip_skip)
