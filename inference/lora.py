@@ -220,8 +220,34 @@ def lora_delta(weights: LayerWeights, weight: Tensor, multiplier: float, name: s
     return updown * (multiplier * weights.scale)
 
 
+def lora_family(lora: LoraWeights) -> str | None:
+    """"SDXL" or "SD 1.x/2.x" when the file says which family it was trained for (kohya's
+    ss_base_model_version, else its text-encoder keys: lora_te1_/lora_te2_ are SDXL's, lora_te_ SD's)."""
+    version = lora.metadata.get("ss_base_model_version", "")
+    if version:
+        return "SDXL" if version.startswith("sdxl") else "SD 1.x/2.x" if version.startswith("sd_v") else None
+    if any(key.startswith(("lora_te1_", "lora_te2_")) for key in lora.modules):
+        return "SDXL"
+    if any(key.startswith("lora_te_") for key in lora.modules):
+        return "SD 1.x/2.x"
+    return None
+
+
+def check_lora_family(model: BaseModel, lora: LoraWeights) -> None:
+    """A LoRA made for the other family (an SDXL LoRA on an SD 1.5 model, or the reverse) is one clear error
+    instead of a shape mismatch deep in some layer."""
+    family = lora_family(lora)
+    ours = "SDXL" if getattr(model, "text_encoder_2", None) is not None else "SD 1.x/2.x"
+    if family is not None and family != ours:
+        raise LoraFormatError(
+            f"LoRA {lora.path or lora.name} was trained for {family}, but this model is {ours}: use it with an "
+            f"{family} model, or pick a LoRA made for {ours}"
+        )
+
+
 def _matched_layers(model: BaseModel, lora: LoraWeights) -> list[tuple[str, nn.Module, LayerWeights, str]]:
     """(key, layer, weights, part) for each LoRA key found in the model; warns once about the rest."""
+    check_lora_family(model, lora)
     key_map = lora_key_map(model)
     matched, missing = [], []
     for key, weights in lora.modules.items():

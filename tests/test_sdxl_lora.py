@@ -113,3 +113,27 @@ def test_a_kohya_sdxl_file_patches_both_encoders_and_the_unet(model, tmp_path):
     assert changed == names
     assert (patched - plain).abs().max() > 1e-4
     assert torch.equal(restored, plain)
+
+
+def test_a_lora_of_the_other_family_is_one_clear_error(model, tmp_path):
+    """An SDXL LoRA on an SD 1.x model (and the reverse) names the families, from ss_base_model_version or,
+    without it, from the text-encoder keys; a UNet-only file without metadata is left to the layer check."""
+    from inference.lora import LoraFormatError, LoraWeights, check_lora_family, lora_family
+
+    sd = build_tiny(seed=0)
+    te1 = {"lora_te1_text_model_encoder_layers_0_mlp_fc1": None}
+    cases = [
+        (LoraWeights("a", te1), "SDXL"),
+        (LoraWeights("b", {"lora_te_text_model_encoder_layers_0_mlp_fc1": None}), "SD 1.x/2.x"),
+        (LoraWeights("c", {"lora_unet_x": None}, {"ss_base_model_version": "sdxl_base_v1-0"}), "SDXL"),
+        (LoraWeights("d", te1, {"ss_base_model_version": "sd_v1"}), "SD 1.x/2.x"),  # the metadata wins
+        (LoraWeights("e", {"lora_unet_x": None}), None),
+    ]
+    for lora, family in cases:
+        assert lora_family(lora) == family
+        for target, its_family in ((sd, "SD 1.x/2.x"), (model, "SDXL")):
+            if family in (None, its_family):
+                check_lora_family(target, lora)
+                continue
+            with pytest.raises(LoraFormatError, match=f"^LoRA {lora.name} was trained for {family}, but this"):
+                check_lora_family(target, lora)
