@@ -221,7 +221,7 @@ def lora_delta(weights: LayerWeights, weight: Tensor, multiplier: float, name: s
 
 
 def lora_family(lora: LoraWeights) -> str | None:
-    """"SDXL" or "SD 1.x/2.x" when the file says which family it was trained for (kohya's
+    """ "SDXL" or "SD 1.x/2.x" when the file says which family it was trained for (kohya's
     ss_base_model_version, else its text-encoder keys: lora_te1_/lora_te2_ are SDXL's, lora_te_ SD's)."""
     version = lora.metadata.get("ss_base_model_version", "")
     if version:

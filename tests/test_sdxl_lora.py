@@ -135,5 +135,7 @@ def test_a_lora_of_the_other_family_is_one_clear_error(model, tmp_path):
             if family in (None, its_family):
                 check_lora_family(target, lora)
                 continue
-            with pytest.raises(LoraFormatError, match=f"^LoRA {lora.name} was trained for {family}, but this"):
+            with pytest.raises(
+                LoraFormatError, match=f"^LoRA {lora.name} was trained for {family}, but this"
+            ):
                 check_lora_family(target, lora)
