@@ -10,18 +10,17 @@ adds the zero-terminal-SNR schedule.
 from __future__ import annotations
 
 import copy
-import functools
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from inference.models import ldm_config, ldm_keys, open_clip_keys, sdxl_config, sdxl_keys
 from inference.models.bundle import ModelBundle, sd_noise_scheduler
 from inference.models.errors import ModelLoadError
-from inference.models.state_load import build_with_weights
+from inference.models.state_load import build_text_model, build_unet_and_vae
 from inference.models.tokenizer_source import load_tokenizer
 
 VERSION = "sdxl_base_v1-0"  # kohya's ss_base_model_version
@@ -67,16 +66,7 @@ def _unet_and_vae(
             "the download finished."
         ) from error
     try:
-        unet = build_with_weights(
-            lambda: UNet2DConditionModel.from_config(unet_cfg),
-            ldm_keys.unet_state(state, unet_cfg),
-            "UNet",
-            path,
-            hint,
-        )
-        vae = build_with_weights(
-            lambda: AutoencoderKL.from_config(vae_cfg), ldm_keys.vae_state(state, vae_cfg), "VAE", path, hint
-        )
+        unet, vae = build_unet_and_vae(state, unet_cfg, vae_cfg, path, hint)
     except ValueError as error:  # e.g. widths that SDXL's 32 norm groups do not divide
         raise ModelLoadError(f"{path}: cannot build the architecture ({error}). {hint}") from error
     return unet, vae
@@ -101,7 +91,7 @@ def _text_encoders(
     """CLIP ViT-L (quick-GELU) and OpenCLIP bigG with its projection (GELU), sized from their weights."""
     weights = sdxl_keys.clip_l_state(state)
     config = ldm_keys.clip_config(weights, _heads(settings.text_heads[0]), tokenizers[0], path)
-    first = _build(CLIPTextModel, config, weights, "text encoder", path, hint)
+    first = build_text_model(CLIPTextModel, config, weights, "text encoder", path, hint)
     weights_2 = sdxl_keys.big_g_state(state)
     overrides = open_clip_keys.text_overrides(_heads(settings.text_heads[1]))
     config_2 = ldm_keys.clip_config(weights_2, overrides, tokenizers[1], path)
@@ -112,30 +102,11 @@ def _text_encoders(
             "SDXL's pooled text needs; the file is incomplete."
         )
     config_2.projection_dim = int(projection.shape[0])
-    second = _build(CLIPTextModelWithProjection, config_2, weights_2, "second text encoder", path, hint)
+    second = build_text_model(
+        CLIPTextModelWithProjection, config_2, weights_2, "second text encoder", path, hint
+    )
     return first, second
 
 
 def _heads(heads: int | None) -> dict[str, Any]:
     return {} if heads is None else {"num_attention_heads": int(heads)}
-
-
-def _build(cls: type, config: CLIPTextConfig, weights: dict, what: str, path: Path, hint: str) -> Any:
-    """`cls(config)` holding `weights` (bare keys; nested under `text_model.` where `cls` nests them)."""
-    if _nests_text_model(cls):
-        weights = {
-            key if key.startswith("text_projection.") else f"text_model.{key}": value
-            for key, value in weights.items()
-        }
-    return build_with_weights(lambda: cls(config), weights, what, path, hint)
-
-
-@functools.cache
-def _nests_text_model(cls: type) -> bool:
-    """Whether transformers puts `cls`'s transformer under `text_model.` (it differs by class and version)."""
-    small = CLIPTextConfig(
-        vocab_size=8, hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1,
-        bos_token_id=0, eos_token_id=1, pad_token_id=1,
-    )  # fmt: skip
-    with torch.device("meta"):
-        return hasattr(cls(small), "text_model")

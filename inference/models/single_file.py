@@ -10,21 +10,18 @@ made to pad as OpenCLIP does for SD 2.x (`open_clip_keys`). An SDXL file (SGM la
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextModel
 
 from inference.models import ldm_config, ldm_keys, open_clip_keys, sdxl_keys
 from inference.models.bundle import ModelBundle
 from inference.models.checkpoint_file import read_state_dict
 from inference.models.errors import ModelLoadError
 from inference.models.sdxl_single_file import load_sdxl_single_file
-from inference.models.state_load import build_with_weights
+from inference.models.state_load import build_text_model, build_unet_and_vae
 from inference.models.tokenizer_source import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -65,16 +62,7 @@ def load_single_file(
     if family == "sd2":
         tok = open_clip_keys.open_clip_tokenizer(tok)
     unet_cfg, vae_cfg = _diffusers_configs(original, where)
-    unet = build_with_weights(
-        lambda: UNet2DConditionModel.from_config(unet_cfg),
-        ldm_keys.unet_state(state, unet_cfg),
-        "UNet",
-        path,
-        hint,
-    )
-    vae = build_with_weights(
-        lambda: AutoencoderKL.from_config(vae_cfg), ldm_keys.vae_state(state, vae_cfg), "VAE", path, hint
-    )
+    unet, vae = build_unet_and_vae(state, unet_cfg, vae_cfg, path, hint)
     text_encoder = _text_encoder(state, original, tok, path, hint, family)
     scheduler = ldm_config.noise_scheduler(original)
     return ModelBundle(unet, vae, text_encoder, tok, scheduler, str(path), VERSIONS[family])
@@ -111,16 +99,4 @@ def _text_encoder(
     else:
         weights = ldm_keys.clip_state(state)
     config = ldm_keys.clip_config(weights, overrides, tokenizer, path)
-    if _nests_text_model():
-        weights = {f"text_model.{key}": value for key, value in weights.items()}
-    return build_with_weights(lambda: CLIPTextModel(config), weights, "text encoder", path, hint)
-
-
-@functools.cache
-def _nests_text_model() -> bool:
-    """transformers < 5.6 nests CLIPTextModel's modules under `text_model.`; later versions do not."""
-    small = CLIPTextConfig(
-        vocab_size=8, hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1
-    )
-    with torch.device("meta"):
-        return hasattr(CLIPTextModel(small), "text_model")
+    return build_text_model(CLIPTextModel, config, weights, "text encoder", path, hint)
