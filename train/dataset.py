@@ -258,8 +258,7 @@ class DreamBoothDataset(Dataset):
         self._pixels_cache.clear()
 
     def attach_text_cache(self, lookup: TextLookup) -> None:
-        """Add cached text-encoder outputs: lookup(caption) → encoder_hidden_states (77·n, D) per sample, and
-        SDXL's pooled embedding (train/text_cache.py)."""
+        """Add cached text-encoder outputs: lookup(caption) → the sample's tensors (train/text_cache.py)."""
         changing = self.caption_options.random_settings
         if changing:
             raise ConfigError(
