@@ -88,7 +88,7 @@ def test_build_script_sdxl_flag_builds_the_toy_sdxl_with_its_settings(tmp_path, 
     assert command == "python scripts/build_toy.py " + " ".join(argv)
 
 
-@pytest.mark.slow  # needs models/toy_xl (scripts/build_toy.py --sdxl); about 8 min (2400 steps + eval)
+@pytest.mark.slow  # needs models/toy_xl (scripts/build_toy.py --sdxl); about 6 min (2400 steps + eval)
 def test_char_lora_xl_learns_the_character_and_keeps_the_base_world(tmp_path):
     result = run_train(tmp_path / "run", "+experiment=char_lora_xl", "logger=none")
     assert result.returncode == 0, result.stderr[-3000:]
