@@ -138,8 +138,8 @@ def build_held_out(
         text = None
         if encode_text_now:
             text = {k: v.cpu()[0] for k, v in encode_caption(bundle, captions, caption, clip_skip).items()}
-        picture = HeldOutPicture(path, caption, mean[0], std[0], picture_seed(seed, path), text)
-        made.append(replace(picture, size_ids=size_ids) if bundle.is_sdxl else picture)
+        size_ids = size_ids if bundle.is_sdxl else None
+        made.append(HeldOutPicture(path, caption, mean[0], std[0], picture_seed(seed, path), text, size_ids))
     return made
 
 
