@@ -396,7 +396,7 @@ def test_a_text_cache_adds_hidden_states_and_keeps_the_ids(tmp_path: Path, token
         (concept / f"{i}.txt").write_text(f"sls, look {i}", encoding="utf-8")
     ds = _dataset(tmp_path / "train", tokenizer)
     assert ds.unique_captions() == ["sls, look 0", "sls, look 1"]
-    ds.attach_text_cache(lambda caption: torch.full((77, 8), float(caption[-1])))
+    ds.attach_text_cache(lambda caption: {"encoder_hidden_states": torch.full((77, 8), float(caption[-1]))})
     batch = collate([ds[i] for i in range(len(ds))])
     assert batch["encoder_hidden_states"].shape == (4, 77, 8)
     assert batch["encoder_hidden_states"][:, 0, 0].tolist() == [0.0, 0.0, 1.0, 1.0]
@@ -419,7 +419,7 @@ def test_caches_refuse_what_would_change_every_epoch(tmp_path: Path, tokenizer: 
         if attach == "latent":
             ds.attach_latent_cache(_FakeLatents(["a.png"]))
         else:
-            ds.attach_text_cache(lambda caption: torch.zeros(77, 8))
+            ds.attach_text_cache(lambda caption: {"encoder_hidden_states": torch.zeros(77, 8)})
 
 
 def test_unique_pictures_lists_train_and_reg_once(tmp_path: Path, tokenizer: Any) -> None:
