@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from data.errors import LoraSmithError
+from data.errors import LoraSmithError, LoraSmithWarning
 from data.file_hash import file_sha256
 from inference import loha, lokr
 from inference.components import BaseModel
@@ -260,6 +260,7 @@ def _matched_layers(model: BaseModel, lora: LoraWeights) -> list[tuple[str, nn.M
         warnings.warn(
             f"LoRA {lora.name}: couldn't find {len(missing)} of {len(lora.modules)} layers in the model, "
             f"e.g. {', '.join(missing[:3])}; they are ignored",
+            LoraSmithWarning,
             stacklevel=4,  # point at the caller's `with` line, past contextlib
         )
     return matched

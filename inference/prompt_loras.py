@@ -12,7 +12,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.errors import LoraSmithError
+from data.errors import LoraSmithError, LoraSmithWarning
 from inference.components import BaseModel
 from inference.extra_networks import ExtraNetworkParams, lora_multipliers
 from inference.lora import LoraWeights, applied_lora, load_lora_file, lora_file_hash, lora_key_map
@@ -81,6 +81,7 @@ def patching_loras(model: BaseModel, loras: list[PromptLora]) -> list[PromptLora
         warnings.warn(
             f"LoRA {lora.name} ({lora.weights.path or 'no file'}) patches no layer of this model (made for "
             f"another architecture?); it is skipped and left out of the infotext",
+            LoraSmithWarning,
             stacklevel=2,
         )
     return kept

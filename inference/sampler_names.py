@@ -14,6 +14,7 @@ from typing import Literal
 
 from torch import Tensor
 
+from data.errors import LoraSmithWarning
 from inference.dpm_solver import sample_dpm_adaptive, sample_dpm_fast
 from inference.noise import BrownianNoise, PerImageNoise
 from inference.samplers import (
@@ -219,7 +220,9 @@ def _lookup_schedule(scheduler_name: str | None) -> Schedule:
     exact = {option: s for s in SCHEDULES for option in (s.name, s.label)}
     found = exact.get(scheduler_name) or find_schedule(scheduler_name)
     if found is None:
-        warnings.warn(f"unknown schedule type {scheduler_name!r}; using 'Automatic'", stacklevel=3)
+        warnings.warn(
+            f"unknown schedule type {scheduler_name!r}; using 'Automatic'", LoraSmithWarning, stacklevel=3
+        )
         return AUTOMATIC
     return found
 
@@ -247,7 +250,11 @@ def get_sampler_and_scheduler(
         schedule = suffix
     spec = next((s for s in SAMPLER_SPECS if s.name == name), None) or find_sampler(name)
     if spec is None:
-        warnings.warn(f"unknown sampler {sampler_name!r}; using {DEFAULT_SAMPLER.name!r}", stacklevel=2)
+        warnings.warn(
+            f"unknown sampler {sampler_name!r}; using {DEFAULT_SAMPLER.name!r}",
+            LoraSmithWarning,
+            stacklevel=2,
+        )
         spec = DEFAULT_SAMPLER
     if convert_automatic and spec.scheduler == schedule.name:
         schedule = AUTOMATIC

@@ -302,6 +302,8 @@ def test_broken_engine_inputs_are_refused_or_skipped_by_name(lora_dir, tmp_path)
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "LoRA elsewhere" in result.stderr and "patches no layer" in result.stderr
+    warned = [line for line in result.stderr.splitlines() if "LoRA elsewhere" in line]
+    assert warned and all(line.startswith("warning: LoRA elsewhere") for line in warned), result.stderr
     assert "cut.safetensors" in result.stderr and "not a readable" in result.stderr
     infotext = read_infotext(next((tmp_path / "out").glob("*.png")))
     assert "<lora:elsewhere:1>" in infotext and "Lora hashes" not in infotext

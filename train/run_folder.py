@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from data.atomic import is_temp_name
-from data.errors import LoraSmithError
+from data.errors import LoraSmithError, LoraSmithWarning
 
 LOCK_NAME = ".lock"
 SHOWN_FILES = 3  # earlier files named in the message; the rest are counted
@@ -113,6 +113,7 @@ def _take_lock(handle: int, run_dir: Path) -> bool:
         warnings.warn(
             f"{run_dir}: this filesystem cannot lock files, so nothing stops a second run from writing "
             "into the same folder",
+            LoraSmithWarning,
             stacklevel=3,
         )
         return False
