@@ -64,7 +64,7 @@ def test_cached_latents_and_text_give_the_loss_of_the_uncached_step(world, bucke
     uncached = loss()
     cache, _ = build_latent_cache(dataset, bundle.vae, bundle.latent_scale, True, 3, None)
     dataset.attach_latent_cache(cache.lookup)
-    texts = build_text_cache(dataset.unique_captions(), bundle.text_encoder, dataset.caption_inputs, 1)
+    texts = build_text_cache(dataset.unique_captions(), bundle, dataset.caption_inputs, 1)
     dataset.attach_text_cache(texts.lookup)
     assert "pixel_values" not in dataset[indices[0]]
     assert dataset[indices[0]]["encoder_hidden_states"].shape[0] == (77 if buckets else 154)

@@ -19,7 +19,7 @@ from train.errors import ConfigError
 from train.network.lora import LoRANetwork
 from train.sdxl_step import check_sdxl_training, encode_sdxl_text, size_conditioning
 from train.step import diffusion_loss
-from train.text_cache import build_sdxl_text_cache
+from train.text_cache import build_text_cache
 
 CAPTION = "sls toy, blue background"
 
@@ -142,9 +142,8 @@ def test_cached_sdxl_text_outputs_give_the_loss_of_the_uncached_step(sdxl, tmp_p
             return float(diffusion_loss(sdxl, collate([dataset[0], dataset[1]]), train_text_encoder=False))
 
     uncached = loss()
-    cache = build_sdxl_text_cache(
-        dataset.unique_captions(), sdxl, dataset.caption_inputs, dataset.caption_ids_2
-    )
+    captions = dataset.unique_captions()
+    cache = build_text_cache(captions, sdxl, dataset.caption_inputs, caption_ids_2=dataset.caption_ids_2)
     dataset.attach_text_cache(cache.lookup)
     item = dataset[0]
     width = sdxl.text_encoder.config.hidden_size + sdxl.text_encoder_2.config.hidden_size

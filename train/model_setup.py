@@ -20,7 +20,7 @@ from train.config import TrainConfig
 from train.latent_cache import DiskStore, build_latent_cache, default_cache_dir, weights_digest
 from train.network.lora_file import model_family
 from train.precision import Precision
-from train.text_cache import build_sdxl_text_cache, build_text_cache
+from train.text_cache import build_text_cache
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +87,10 @@ def cache_text_outputs(dataset, bundle: ModelBundle, cfg: TrainConfig, precision
     for encoder in encoders:
         hold_frozen_in(encoder, precision.weight_dtype)
         encoder.to(device)
-    captions = dataset.unique_captions()
-    if bundle.is_sdxl:
-        cache = build_sdxl_text_cache(captions, bundle, dataset.caption_inputs, dataset.caption_ids_2)
-    else:
-        cache = build_text_cache(captions, bundle.text_encoder, dataset.caption_inputs, cfg.model.clip_skip)
+    ids_2 = dataset.caption_ids_2 if bundle.is_sdxl else None
+    cache = build_text_cache(
+        dataset.unique_captions(), bundle, dataset.caption_inputs, cfg.model.clip_skip, ids_2
+    )
     dataset.attach_text_cache(cache.lookup)
 
 

@@ -19,7 +19,7 @@ from train.loss import (
 )
 from train.loss_mask import apply_loss_mask
 from train.noise import apply_multires_noise, apply_noise_offset, perturbed_noise
-from train.sdxl_step import sdxl_unet_conditioning
+from train.sdxl_step import POOLED_KEY, encode_sdxl_text, sdxl_unet_conditioning
 
 STATES_KEY = "encoder_hidden_states"  # the UNet's text states in a batch whose text outputs are cached
 
@@ -43,6 +43,21 @@ def encode_text(
             [apply_emphasis(h, m, "Original") for h, m in zip(hidden, multipliers, strict=True)]
         )
     return hidden.reshape(batch, length, hidden.shape[-1])
+
+
+def text_conditioning(
+    bundle: ModelBundle,
+    ids: torch.Tensor,
+    ids_2: torch.Tensor | None,
+    weights: torch.Tensor | None,
+    clip_skip: int,
+) -> dict[str, torch.Tensor]:
+    """Token ids (B, 77·n) → the UNet's text inputs: encoder_hidden_states (B, 77·n, D) and, for SDXL (`ids_2`:
+    the second tokenizer's ids), pooled_text_embeds (B, P); as the step encodes them (caches, validation)."""
+    if bundle.is_sdxl:
+        states, pooled = encode_sdxl_text(bundle.text_encoder, bundle.text_encoder_2, ids, ids_2, weights)
+        return {STATES_KEY: states, POOLED_KEY: pooled}
+    return {STATES_KEY: encode_text(bundle.text_encoder, ids, clip_skip, weights)}
 
 
 @torch.no_grad()

@@ -15,8 +15,7 @@ from tqdm.auto import tqdm
 
 from inference.models.bundle import ModelBundle
 from train.caption_tokens import CaptionTokens
-from train.sdxl_step import POOLED_KEY, encode_sdxl_text
-from train.step import STATES_KEY, encode_text
+from train.step import text_conditioning
 
 CaptionInputs = Callable[[str], CaptionTokens]
 # captions → {key: (B, ...) tensor}: one encoder pass over a chunk of distinct captions
@@ -50,45 +49,23 @@ def _encode_each_once(captions: list[str], encode: EncodeChunk, batch_size: int)
     return TextCache(entries)
 
 
-def _ids_and_weights(caption_inputs: CaptionInputs, chunk: list[str], device) -> tuple:
-    inputs = [caption_inputs(caption) for caption in chunk]
-    ids = torch.stack([item.ids for item in inputs]).to(device)
-    weighted = inputs[0].weights is not None
-    return ids, (torch.stack([item.weights for item in inputs]) if weighted else None)
-
-
 def build_text_cache(
-    captions: list[str],
-    text_encoder: torch.nn.Module,
-    caption_inputs: CaptionInputs,
-    clip_skip: int,
-    batch_size: int = 16,
-) -> TextCache:
-    """SD 1.x/2.x: each caption's hidden states (77·n, D), with clip_skip and emphasis as the step encodes."""
-    device = next(text_encoder.parameters()).device
-
-    def encode(chunk: list[str]) -> dict[str, torch.Tensor]:
-        ids, weights = _ids_and_weights(caption_inputs, chunk, device)
-        return {STATES_KEY: encode_text(text_encoder, ids, clip_skip, weights)}
-
-    return _encode_each_once(captions, encode, batch_size)
-
-
-def build_sdxl_text_cache(
     captions: list[str],
     bundle: ModelBundle,
     caption_inputs: CaptionInputs,
-    caption_ids_2: Callable[[str], torch.Tensor],
+    clip_skip: int = 1,
+    caption_ids_2: Callable[[str], torch.Tensor] | None = None,
     batch_size: int = 16,
 ) -> TextCache:
-    """SDXL: each caption's joined states of both encoders (77·n, D1 + D2) and its pooled embedding (P,),
-    exactly what `encode_sdxl_text` gives the step (emphasis included)."""
+    """Each caption's text inputs as the step encodes them (`train.step.text_conditioning`: clip_skip and
+    emphasis applied; for SDXL, with `caption_ids_2`, both encoders' joined states and the pooled embedding)."""
     device = next(bundle.text_encoder.parameters()).device
 
     def encode(chunk: list[str]) -> dict[str, torch.Tensor]:
-        ids, weights = _ids_and_weights(caption_inputs, chunk, device)
-        ids_2 = torch.stack([caption_ids_2(caption) for caption in chunk]).to(device)
-        states, pooled = encode_sdxl_text(bundle.text_encoder, bundle.text_encoder_2, ids, ids_2, weights)
-        return {STATES_KEY: states, POOLED_KEY: pooled}
+        inputs = [caption_inputs(caption) for caption in chunk]
+        ids = torch.stack([item.ids for item in inputs]).to(device)
+        weights = torch.stack([item.weights for item in inputs]) if inputs[0].weights is not None else None
+        ids_2 = torch.stack([caption_ids_2(c) for c in chunk]).to(device) if caption_ids_2 else None
+        return text_conditioning(bundle, ids, ids_2, weights, clip_skip)
 
     return _encode_each_once(captions, encode, batch_size)

@@ -37,8 +37,8 @@ from train.caption_ops import CaptionOptions, process_caption
 from train.caption_tokens import CaptionTokens
 from train.config import DatasetConfig, TrainingConfig
 from train.latent_cache import encode_posterior, pixels_to_tensor
-from train.sdxl_step import POOLED_KEY, encode_sdxl_text, size_conditioning
-from train.step import STATES_KEY, diffusion_target, encode_text
+from train.sdxl_step import POOLED_KEY, size_conditioning
+from train.step import STATES_KEY, diffusion_target, text_conditioning
 
 NUM_TIMESTEPS = 4  # kohya's NUM_VALIDATION_TIMESTEPS
 
@@ -151,12 +151,8 @@ def encode_caption(
     inputs = captions.inputs(caption)
     device = next(bundle.text_encoder.parameters()).device
     weights = inputs.weights[None] if inputs.weights is not None else None
-    ids = inputs.ids[None].to(device)
-    if not bundle.is_sdxl:
-        return {STATES_KEY: encode_text(bundle.text_encoder, ids, clip_skip, weights)}
-    ids_2 = captions.ids_2(caption)[None].to(device)
-    states, pooled = encode_sdxl_text(bundle.text_encoder, bundle.text_encoder_2, ids, ids_2, weights)
-    return {STATES_KEY: states, POOLED_KEY: pooled}
+    ids_2 = captions.ids_2(caption)[None].to(device) if captions.ids_2 else None
+    return text_conditioning(bundle, inputs.ids[None].to(device), ids_2, weights, clip_skip)
 
 
 @contextmanager
