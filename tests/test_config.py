@@ -132,11 +132,28 @@ def test_a_schedule_knob_that_the_schedule_does_not_use_is_refused(compose_confi
         ("eval.sampler=euler_z", "not a known sampler; choose one of: DPM\\+\\+ 2M, DPM\\+\\+ SDE"),
         ("eval.sampler='DPM++ 2M Karras'", "the schedule goes in eval.scheduler"),
         ("eval.scheduler=wobbly", "not a known schedule type; choose one of: Automatic, Uniform, Karras"),
+        ("eval.steps=0", "eval.steps=0 must be a positive number"),
+        ("training.max_grad_norm=-1", "max_grad_norm=-1.0 must be >= 0 \\(0 = no clipping"),
+        ("scheduler.warmup_steps=-5", "scheduler.warmup_steps=-5.0 must be >= 0"),
+        ("dataset.num_workers=-1", "dataset.num_workers=-1 must be >= 0"),
+        ("network.alpha=0", "network.alpha=0.0 must be > 0 for network.module=lora"),
+        ("network.alpha=-8", "network.alpha=-8.0 must be > 0"),
     ],
 )
 def test_bad_values_name_the_key_and_the_choices(compose_config, override, message):
     with pytest.raises(ConfigError, match=message):
         compose_config("dataset.train_dir=x", override)
+
+
+def test_restarts_need_one_cycle_at_least(compose_config):
+    with pytest.raises(ConfigError, match="scheduler.num_cycles=0 must be >= 1"):
+        compose_config("dataset.train_dir=x", "scheduler=cosine_with_restarts", "scheduler.num_cycles=0")
+
+
+def test_a_short_betas_list_is_one_config_error():
+    weights = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(ConfigError, match=r"a list in \{'betas': \[0.9\]\} is too short"):
+        build_optimizer([{"params": weights, "lr": 1e-3}], "AdamW", {"betas": [0.9]})
 
 
 def test_eval_sampler_takes_any_a1111_name(compose_config):

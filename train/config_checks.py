@@ -123,6 +123,8 @@ def _check_dataset(d: DatasetConfig) -> None:
     _check_buckets(d)
     if d.vae_batch_size < 1:
         raise ConfigError(f"dataset.vae_batch_size={d.vae_batch_size} must be >= 1 (pictures per VAE pass)")
+    if d.num_workers < 0:
+        raise ConfigError(f"dataset.num_workers={d.num_workers} must be >= 0 (0 = load in the training process)")
     if not d.max_aspect_ratio >= 1:
         raise ConfigError(
             f"dataset.max_aspect_ratio={d.max_aspect_ratio} must be >= 1 (longer side / shorter side)"
@@ -294,6 +296,13 @@ def _check_scheduler_knobs(scheduler: SchedulerConfig) -> None:
             f"scheduler.num_cycles={scheduler.num_cycles} applies to scheduler=cosine_with_restarts or "
             f"cosine_with_min_lr only (not {scheduler.name})"
         )
+    if not scheduler.warmup_steps >= 0:
+        raise ConfigError(
+            f"scheduler.warmup_steps={scheduler.warmup_steps} must be >= 0 (steps, or a fraction of all steps "
+            "when below 1)"
+        )
+    if scheduler.num_cycles < 1:
+        raise ConfigError(f"scheduler.num_cycles={scheduler.num_cycles} must be >= 1 (cosine cycles over the run)")
     if not 0 <= scheduler.min_lr_ratio < 1:
         raise ConfigError(f"scheduler.min_lr_ratio={scheduler.min_lr_ratio} must be in [0, 1)")
     if scheduler.min_lr_ratio and scheduler.name not in ("cosine_with_min_lr", "rex"):
@@ -336,6 +345,8 @@ def _check_training(t: TrainingConfig) -> None:
     _check_positive("training.gradient_accumulation_steps", t.gradient_accumulation_steps)
     if t.min_snr_gamma < 0:
         raise ConfigError(f"training.min_snr_gamma={t.min_snr_gamma} must be >= 0 (0 = off, 5 is usual)")
+    if not t.max_grad_norm >= 0:  # a negative norm would flip every gradient: training uphill
+        raise ConfigError(f"training.max_grad_norm={t.max_grad_norm} must be >= 0 (0 = no clipping, 1 is usual)")
     if t.multires_noise_iterations < 0 or not 0 < t.multires_noise_discount < 1:
         raise ConfigError(
             f"training.multires_noise_iterations={t.multires_noise_iterations} must be >= 0 and "
@@ -388,6 +399,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_choice("logger.kind", cfg.logger.kind, LOGGERS)
     _check_eval_sampler(cfg.eval)
     _check_positive("eval.batch_size", cfg.eval.batch_size)
+    _check_positive("eval.steps", cfg.eval.steps)
     if cfg.eval.scorer is not None:
         _check_choice("eval.scorer", cfg.eval.scorer, SCORERS)
     check_sample(cfg)

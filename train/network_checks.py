@@ -71,11 +71,6 @@ def _check_lycoris(net: NetworkConfig) -> None:
                 f"network.{key} is kohya's block-wise LoRA, which network.module={net.module} does not have; "
                 f"remove it, or train network=lora / locon"
             )
-    if not net.alpha > 0:
-        raise ConfigError(
-            f"network.alpha={net.alpha} must be > 0 for network.module={net.module} "
-            "(the scale is alpha / dim; alpha = dim gives 1)"
-        )
 
 
 def _check_lokr(net: NetworkConfig) -> None:
@@ -162,6 +157,11 @@ def check_network(net: NetworkConfig) -> None:
         if value is not None and not value > 0:
             raise ConfigError(f"network.{key}={value} must be > 0 (16 is usual) or null (off)")
     check_positive("network.dim", net.dim)
+    if net.module != "full" and not net.alpha > 0:  # 0 would train nothing (scale 0), < 0 flip the LoRA
+        raise ConfigError(
+            f"network.alpha={net.alpha} must be > 0 for network.module={net.module} "
+            "(the scale is alpha / dim; alpha = dim gives 1, kohya's alpha 0)"
+        )
     _check_conv(net)
     _check_blocks(net)
     _check_lycoris(net)

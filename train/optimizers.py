@@ -211,6 +211,11 @@ def build_optimizer(groups: list[dict], name: str, args: dict[str, Any]) -> torc
         return build(groups, args)
     except (TypeError, ValueError) as error:  # an argument the class does not take, or a value it refuses
         raise ConfigError(f"optimizer.args for {known or name}: {error}") from error
+    except IndexError as error:  # a list argument shorter than the class reads, e.g. betas=[0.9]
+        raise ConfigError(
+            f"optimizer.args for {known or name}: a list in {args} is too short ({error}); betas takes two "
+            "numbers, e.g. optimizer.args.betas=[0.9,0.999]"
+        ) from error
 
 
 def warn_adaptive_rates(name: str, lrs: list[float]) -> None:
