@@ -82,6 +82,8 @@ class GenerationParams:
             )
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.clip_skip < 1:
+            raise ValueError(f"clip_skip must be at least 1 (1 = the last layer), got {self.clip_skip}")
         for name in ("cfg_scale", "subseed_strength"):  # a NaN renders a black picture without a word
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")

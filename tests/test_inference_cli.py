@@ -266,6 +266,7 @@ def test_a_truncated_init_image_is_one_error_line_naming_it(tmp_path):
         (["cfg_scale=nan"], "cfg_scale must be a finite number, got nan"),  # rendered black with exit 0
         (["denoising_strength=inf"], "denoising_strength must be a finite number"),
         (["out={file}"], "is a file: give a folder for the images"),  # a FileExistsError traceback before
+        (["clip_skip=0"], "clip_skip must be at least 1"),  # a ValueError traceback from the text encoder
     ],
 )
 def test_values_no_picture_can_come_from_are_refused(tmp_path, overrides, message):

@@ -160,7 +160,7 @@ def check_network(net: NetworkConfig) -> None:
     if net.module != "full" and not net.alpha > 0:  # 0 would train nothing (scale 0), < 0 flip the LoRA
         raise ConfigError(
             f"network.alpha={net.alpha} must be > 0 for network.module={net.module} "
-            "(the scale is alpha / dim; alpha = dim gives 1, kohya's alpha 0)"
+            "(the scale is alpha / dim; alpha = dim gives 1, which kohya reads alpha 0 as)"
         )
     _check_conv(net)
     _check_blocks(net)
