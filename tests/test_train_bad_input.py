@@ -75,7 +75,13 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
         (["dataset.cache_latents=true", "dataset.color_aug=true"], "dataset.color_aug=true"),
         (["dataset.num_workers=-1"], "dataset.num_workers=-1"),  # was torch's ValueError traceback
     ],
-    ids=["steps-and-epochs", "negative-lr", "name-outside-run-folder", "cache-with-color-aug", "negative-workers"],
+    ids=[
+        "steps-and-epochs",
+        "negative-lr",
+        "name-outside-run-folder",
+        "cache-with-color-aug",
+        "negative-workers",
+    ],
 )
 def test_bad_input_is_one_error_line_and_leaves_the_dataset_alone(tmp_path, overrides, named):
     train_dir = _folder_dataset(tmp_path / "data")

@@ -11,9 +11,7 @@ from train.caption_tokens import MAX_TOKEN_LENGTHS
 from train.config import (
     DATASET_SOURCES,
     LOGGERS,
-    MIXED_PRECISION,
     MODEL_KINDS,
-    SAVE_PRECISION,
     SCHEDULERS,
     SCORERS,
     TOY_CONCEPTS,
@@ -24,7 +22,6 @@ from train.config import (
     OptimizerConfig,
     SchedulerConfig,
     TrainConfig,
-    TrainingConfig,
 )
 from train.errors import ConfigError
 from train.network.embedding_checks import check_embedding
@@ -34,6 +31,7 @@ from train.network_checks import check_positive as _check_positive
 from train.objective_checks import check_objective
 from train.optimizers import OPTIMIZERS, is_class_path, known_name, uses_relative_step
 from train.sample_prompts import check_sample
+from train.training_checks import check_training
 from train.validation_split import check_validation_keys
 
 
@@ -124,7 +122,9 @@ def _check_dataset(d: DatasetConfig) -> None:
     if d.vae_batch_size < 1:
         raise ConfigError(f"dataset.vae_batch_size={d.vae_batch_size} must be >= 1 (pictures per VAE pass)")
     if d.num_workers < 0:
-        raise ConfigError(f"dataset.num_workers={d.num_workers} must be >= 0 (0 = load in the training process)")
+        raise ConfigError(
+            f"dataset.num_workers={d.num_workers} must be >= 0 (0 = load in the training process)"
+        )
     if not d.max_aspect_ratio >= 1:
         raise ConfigError(
             f"dataset.max_aspect_ratio={d.max_aspect_ratio} must be >= 1 (longer side / shorter side)"
@@ -302,79 +302,15 @@ def _check_scheduler_knobs(scheduler: SchedulerConfig) -> None:
             "when below 1)"
         )
     if scheduler.num_cycles < 1:
-        raise ConfigError(f"scheduler.num_cycles={scheduler.num_cycles} must be >= 1 (cosine cycles over the run)")
+        raise ConfigError(
+            f"scheduler.num_cycles={scheduler.num_cycles} must be >= 1 (cosine cycles over the run)"
+        )
     if not 0 <= scheduler.min_lr_ratio < 1:
         raise ConfigError(f"scheduler.min_lr_ratio={scheduler.min_lr_ratio} must be in [0, 1)")
     if scheduler.min_lr_ratio and scheduler.name not in ("cosine_with_min_lr", "rex"):
         raise ConfigError(
             f"scheduler.min_lr_ratio={scheduler.min_lr_ratio} applies to scheduler=cosine_with_min_lr or rex, "
             f"not {scheduler.name}: pick one of those, or set it to 0"
-        )
-
-
-def _check_run_length(t: TrainingConfig) -> None:
-    if t.max_train_epochs is None and t.max_train_steps is None:
-        raise ConfigError("set training.max_train_epochs or training.max_train_steps")
-    _check_positive("training.max_train_epochs", t.max_train_epochs, allow_none=True)
-    _check_positive("training.max_train_steps", t.max_train_steps, allow_none=True)
-    for key in ("save_every_n_epochs", "save_every_n_steps", "save_last_n_epochs", "save_last_n_steps"):
-        value = getattr(t, key)
-        if value is not None and value < 1:
-            raise ConfigError(f"training.{key}={value} must be null (off) or >= 1")
-
-
-def _check_precision(t: TrainingConfig) -> None:
-    """full_fp16 / full_bf16 keep the LoRA itself in the half type that mixed precision computes in."""
-    _check_choice("training.mixed_precision", t.mixed_precision, MIXED_PRECISION)
-    _check_choice("training.save_precision", t.save_precision, SAVE_PRECISION)
-    if t.full_fp16 and t.full_bf16:
-        raise ConfigError(
-            "training.full_fp16=true and training.full_bf16=true exclude each other: set one of them to false"
-        )
-    for key, on, needed in (("full_fp16", t.full_fp16, "fp16"), ("full_bf16", t.full_bf16, "bf16")):
-        if on and t.mixed_precision != needed:
-            raise ConfigError(
-                f"training.{key}=true needs training.mixed_precision={needed} (not {t.mixed_precision!r}): "
-                f"set training.mixed_precision={needed}, or training.{key}=false"
-            )
-
-
-def _check_training(t: TrainingConfig) -> None:
-    _check_run_length(t)
-    _check_positive("training.batch_size", t.batch_size)
-    _check_positive("training.gradient_accumulation_steps", t.gradient_accumulation_steps)
-    if t.min_snr_gamma < 0:
-        raise ConfigError(f"training.min_snr_gamma={t.min_snr_gamma} must be >= 0 (0 = off, 5 is usual)")
-    if not t.max_grad_norm >= 0:  # a negative norm would flip every gradient: training uphill
-        raise ConfigError(f"training.max_grad_norm={t.max_grad_norm} must be >= 0 (0 = no clipping, 1 is usual)")
-    if t.multires_noise_iterations < 0 or not 0 < t.multires_noise_discount < 1:
-        raise ConfigError(
-            f"training.multires_noise_iterations={t.multires_noise_iterations} must be >= 0 and "
-            f"multires_noise_discount={t.multires_noise_discount} between 0 and 1 (kohya's usual: 6-10, 0.3)"
-        )
-    _check_precision(t)
-    _check_noise_and_loss(t)
-
-
-def _check_noise_and_loss(t: TrainingConfig) -> None:
-    """kohya's loss and noise options; the Huber knobs only with the losses that use them."""
-    from train.loss import HUBER_SCHEDULES, LOSS_TYPES
-
-    _check_choice("training.loss_type", t.loss_type, LOSS_TYPES)
-    _check_choice("training.huber_schedule", t.huber_schedule, HUBER_SCHEDULES)
-    if not (t.huber_c > 0 and t.huber_scale > 0):
-        raise ConfigError(f"training.huber_c={t.huber_c} and huber_scale={t.huber_scale} must be > 0")
-    huber_given = (t.huber_schedule, t.huber_c, t.huber_scale) != ("snr", 0.1, 1.0)
-    if huber_given and t.loss_type not in ("huber", "smooth_l1"):
-        raise ConfigError(
-            f"training.huber_schedule / huber_c / huber_scale apply to training.loss_type=huber or smooth_l1, "
-            f"not {t.loss_type}: set the loss type, or leave them at snr / 0.1 / 1.0"
-        )
-    if t.ip_noise_gamma < 0:
-        raise ConfigError(f"training.ip_noise_gamma={t.ip_noise_gamma} must be >= 0 (0.1 is usual, 0 = off)")
-    if t.ip_noise_gamma_random_strength and not t.ip_noise_gamma:
-        raise ConfigError(
-            "training.ip_noise_gamma_random_strength=true needs training.ip_noise_gamma > 0 (its upper bound)"
         )
 
 
@@ -394,7 +330,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_scheduler_knobs(cfg.scheduler)
     if cfg.scheduler.name in ("constant", "adafactor") and cfg.scheduler.warmup_steps:
         raise ConfigError(f"scheduler.name={cfg.scheduler.name} takes no warmup; use constant_with_warmup")
-    _check_training(cfg.training)
+    check_training(cfg.training)
     check_validation_keys(cfg.dataset, cfg.training)
     _check_choice("logger.kind", cfg.logger.kind, LOGGERS)
     _check_eval_sampler(cfg.eval)
