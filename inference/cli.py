@@ -302,6 +302,16 @@ def _mode_fields(
     return fields
 
 
+def check_clip_skip(clip_skip: int, model: BaseModel) -> None:
+    """clip_skip counts back from the text encoder's last layer, so it cannot exceed its layers (SDXL, with a
+    second encoder, ignores it, as A1111 does by default)."""
+    layers = model.text_encoder.config.num_hidden_layers
+    if getattr(model, "text_encoder_2", None) is None and clip_skip > layers:
+        raise ConfigError(
+            f"clip_skip={clip_skip} is more than this model's {layers} text-encoder layers: use 1 to {layers}"
+        )
+
+
 def _mode_name(config: RenderConfig) -> str:
     return "img2img" if config.init_image is not None else "hires" if config.hires.enabled else "txt2img"
 
@@ -312,6 +322,7 @@ def render(config: RenderConfig) -> RenderResult:
     plain_prompt, networks = parse_prompt(config.prompt)
     loras = resolve_loras(networks.get("lora", []), config.lora_dir)  # fail before the model loads
     model = load_model(config.model, config.device, config.vae, config.tokenizer)
+    check_clip_skip(config.clip_skip, model)
     loras = patching_loras(model, loras)
     if vae_scale_factor(model) != 8:
         _params(config, plain_prompt, 0).validate(vae_scale_factor(model))

@@ -276,6 +276,15 @@ def test_values_no_picture_can_come_from_are_refused(tmp_path, overrides, messag
         load_render_config(compose("prompt=a red circle", *overrides))
 
 
+def test_clip_skip_beyond_the_text_encoders_layers_is_one_line(tmp_path):
+    result = run_cli(tmp_path / "out", "prompt=a red circle", "clip_skip=5")  # the toy encoder has 2 layers
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: clip_skip=5 is more than this model's 2 text-encoder layers: use 1 to 2"], (
+        result.stderr
+    )
+
+
 def test_broken_engine_inputs_are_refused_or_skipped_by_name(lora_dir, tmp_path):
     """A LoRA with NaN weights is one error line (it rendered black with exit 0); a broken embedding file
     nobody uses and a LoRA that patches no layer are skipped with a warning naming them, and the LoRA is
