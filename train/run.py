@@ -35,6 +35,7 @@ from train.model_setup import (
     warn_clip_skip_on_sd2,
 )
 from train.network.base import write_final
+from train.network.fused_lora import fuse_lora_layers
 from train.network.lora_file import SAVE_DTYPES, lora_metadata, model_facts
 from train.network.registry import build_network, keeps_whole_model, optimizer_groups
 from train.network.ti_captions import caption_templates, check_trigger_in_captions
@@ -147,6 +148,9 @@ class Trainer:
         place_trained_models(self.bundle, self.network, cfg, self.precision, device, text_cached)
         if device.type == "cpu" and self.precision.weight_dtype == torch.float32 and not cfg.training.compile:
             speed_up_cpu_training(self.bundle.unet)  # a compiled UNet gets its convolutions from inductor
+            for model in (self.bundle.unet, self.bundle.text_encoder, self.bundle.text_encoder_2):
+                if model is not None:
+                    fuse_lora_layers(model)
         self.lrs = cfg.optimizer.part_lrs
         self.optimizer = build_optimizer(
             optimizer_groups(self.network, self.bundle, cfg.optimizer), cfg.optimizer.name, cfg.optimizer.args
