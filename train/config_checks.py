@@ -34,6 +34,8 @@ from train.sample_prompts import check_sample
 from train.training_checks import check_training
 from train.validation_split import check_validation_keys
 
+MAX_SEED = 2**32 - 1  # numpy's seeds are unsigned 32-bit, as A1111's
+
 
 def _check_eval_sampler(e: EvalConfig) -> None:
     """eval.sampler and eval.scheduler must name one of A1111's samplers and schedule types."""
@@ -90,8 +92,10 @@ def _check_name(name: str) -> None:
 
 
 def _check_seed_and_resume(cfg: TrainConfig) -> None:
-    if cfg.seed < -1:
-        raise ConfigError(f"seed={cfg.seed} must be >= 0, or -1 for a random seed")
+    if not -1 <= cfg.seed <= MAX_SEED:
+        raise ConfigError(
+            f"seed={cfg.seed} must be between 0 and {MAX_SEED} (2**32 - 1), or -1 for a random seed"
+        )
     if cfg.resume is not None and not cfg.resume.strip():
         raise ConfigError("resume='' is empty: give resume=auto, a state folder, or resume=null")
 
@@ -100,6 +104,16 @@ def _check_model(m: ModelConfig) -> None:
     _check_choice("model.kind", m.kind, MODEL_KINDS)
     if m.kind == "pretrained" and not m.path:
         raise ConfigError("model.kind=pretrained needs model.path=<diffusers folder or hub id>")
+    given = [
+        f"model.{key}={value}"
+        for key, value in (("path", m.path), ("revision", m.revision), ("variant", m.variant))
+        if value
+    ]
+    if m.kind != "pretrained" and given:  # a built-in model would silently train instead of the user's
+        raise ConfigError(
+            f"{given[0]} is not read by model={m.kind}, which is built in: add model=sd15 to train from it "
+            f"(any SD 1.x / 2.x / SDXL path), or leave {given[0].split('=')[0]} out"
+        )
     if m.clip_skip < 1:
         raise ConfigError(f"model.clip_skip={m.clip_skip} must be >= 1 (1 = last layer)")
 
