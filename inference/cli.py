@@ -36,7 +36,7 @@ from inference.models.spec import BUILT_IN_MODELS, ModelConfig
 from inference.prompt_loras import PromptLora, applied_loras, lora_hashes, patching_loras, resolve_loras
 from inference.sdxl_embeddings import embedding_database
 from inference.ti_hashes import ti_hashes
-from inference.txt2img import GenerationParams, generate_batch
+from inference.txt2img import MAX_SIDE, GenerationParams, generate_batch
 from inference.upscalers import UPSCALERS, find_upscaler
 
 MAX_SEED = 4294967294  # A1111's range for a random seed
@@ -170,6 +170,11 @@ def _check_img2img_and_hires(config: RenderConfig) -> None:
     width, height = hires_size(config.width, config.height, hires)
     if min(width, height) <= 0:
         raise ValueError(f"the hires fix would render {width}x{height}: raise hires.scale or the resize")
+    if max(width, height) > MAX_SIDE:
+        raise ValueError(
+            f"the hires fix would render {width}x{height}, more than {MAX_SIDE} px a side: lower hires.scale "
+            "or the resize"
+        )
     if _lora_tags(config.hires.prompt) not in ([], _lora_tags(config.prompt)):
         raise ValueError(
             "hires.prompt names other <lora:...> tags than prompt: one set of LoRAs applies to both passes, "

@@ -23,6 +23,8 @@ from inference.text_encoding import TextOptions
 from inference.timestep_samplers import LCMDenoiser
 from inference.variation import image_noise_with_variations
 
+MAX_SIDE = 8192  # px: A1111's 2048-px size sliders, times the hires fix's largest scale (4)
+
 
 @dataclass
 class GenerationParams:
@@ -79,6 +81,11 @@ class GenerationParams:
             raise ValueError(
                 f"width and height must be positive multiples of {scale_factor}, got "
                 f"{self.width}x{self.height}"
+            )
+        if max(self.width, self.height) > MAX_SIDE:  # a typo would render for hours or run out of memory
+            raise ValueError(
+                f"width and height must be at most {MAX_SIDE} px, got {self.width}x{self.height} (SD 1.5 "
+                "renders 512, SDXL 1024; hires.scale enlarges a first pass)"
             )
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")

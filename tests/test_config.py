@@ -272,8 +272,11 @@ def test_names_with_dots_and_spaces_are_fine():
 def test_seed_minus_one_is_random_and_other_negatives_are_refused():
     base = TrainConfig(dataset=DatasetConfig(train_dir="x"))
     assert validate(replace(base, seed=-1)).seed == -1  # validate leaves -1 for resolve_seed
-    with pytest.raises(ConfigError, match="seed=-2 must be >= 0, or -1 for a random seed"):
+    with pytest.raises(ConfigError, match="seed=-2 must be between 0 and 4294967295 .*, or -1 for a random"):
         validate(replace(base, seed=-2))
+    assert validate(replace(base, seed=2**32 - 1)).seed == 2**32 - 1  # numpy's largest
+    with pytest.raises(ConfigError, match="seed=4294967296 must be between 0 and 4294967295"):
+        validate(replace(base, seed=2**32))
     assert resolve_seed(replace(base, seed=7)).seed == 7 and resolve_seed(replace(base, seed=0)).seed == 0
     seeds = {resolve_seed(replace(base, seed=-1)).seed for _ in range(20)}
     assert all(0 <= seed < 2**31 for seed in seeds) and len(seeds) > 1

@@ -135,6 +135,12 @@ def test_config_defaults_and_bad_values():
     )
     with pytest.raises(ConfigError, match="multiples of 8"):
         load_render_config(compose("prompt=a", "width=60"))
+    with pytest.raises(ConfigError, match="at most 8192 px, got 64x100000"):  # rendered for hours before
+        load_render_config(compose("prompt=a", "height=100000"))
+    with pytest.raises(ConfigError, match="would render 512x16384"):
+        load_render_config(
+            compose("prompt=a", "width=128", "height=4096", "hires.enabled=true", "hires.scale=4")
+        )
     with pytest.raises(ConfigError, match="batch_size"):
         load_render_config(compose("prompt=a", "batch_size=0"))
     with pytest.raises(ConfigError, match="prompt is not set"):
