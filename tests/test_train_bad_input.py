@@ -75,6 +75,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
         (["dataset.cache_latents=true", "dataset.color_aug=true"], "dataset.color_aug=true"),
         (["dataset.num_workers=-1"], "dataset.num_workers=-1"),  # was torch's ValueError traceback
         (["seed=99999999999999"], "seed=99999999999999"),  # was numpy's ValueError traceback
+        (["dataset.resolution=100000"], "dataset.resolution=100000"),  # ran out of memory resizing
         # model=tiny would have trained instead of the user's model, exit 0
         (["model.path=/models/v1-5-pruned.safetensors"], "model.path=/models/v1-5-pruned.safetensors"),
     ],
@@ -85,6 +86,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
         "cache-with-color-aug",
         "negative-workers",
         "seed-beyond-32-bits",
+        "resolution-beyond-4096",
         "model-path-on-a-built-in-model",
     ],
 )

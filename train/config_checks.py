@@ -35,6 +35,7 @@ from train.training_checks import check_training
 from train.validation_split import check_validation_keys
 
 MAX_SEED = 2**32 - 1  # numpy's seeds are unsigned 32-bit, as A1111's
+MAX_RESOLUTION = 4096  # px: four times SDXL's 1024, far above what any base model was trained at
 
 
 def _check_eval_sampler(e: EvalConfig) -> None:
@@ -132,6 +133,13 @@ def _check_dataset(d: DatasetConfig) -> None:
     _check_positive("dataset.resolution", d.resolution)
     if d.resolution % 8:
         raise ConfigError(f"dataset.resolution={d.resolution} must be a multiple of 8")
+    if (
+        d.resolution > MAX_RESOLUTION
+    ):  # every picture is resized to about resolution² pixels: a typo ran out of memory
+        raise ConfigError(
+            f"dataset.resolution={d.resolution} is more than {MAX_RESOLUTION} px: SD 1.5 trains at 512, SDXL at "
+            "1024 (each picture is resized to about resolution x resolution pixels)"
+        )
     _check_buckets(d)
     if d.vae_batch_size < 1:
         raise ConfigError(f"dataset.vae_batch_size={d.vae_batch_size} must be >= 1 (pictures per VAE pass)")
