@@ -76,6 +76,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
         (["dataset.num_workers=-1"], "dataset.num_workers=-1"),  # was torch's ValueError traceback
         (["seed=99999999999999"], "seed=99999999999999"),  # was numpy's ValueError traceback
         (["dataset.resolution=100000"], "dataset.resolution=100000"),  # ran out of memory resizing
+        (["network.dim=100000"], "network.dim=100000"),  # ran out of memory building the adapters
         # model=tiny would have trained instead of the user's model, exit 0
         (["model.path=/models/v1-5-pruned.safetensors"], "model.path=/models/v1-5-pruned.safetensors"),
     ],
@@ -87,6 +88,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
         "negative-workers",
         "seed-beyond-32-bits",
         "resolution-beyond-4096",
+        "rank-beyond-every-layer",
         "model-path-on-a-built-in-model",
     ],
 )

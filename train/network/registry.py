@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from torch import nn
+
 from inference.models.bundle import ModelBundle
 from train.config import NetworkConfig, OptimizerConfig
 from train.errors import ConfigError
@@ -47,9 +49,38 @@ def check_sdxl_network(bundle: ModelBundle, cfg: NetworkConfig) -> None:
         )
 
 
+# The networks whose dim / conv_dim is a rank of each adapted layer (LoKr reads a huge dim as "full matrix").
+RANKED_NETWORKS = ("lora", "dora", "loha")
+
+
+def layer_width(layer: nn.Module) -> int:
+    """The largest useful rank of an adapter on `layer`: min(inputs, outputs) of its weight matrix."""
+    if isinstance(layer, nn.Linear):
+        return min(layer.in_features, layer.out_features)
+    kh, kw = layer.kernel_size
+    return min(layer.in_channels // layer.groups * kh * kw, layer.out_channels)
+
+
+def check_rank_fits(bundle: ModelBundle, cfg: NetworkConfig) -> None:
+    """A rank above every layer's width adds nothing but memory (a mistyped dim=100000 ran out of it)."""
+    if cfg.module not in RANKED_NETWORKS:
+        return
+    models = [m for m in (bundle.unet, bundle.text_encoder, bundle.text_encoder_2) if m is not None]
+    layers = [m for model in models for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    widest = max(map(layer_width, layers), default=0)
+    for key in ("dim", "conv_dim"):
+        rank = getattr(cfg, key)
+        if rank > widest:
+            raise ConfigError(
+                f"network.{key}={rank} is more than the widest layer of {bundle.source} can use ({widest}: a "
+                f"rank above a layer's inputs or outputs adds nothing); 4 to 128 is usual"
+            )
+
+
 def build_network(bundle: ModelBundle, cfg: NetworkConfig) -> TrainedNetwork:
     """The network `cfg.module` names, its adapters in place on `bundle` (config checks ran before)."""
     check_sdxl_network(bundle, cfg)
+    check_rank_fits(bundle, cfg)
     return NETWORKS[cfg.module](bundle, cfg)
 
 
