@@ -72,6 +72,10 @@ def _run_in_process(*overrides: str) -> None:
             "error: Checkpoint name: no/such-000001",
         ),
         (["z_type=lora_weight", "z_values='0,1'"], "error: a LoRA weight axis needs a LoRA"),
+        (  # A1111's img_max_size_mp: 100000 cells of 64x64 px rendered on for days before
+            ["x_type=steps", "x_values='1-100000'"],
+            "error: the grid would be 410 megapixels (100000 cells of 64x64), more than max_grid_megapixels=200",
+        ),
     ],
 )
 def test_bad_axes_values_and_missing_files_are_one_line_errors(overrides, message, tmp_path, capsys):

@@ -21,7 +21,7 @@ from inference.controlnet_units import ControlNetUnit
 from inference.input_checks import check_image_file, check_output_folder
 from inference.txt2img import GenerationParams
 from inference.xyz.cell import Cell, XYZError
-from inference.xyz.plan import AxisValues, read_axis
+from inference.xyz.plan import AxisValues, check_grid_size, read_axis
 from inference.xyz.render import XYZResult, render_xyz
 
 VALUE_KEYS = ("x_values=", "y_values=", "z_values=")  # A1111 value lists: commas and brackets stay text
@@ -48,6 +48,7 @@ class XYZConfig:
     z_values: str = ""
     draw_legend: bool = True
     keep_random_seeds: bool = False
+    max_grid_megapixels: int = 200  # A1111's img_max_size_mp: a larger plot is refused before it renders
     out_dir: str = "outputs/xyz"
     negative_prompt: str = ""
     loras: list[str] = field(default_factory=list)
@@ -130,6 +131,7 @@ def settings_cell(config: XYZConfig, name: str | None) -> Cell:
 def run_xyz(config: XYZConfig) -> XYZResult:
     """Read the axes, load the model, render the plot into `config.out_dir`."""
     axes = read_axes(config)  # fail before the model loads
+    check_grid_size(axes, config.width, config.height, config.max_grid_megapixels)
     model = load_model(config.model, config.device, config.vae, config.tokenizer)
     embeddings = _embeddings(model, config.embeddings_dir)
 

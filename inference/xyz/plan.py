@@ -9,6 +9,7 @@ draws its own.
 from __future__ import annotations
 
 import copy
+import math
 import random
 from dataclasses import dataclass, replace
 
@@ -74,6 +75,17 @@ def _check_combination(cells: list[Cell], axes: list[AxisValues]) -> None:
         )
     if "var_seed" in keys and not any(cell.params.subseed_strength for cell in cells):
         raise XYZError("a Var. seed axis does nothing at variation strength 0: set var_strength (e.g. 0.3)")
+
+
+def check_grid_size(axes: tuple[AxisValues, ...], width: int, height: int, max_megapixels: int) -> None:
+    """A1111's guard against a grid too large to draw (img_max_size_mp): every cell at width x height."""
+    cells = math.prod(len(axis.values) for axis in axes)
+    megapixels = round(cells * width * height / 1_000_000)
+    if megapixels >= max_megapixels:
+        raise XYZError(
+            f"the grid would be {megapixels} megapixels ({cells} cells of {width}x{height}), more than "
+            f"max_grid_megapixels={max_megapixels} (A1111's img_max_size_mp): give fewer values, or raise it"
+        )
 
 
 def plan_cells(
