@@ -24,7 +24,7 @@ from data.manifest import Manifest
 from data.prepare_config import PrepareConfig
 from data.prepare_report import write_report
 from data.regularization import prepare_regularization
-from data.scan import SourceImage, load_source_image, scan_source
+from data.scan import Skipped, SourceImage, load_source_image, scan_source
 from data.tags import TagRules, apply_rules, normalize_tag, split_tags, tag_frequencies
 
 
@@ -63,6 +63,15 @@ def _check_folders(source: Path, out: Path) -> None:
         )
     if resolved_out in resolved_source.parents:
         raise DatasetError(f"source={source} is inside out={out}: choose an out folder that does not hold it")
+
+
+def skip_reasons(skipped: list[Skipped], shown: int = 3) -> str:
+    """The first few skipped files with their reasons, for an error line ("" when none was skipped)."""
+    if not skipped:
+        return ""
+    listed = "; ".join(f"{item.path.name}: {item.reason}" for item in skipped[:shown])
+    more = f"; and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f" ({len(skipped)} skipped: {listed}{more})"
 
 
 def _remove_stale_temp_files(out: Path) -> int:
@@ -174,11 +183,8 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
     duplicates = find_duplicates(scan.images, cfg.near_duplicate_distance)
     dropped = {str(d.path) for d in duplicates}
     images = [image for image in scan.images if str(image.path) not in dropped]
-    if not images:
-        raise DatasetError(
-            f"source={source}: no usable pictures ({len(scan.skipped)} skipped; see the reasons above or in "
-            f"{out / 'report.md'})"
-        )
+    if not images:  # the reasons in the line itself: no report is written for an empty run
+        raise DatasetError(f"source={source}: no usable pictures{skip_reasons(scan.skipped)}")
     train_dir = out / "train" / dataset_folder_name(cfg.repeats, cfg.trigger, cfg.class_word)
     manifest = Manifest(out / "manifest.jsonl")
     pending = [image for image in images if not manifest.is_done(image.sha256, out)]

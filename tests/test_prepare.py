@@ -171,6 +171,9 @@ def test_mistakes_are_clear_errors(tmp_path):
         prepare(_config(source, source / "out", *_crop64()))
     with pytest.raises(ConfigError, match="crop.mode"):
         _config(source, tmp_path / "o", "crop.mode=smart")
+    # every picture skipped: the line itself says why (it pointed at a report that was never written)
+    with pytest.raises(DatasetError, match=r"no usable pictures \(1 skipped: a.png: too small: 128×96 px"):
+        prepare(_config(source, tmp_path / "small", "min_size=256"))
     result = subprocess.run(
         [sys.executable, "-m", "data", f"source={source}", f"out={tmp_path / 'o'}", "class_word=man"],
         cwd=REPO,
