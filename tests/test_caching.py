@@ -10,10 +10,12 @@ import torch
 from PIL import Image
 
 from inference.models.tiny import build_tiny
-from train.config import DatasetConfig, NetworkConfig
+from train.config import DatasetConfig, NetworkConfig, TrainConfig
 from train.dataset import DreamBoothDataset, collate
 from train.latent_cache import DiskStore, build_latent_cache, weights_digest
+from train.model_setup import cache_latents
 from train.network.lora import LoRANetwork
+from train.precision import Precision
 from train.step import diffusion_loss
 from train.text_cache import build_text_cache
 
@@ -113,3 +115,22 @@ def test_an_unusable_cache_folder_is_one_line_naming_the_key(tmp_path):
     store = DiskStore(blocker / "latents", "vae")
     with pytest.raises(ConfigError, match="dataset.latent_cache_dir"):
         store.write("ab" * 32, {"latent_mean": torch.zeros(4, 2, 2), "latent_std": torch.ones(4, 2, 2)})
+
+
+def test_without_a_render_the_decoder_leaves_before_caching_and_the_latents_stay_the_same(world):
+    """Nothing renders (no eval, no samples): the decoder is freed before the encoding, lowering the peak."""
+    train, _ = world
+    cfg = TrainConfig(dataset=DatasetConfig(train_dir=str(train), resolution=64, flip_aug=True))
+    precision = Precision("no", torch.float32, torch.float32)
+    cached = []
+    for decoder_needed in (True, False):
+        bundle = build_tiny(seed=0)
+        bundle.freeze()
+        dataset = _dataset(train, bundle)
+        before = sum(p.numel() for p in bundle.vae.parameters())
+        cache_latents(dataset, bundle, cfg, precision, torch.device("cpu"), decoder_needed=decoder_needed)
+        after = sum(p.numel() for p in bundle.vae.parameters())
+        assert (bundle.vae.decoder is None) is not decoder_needed
+        assert after == before if decoder_needed else after < before / 2
+        cached.append([dataset[i]["latent_mean"] for i in range(len(dataset))])
+    assert all(torch.equal(a, b) for a, b in zip(*cached, strict=True))

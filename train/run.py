@@ -128,19 +128,19 @@ class Trainer:
         if self.bundle.is_sdxl:
             self.dataset.bind_sdxl(self.bundle.tokenizer_2)
         d = cfg.dataset
-        if d.cache_latents or d.cache_latents_to_disk:
-            cache_latents(self.dataset, self.bundle, cfg, self.precision, device)
+        needed_later = (  # something renders or saves the whole model: the VAE and encoders stay
+            (cfg.eval.enabled and bool(cfg.eval.prompts))
+            or keeps_whole_model(cfg.network)
+            or sampling_enabled(cfg.sample)
+        )
+        latents_cached = d.cache_latents or d.cache_latents_to_disk
+        if latents_cached:
+            cache_latents(self.dataset, self.bundle, cfg, self.precision, device, decoder_needed=needed_later)
         text_cached = d.cache_text_encoder_outputs
         if text_cached:
             cache_text_outputs(self.dataset, self.bundle, cfg, self.precision, device)
         self.held_out = held_out_for(self.dataset, self.bundle, cfg, text_cached)  # before the VAE leaves
-        latents_cached = d.cache_latents or d.cache_latents_to_disk
         if latents_cached or text_cached:
-            needed_later = (
-                (cfg.eval.enabled and bool(cfg.eval.prompts))
-                or keeps_whole_model(cfg.network)
-                or sampling_enabled(cfg.sample)
-            )
             park_unused(self.bundle, needed_later, latents_cached, text_cached)
         set_seed(cfg.seed)  # the LoRA's initial weights depend on the seed alone, not on what loaded before
         self.network = build_network(self.bundle, cfg.network)
