@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 _EXT_LIST = " ".join(IMAGE_EXTENSIONS)
 _NAME_RE = re.compile(r"^(-?\d+)_(.*)$")
+MAX_REPEATS = 10_000  # per folder; kohya's guides use 10 to 100
 # Names like `10 sls 1girl` or `10-sls` are the near-misses users make; keep their number in the suggestion.
 _NEAR_MISS_RE = re.compile(r"^(\d+)[\s\-.]+(.+)$")
 
@@ -60,6 +61,11 @@ def parse_folder_name(name: str) -> tuple[int, str]:
         raise DatasetError(
             f"folder `{name}` has {repeats} repeats; each image must be seen at least once per epoch: "
             f"rename it to `1_{tokens}` (or a larger number)"
+        )
+    if repeats > MAX_REPEATS:  # an epoch's order lists every repeat: a typo's billion ran out of memory
+        raise DatasetError(
+            f"folder `{name}` repeats each image {repeats} times, more than {MAX_REPEATS}: kohya's usual is 10 "
+            f"to 100; rename it (e.g. `10_{tokens}`) and set training.max_train_epochs for a longer run"
         )
     return repeats, tokens
 

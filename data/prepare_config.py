@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig
 
+from data.folders import MAX_REPEATS
 from data.typed_config import ConfigError, to_typed
 
 CROP_MODES = ("center", "focus", "buckets", "none")
@@ -87,7 +88,7 @@ def validate(cfg: PrepareConfig) -> PrepareConfig:
     """Check values that types alone cannot; raise ConfigError naming the key and what to write."""
     for key in ("source", "out", "trigger", "class_word"):
         _check(getattr(cfg, key) not in ("???", "", None), f"{key} is not set: add {key}=... to the command")
-    _check(cfg.repeats >= 1, f"repeats={cfg.repeats} must be >= 1")
+    _check(1 <= cfg.repeats <= MAX_REPEATS, f"repeats={cfg.repeats} must be between 1 and {MAX_REPEATS}")
     _check(cfg.min_size >= 1, f"min_size={cfg.min_size} must be >= 1")
     _check(cfg.crop.mode in CROP_MODES, f"crop.mode={cfg.crop.mode!r}: choose one of {', '.join(CROP_MODES)}")
     _check(

@@ -215,3 +215,12 @@ def test_writer_side_round_trips(tmp_path: Path) -> None:
 def test_writer_side_rejects_bad_names(tmp_path: Path, repeats: int, token: str) -> None:
     with pytest.raises(DatasetError):
         dataset_folder_name(repeats, token, "toy")
+
+
+def test_parse_folder_name_refuses_absurd_repeats() -> None:
+    """A typo's 999999999 repeats listed a billion samples per epoch and the run was killed for memory."""
+    assert parse_folder_name("10000_sls") == (10000, "sls")
+    with pytest.raises(
+        DatasetError, match=r"`999999999_sls` repeats each image 999999999 times, more than 10000"
+    ):
+        parse_folder_name("999999999_sls")

@@ -171,6 +171,8 @@ def test_mistakes_are_clear_errors(tmp_path):
         prepare(_config(source, source / "out", *_crop64()))
     with pytest.raises(ConfigError, match="crop.mode"):
         _config(source, tmp_path / "o", "crop.mode=smart")
+    with pytest.raises(ConfigError, match="repeats=20000 must be between 1 and 10000"):
+        _config(source, tmp_path / "o", "repeats=20000")
     # every picture skipped: the line itself says why (it pointed at a report that was never written)
     with pytest.raises(DatasetError, match=r"no usable pictures \(1 skipped: a.png: too small: 128×96 px"):
         prepare(_config(source, tmp_path / "small", "min_size=256"))
