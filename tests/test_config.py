@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -349,3 +350,34 @@ def test_good_new_training_values_pass(tmp_path):
     assert (
         cfg.resume == "auto" and _typed(tmp_path, "resume=/runs/a/lora-state").resume == "/runs/a/lora-state"
     )
+
+
+def test_a_nan_or_infinity_anywhere_in_the_config_is_refused_by_its_key():
+    """NaN passes every range check (`nan < 0` and `nan > 0` are both False): min_snr_gamma=nan trained
+    without it, and eval.weights=[nan] rendered black pictures, each with exit 0."""
+    base = TrainConfig(dataset=DatasetConfig(train_dir="x"))
+    with pytest.raises(ConfigError, match=r"^training.min_snr_gamma is nan: give a finite number$"):
+        validate(replace(base, training=replace(base.training, min_snr_gamma=float("nan"))))
+    with pytest.raises(ConfigError, match=r"^eval.weights\[1\] is inf"):
+        validate(replace(base, eval=replace(base.eval, weights=[0.0, float("inf")])))
+    with pytest.raises(ConfigError, match=r"^optimizer.args.betas\[0\] is nan"):
+        validate(replace(base, optimizer=replace(base.optimizer, args={"betas": [float("nan"), 0.99]})))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [  # each ran on before: the tiny model instead of the user's, out of memory, or a ZeroDivisionError
+        (
+            {"model": {"path": "/models/v1-5.safetensors"}},
+            "model.path=/models/v1-5.safetensors is not read by model=tiny",
+        ),
+        ({"model": {"kind": "toy", "variant": "fp16"}}, "model.variant=fp16 is not read by model=toy"),
+        ({"dataset": {"resolution": 100000}}, "dataset.resolution=100000 is more than 4096 px"),
+        ({"scheduler": {"name": "polynomial", "power": -1.0}}, "scheduler.power=-1.0 must be > 0"),
+    ],
+)
+def test_values_that_ran_wrong_before_are_one_error(changes, message):
+    base = TrainConfig(dataset=DatasetConfig(train_dir="x"))
+    parts = {key: replace(getattr(base, key), **values) for key, values in changes.items()}
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        validate(replace(base, **parts))

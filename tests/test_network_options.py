@@ -11,9 +11,12 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 from inference.models.loading import load_base_model
+from inference.models.tiny import build_tiny
 from train.config import ModelConfig, NetworkConfig
+from train.errors import ConfigError
 from train.network.dropouts import Dropouts, apply_dropouts
 from train.network.lora import LoRANetwork
+from train.network.registry import check_rank_fits
 
 from .test_cli import QUICK, run_train
 
@@ -113,3 +116,17 @@ def test_loraplus_through_python_m_train_logs_both_rates(tmp_path):
     )
     assert record["lr/unet_plus"] == pytest.approx(16 * record["lr/unet"])
     assert record["lr/textencoder_plus"] == pytest.approx(16 * record["lr/textencoder"])
+
+
+def test_a_rank_above_every_layer_is_refused_and_lokr_keeps_its_full_matrix_reading():
+    """dim=100000 built adapters until the run was killed for memory; LyCORIS reads a huge LoKr dim as
+    "full matrix", so LoKr is left alone."""
+    bundle = build_tiny(seed=0)
+    check_rank_fits(bundle, NetworkConfig(dim=8))
+    with pytest.raises(
+        ConfigError, match=r"network.dim=100000 is more than the widest layer of tiny can use \(128"
+    ):
+        check_rank_fits(bundle, NetworkConfig(dim=100000))
+    with pytest.raises(ConfigError, match="network.conv_dim=5000"):
+        check_rank_fits(bundle, NetworkConfig(module="loha", conv_dim=5000))
+    check_rank_fits(bundle, NetworkConfig(module="lokr", dim=100000))

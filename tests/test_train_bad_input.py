@@ -74,11 +74,6 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
         (["name=../x"], "name='../x'"),
         (["dataset.cache_latents=true", "dataset.color_aug=true"], "dataset.color_aug=true"),
         (["dataset.num_workers=-1"], "dataset.num_workers=-1"),  # was torch's ValueError traceback
-        (["seed=99999999999999"], "seed=99999999999999"),  # was numpy's ValueError traceback
-        (["dataset.resolution=100000"], "dataset.resolution=100000"),  # ran out of memory resizing
-        (["network.dim=100000"], "network.dim=100000"),  # ran out of memory building the adapters
-        # model=tiny would have trained instead of the user's model, exit 0
-        (["model.path=/models/v1-5-pruned.safetensors"], "model.path=/models/v1-5-pruned.safetensors"),
     ],
     ids=[
         "steps-and-epochs",
@@ -86,10 +81,6 @@ def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
         "name-outside-run-folder",
         "cache-with-color-aug",
         "negative-workers",
-        "seed-beyond-32-bits",
-        "resolution-beyond-4096",
-        "rank-beyond-every-layer",
-        "model-path-on-a-built-in-model",
     ],
 )
 def test_bad_input_is_one_error_line_and_leaves_the_dataset_alone(tmp_path, overrides, named):

@@ -23,6 +23,7 @@ from train.config import (
     SchedulerConfig,
     TrainConfig,
 )
+from train.config_numbers import check_finite
 from train.errors import ConfigError
 from train.network.embedding_checks import check_embedding
 from train.network_checks import check_choice as _check_choice
@@ -313,6 +314,10 @@ def _check_scheduler_knobs(scheduler: SchedulerConfig) -> None:
     """Each schedule's own knob only with that schedule: elsewhere it would be read and ignored."""
     if scheduler.power != 1.0 and scheduler.name != "polynomial":
         raise ConfigError(f"scheduler.power={scheduler.power} applies to scheduler=polynomial only")
+    if scheduler.power <= 0:  # the decay raises the remaining fraction to it: 0 ** -1 stopped the run
+        raise ConfigError(
+            f"scheduler.power={scheduler.power} must be > 0 (1 = linear decay, as kohya's default)"
+        )
     if scheduler.num_cycles != 1 and scheduler.name not in ("cosine_with_restarts", "cosine_with_min_lr"):
         raise ConfigError(
             f"scheduler.num_cycles={scheduler.num_cycles} applies to scheduler=cosine_with_restarts or "
@@ -338,6 +343,7 @@ def _check_scheduler_knobs(scheduler: SchedulerConfig) -> None:
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check values that types alone cannot; raise ConfigError naming the key and the valid choices."""
+    check_finite(cfg)
     _check_name(cfg.name)
     _check_seed_and_resume(cfg)
     _check_model(cfg.model)
