@@ -107,14 +107,15 @@ def _check_model(m: ModelConfig) -> None:
     if m.kind == "pretrained" and not m.path:
         raise ConfigError("model.kind=pretrained needs model.path=<diffusers folder or hub id>")
     given = [
-        f"model.{key}={value}"
+        (f"model.{key}", value)
         for key, value in (("path", m.path), ("revision", m.revision), ("variant", m.variant))
         if value
     ]
     if m.kind != "pretrained" and given:  # a built-in model would silently train instead of the user's
+        key, value = given[0]
         raise ConfigError(
-            f"{given[0]} is not read by model={m.kind}, which is built in: add model=sd15 to train from it "
-            f"(any SD 1.x / 2.x / SDXL path), or leave {given[0].split('=')[0]} out"
+            f"{key}={value} is not read by model={m.kind}, which is built in: add model=sd15 to train from it "
+            f"(any SD 1.x / 2.x / SDXL path), or leave {key} out"
         )
     if m.clip_skip < 1:
         raise ConfigError(f"model.clip_skip={m.clip_skip} must be >= 1 (1 = last layer)")

@@ -10,10 +10,10 @@ from typing import Any
 from train.errors import ConfigError
 
 
-def non_finite_keys(value: Any, key: str = "") -> list[str]:
-    """The dotted keys under `value` (dataclasses, dicts, lists) that hold a NaN or an infinity."""
+def non_finite_keys(value: Any, key: str = "") -> list[tuple[str, float]]:
+    """(dotted key, value) of each NaN or infinity under `value` (dataclasses, dicts, lists)."""
     if isinstance(value, float):
-        return [] if math.isfinite(value) else [key]
+        return [] if math.isfinite(value) else [(key, value)]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
     elif isinstance(value, dict):
@@ -33,14 +33,5 @@ def check_finite(cfg: Any) -> None:
     """Refuse the first config value that is NaN or infinite, naming its key."""
     bad = non_finite_keys(cfg)
     if bad:
-        raise ConfigError(f"{bad[0]} is {_value_at(cfg, bad[0])}: give a finite number")
-
-
-def _value_at(cfg: Any, key: str) -> float:
-    value = cfg
-    for part in key.replace("[", ".[").split("."):
-        if part.startswith("["):
-            value = value[int(part[1:-1])]
-        else:
-            value = value[part] if isinstance(value, dict) else getattr(value, part)
-    return value
+        key, value = bad[0]
+        raise ConfigError(f"{key} is {value}: give a finite number")
