@@ -362,6 +362,10 @@ def test_a_nan_or_infinity_anywhere_in_the_config_is_refused_by_its_key():
         validate(replace(base, eval=replace(base.eval, weights=[0.0, float("inf")])))
     with pytest.raises(ConfigError, match=r"^optimizer.args.betas\[0\] is nan"):
         validate(replace(base, optimizer=replace(base.optimizer, args={"betas": [float("nan"), 0.99]})))
+    unbounded = {"growth_rate": float("inf")}  # Prodigy's and D-Adaptation's own default: no limit
+    assert (
+        validate(replace(base, optimizer=replace(base.optimizer, args=unbounded))).optimizer.args == unbounded
+    )
 
 
 @pytest.mark.parametrize(

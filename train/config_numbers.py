@@ -9,6 +9,9 @@ from typing import Any
 
 from train.errors import ConfigError
 
+# An optimizer's own argument may mean "unbounded" by infinity: Prodigy's and D-Adaptation's growth_rate=inf.
+_UNBOUNDED = "optimizer.args."
+
 
 def non_finite_keys(value: Any, key: str = "") -> list[tuple[str, float]]:
     """(dotted key, value) of each NaN or infinity under `value` (dataclasses, dicts, lists)."""
@@ -30,8 +33,13 @@ def non_finite_keys(value: Any, key: str = "") -> list[tuple[str, float]]:
 
 
 def check_finite(cfg: Any) -> None:
-    """Refuse the first config value that is NaN or infinite, naming its key."""
-    bad = non_finite_keys(cfg)
+    """Refuse the first config value that is NaN or infinite (an optimizer argument may be infinite), naming
+    its key."""
+    bad = [
+        (key, value)
+        for key, value in non_finite_keys(cfg)
+        if math.isnan(value) or not key.startswith(_UNBOUNDED)
+    ]
     if bad:
         key, value = bad[0]
         raise ConfigError(f"{key} is {value}: give a finite number")
