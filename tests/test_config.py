@@ -354,7 +354,7 @@ def test_good_new_training_values_pass(tmp_path):
 
 def test_a_nan_or_infinity_anywhere_in_the_config_is_refused_by_its_key():
     """NaN passes every range check (`nan < 0` and `nan > 0` are both False): min_snr_gamma=nan trained
-    without it, and eval.weights=[nan] rendered black pictures, each with exit 0."""
+    without it, and eval.weights=[nan] rendered its grid at a NaN weight, each with exit 0."""
     base = TrainConfig(dataset=DatasetConfig(train_dir="x"))
     with pytest.raises(ConfigError, match=r"^training.min_snr_gamma is nan: give a finite number$"):
         validate(replace(base, training=replace(base.training, min_snr_gamma=float("nan"))))
