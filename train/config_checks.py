@@ -135,9 +135,8 @@ def _check_dataset(d: DatasetConfig) -> None:
     _check_positive("dataset.resolution", d.resolution)
     if d.resolution % 8:
         raise ConfigError(f"dataset.resolution={d.resolution} must be a multiple of 8")
-    if (
-        d.resolution > MAX_RESOLUTION
-    ):  # every picture is resized to about resolution² pixels: a typo ran out of memory
+    # every picture is resized to about resolution² pixels: a mistyped 100000 ran out of memory
+    if d.resolution > MAX_RESOLUTION:
         raise ConfigError(
             f"dataset.resolution={d.resolution} is more than {MAX_RESOLUTION} px: SD 1.5 trains at 512, SDXL at "
             "1024 (each picture is resized to about resolution x resolution pixels)"
