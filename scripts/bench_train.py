@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 BASELINE = REPO / "scripts" / "bench_train_baseline.py"
 MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 RANK = (16, 8.0)  # network.dim / network.alpha of the SD-size rows
-TOY = {"resolution": 64, "batch": 8, "rank": (8, 8.0), "conv": (8, 8.0)}  # what +experiment=char_lora sets
+TOY = {"resolution": 64, "batch": 16, "rank": (8, 8.0), "conv": (8, 8.0)}  # what +experiment=char_lora sets
 CHILD_TIMEOUT_S = 3 * 3600
 
 

@@ -27,7 +27,8 @@ def test_char_lora_experiment_overrides_only_what_it_changes(compose_config):
     cfg = compose_config("+experiment=char_lora")
     assert cfg.name == "char_lora" and cfg.model.kind == "toy" and cfg.dataset.source == "toy"
     assert cfg.network.dim == 8 and cfg.network.alpha == 8.0
-    assert cfg.optimizer.unet_lr == 1e-3 and cfg.optimizer.text_encoder_lr == 5e-4
+    assert cfg.optimizer.unet_lr == 1.4e-3 and cfg.optimizer.text_encoder_lr == 7e-4
+    assert cfg.training.batch_size == 16
     assert cfg.optimizer.args["weight_decay"] == 0.01  # untouched group default
     assert cfg.eval.prompts and cfg.eval.weights == [0.0, 0.5, 1.0]
 
