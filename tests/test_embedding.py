@@ -241,7 +241,8 @@ def test_an_embedding_learns_a_thing_the_base_model_can_draw(tmp_path):
         tmp_path / "run", "+experiment=char_lora", "network=embedding", "name=sls", "network.init_word=circle",
         "network.num_vectors_per_token=2", "optimizer.text_encoder_lr=5e-3", "dataset=folders",
         f"dataset.train_dir={folder.parent}", "dataset.resolution=64", "dataset.cache_latents=true",
-        "training.max_train_epochs=10", "training.save_every_n_epochs=null", "logger=none", "eval.scorer=null",
+        "training.max_train_epochs=10", "training.batch_size=8", "training.save_every_n_epochs=null", "logger=none",
+        "eval.scorer=null",
         f"eval.prompts={prompts}", "eval.weights=[0.0,1.0]", "objective=train_loss",  # no toy scorer here
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

@@ -32,7 +32,7 @@ def test_validation_loss_falls_while_the_toy_character_is_learned(tmp_path):
     command = [sys.executable, "-m", "train", "+experiment=char_lora", "logger=none", "dataset.validation_split=0.2",
                f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    # 4-5 minutes alone on 2 cores; more when they are shared, hence a longer limit than run_train's
+    # about 2 minutes alone on 2 cores; more when they are shared, hence a longer limit than run_train's
     result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stderr[-3000:]
     losses = validation_losses(tmp_path / "run")
