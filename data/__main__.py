@@ -6,12 +6,12 @@ User mistakes print one `error:` line and exit with status 2; HYDRA_FULL_ERROR=1
 
 from __future__ import annotations
 
-import logging
-
 import hydra
 from omegaconf import DictConfig
 
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+from data.quiet_logs import quiet_third_party_logs
+
+quiet_third_party_logs()
 
 from data.errors import run_reporting_user_errors  # noqa: E402
 

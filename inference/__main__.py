@@ -6,13 +6,14 @@ Renders batch_count x batch_size PNGs with A1111 infotext (configs/inference/txt
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+from data.quiet_logs import quiet_third_party_logs
+
+quiet_third_party_logs()
 
 from data.errors import run_reporting_user_errors  # noqa: E402
 

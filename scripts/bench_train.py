@@ -144,7 +144,6 @@ def ours_overrides(args: argparse.Namespace, row: Row, data: Path | None) -> lis
     """The `python -m train` overrides of one row: the toy experiment, or the folders dataset."""
     common = [
         f"training.max_train_steps={args.warmup + args.steps}",
-        "training.max_train_epochs=null",  # until a given max_train_steps wins over the default epochs
         f"training.mixed_precision={MIXED[row.precision]}",
         "logger=none",
         "eval.enabled=false",

@@ -13,13 +13,14 @@ prompts, the scorer judges them, and the folder is written with a README and a c
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from pathlib import Path
 
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from data.quiet_logs import quiet_third_party_logs  # noqa: E402
+
+quiet_third_party_logs()
 
 from train.toy_base.build import BuildSettings, build_toy_model  # noqa: E402
 

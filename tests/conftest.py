@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -11,7 +10,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+from data.quiet_logs import quiet_third_party_logs  # noqa: E402
+
+quiet_third_party_logs()
 
 REPO = Path(__file__).resolve().parents[1]
 

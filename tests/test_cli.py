@@ -49,6 +49,7 @@ def test_train_writes_lora_grid_and_run_folder(quick_run):
     assert not (run_dir / "char_lora-000002.safetensors").exists()  # the last epoch is the final file
     for line in ("LoRA:", "grid:", "run folder:"):
         assert line in result.stdout
+    assert "kernels-community" not in result.stdout + result.stderr  # offline: no word on optional kernels
     assert str(final) in result.stdout
     grid = Image.open(run_dir / "eval" / "grid.png")
     prompts = len(OmegaConf.load(run_dir / "config.yaml").eval.prompts)  # the experiment's, one seed each

@@ -7,15 +7,14 @@ HYDRA_FULL_ERROR=1 to see the traceback as well. `python -m train -m …` is a s
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-# bitsandbytes (imported by peft) warns about an optional CPU kernel package on every start.
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's database layer lists its plugins at start
+from data.quiet_logs import quiet_third_party_logs
+
+quiet_third_party_logs()
 
 from data.errors import run_reporting_user_errors  # noqa: E402
 

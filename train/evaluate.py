@@ -8,13 +8,14 @@ line and exit with status 2; HYDRA_FULL_ERROR=1 shows the traceback too.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+from data.quiet_logs import quiet_third_party_logs
+
+quiet_third_party_logs()
 
 from data.errors import run_reporting_user_errors  # noqa: E402
 

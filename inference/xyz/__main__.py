@@ -6,13 +6,14 @@ status 2; HYDRA_FULL_ERROR=1 shows the traceback too.
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+from data.quiet_logs import quiet_third_party_logs
+
+quiet_third_party_logs()
 
 from data.errors import run_reporting_user_errors  # noqa: E402
 
