@@ -161,7 +161,7 @@ def test_wrong_optimizer_settings_are_refused_in_one_line(compose_config, overri
 def test_adaptive_optimizers_warn_about_small_or_split_rates(caplog):
     _, _, down, up = low_rank_problem()
     with caplog.at_level(logging.WARNING, logger="train.optimizers"):
-        build_optimizer([{"params": [down], "lr": 1e-4}, {"params": [up], "lr": 5e-5}], "Prodigy", {})
+        build_optimizer([{"params": [down], "lr": 1e-4}, {"params": [up], "lr": 5e-5}], "DAdaptAdam", {})
     text = caplog.text
     assert "learning rate 0.0001 is too low" in text and "set optimizer.lr=1" in text
     assert "different learning rates (0.0001, 5e-05)" in text
@@ -176,8 +176,9 @@ def test_d_adaptation_with_two_rates_scales_its_groups_or_refuses_in_one_line():
     torch.nn.functional.mse_loss(x @ down @ up, y).backward()
     optimizer.step()  # the library's own check passes
     assert [(g["lr"], g["layer_scale"]) for g in optimizer.param_groups] == [(1.0, 1.0), (1.0, 0.5)]
-    with pytest.raises(ConfigError, match="optimizer.name=DAdaptLion takes one learning rate .* 0.5, 1"):
-        build_optimizer([{"params": [down], "lr": 1.0}, {"params": [up], "lr": 0.5}], "DAdaptLion", {})
+    for name in ("DAdaptLion", "Prodigy"):  # Prodigy raises at the first step too (prodigyopt 1.1.2)
+        with pytest.raises(ConfigError, match=f"optimizer.name={name} takes one learning rate .* 0.5, 1"):
+            build_optimizer([{"params": [down], "lr": 1.0}, {"params": [up], "lr": 0.5}], name, {})
 
 
 def test_d_times_lr_is_what_adaptive_optimizers_report():
@@ -221,6 +222,17 @@ def test_prodigy_through_python_m_train_logs_d_lr_and_names_itself(tmp_path):
         assert f.metadata()["ss_optimizer"].startswith(
             "prodigyopt.prodigy.Prodigy(weight_decay=0.01,decouple=True"
         )
+
+
+def test_prodigy_on_an_experiment_with_two_rates_is_one_line_before_any_step(tmp_path):
+    """char_lora sets unet_lr and text_encoder_lr for AdamW: Prodigy would raise at step one; we say it first,
+    with the overrides that fix it, and no warning lines before it."""
+    result = run_train(tmp_path / "run", *QUICK, "eval.enabled=false", "optimizer=prodigy")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "Prodigy" in line]
+    assert line.startswith("error: optimizer.name=Prodigy takes one learning rate for every parameter group")
+    assert "0.0007, 0.0014" in line and "optimizer.unet_lr=null optimizer.text_encoder_lr=null" in line
+    assert not list((tmp_path / "run").glob("*.safetensors"))
 
 
 def test_an_argument_the_class_does_not_take_is_one_line(tmp_path):

@@ -75,9 +75,10 @@ LAYER_SCALED = ("DAdaptAdam",)  # D-Adaptation classes that read a `layer_scale`
 
 
 def per_group_scales(class_name: str, groups: list[dict]) -> list[dict]:
-    """D-Adaptation refuses different lr values per group (it raises at the first step). Where the class
-    takes a `layer_scale` per group (DAdaptAdam), groups keep the highest lr and scale by lr / highest, the
-    same step sizes; elsewhere different rates are refused now, in one line, instead of at step one."""
+    """D-Adaptation and Prodigy refuse different lr values per group (they raise at the first step). Where
+    the class takes a `layer_scale` per group (DAdaptAdam), groups keep the highest lr and scale by
+    lr / highest, the same step sizes; elsewhere different rates are refused now, in one line, instead of
+    at step one."""
     lrs = {group["lr"] for group in groups if group["lr"]}
     if len(lrs) <= 1:
         return groups
@@ -85,7 +86,8 @@ def per_group_scales(class_name: str, groups: list[dict]) -> list[dict]:
         raise ConfigError(
             f"optimizer.name={class_name} takes one learning rate for every parameter group, but this run has "
             f"{', '.join(f'{lr:g}' for lr in sorted(lrs))} (unet_lr / text_encoder_lr, LoRA+ or block lr "
-            "weights): make them equal, or use DAdaptAdam or Prodigy, which scale groups"
+            "weights): make them equal (rates tuned for AdamW: optimizer.lr=1 optimizer.unet_lr=null "
+            "optimizer.text_encoder_lr=null), or use DAdaptAdam, which scales groups"
         )
     top = max(lrs)
     return [{**group, "lr": top, "layer_scale": group["lr"] / top} for group in groups]
@@ -106,7 +108,7 @@ def prodigy(groups: list[dict], args: dict[str, Any]) -> torch.optim.Optimizer:
     """Prodigy: D-Adaptation's successor; lr is a multiplier of its estimate d (1.0)."""
     from prodigyopt import Prodigy
 
-    return Prodigy(groups, **args)
+    return Prodigy(per_group_scales("Prodigy", groups), **args)
 
 
 def adafactor(groups: list[dict], args: dict[str, Any]) -> torch.optim.Optimizer:
@@ -205,10 +207,8 @@ def build_optimizer(groups: list[dict], name: str, args: dict[str, Any]) -> torc
             takes_lr = "lr" in inspect.signature(cls).parameters  # e.g. a required lr
             return cls(groups, **({"lr": groups[0]["lr"]} if takes_lr else {}), **args)
 
-    if is_adaptive(name):
-        warn_adaptive_rates(name, [group["lr"] for group in groups])
     try:
-        return build(groups, args)
+        optimizer = build(groups, args)
     except (TypeError, ValueError) as error:  # an argument the class does not take, or a value it refuses
         raise ConfigError(f"optimizer.args for {known or name}: {error}") from error
     except IndexError as error:  # a list argument shorter than the class reads, e.g. betas=[0.9]
@@ -216,6 +216,9 @@ def build_optimizer(groups: list[dict], name: str, args: dict[str, Any]) -> torc
             f"optimizer.args for {known or name}: a list in {args} is too short ({error}); betas takes two "
             "numbers, e.g. optimizer.args.betas=[0.9,0.999]"
         ) from error
+    if is_adaptive(name):  # after the build: a refused setting is one line, without warnings before it
+        warn_adaptive_rates(name, [group["lr"] for group in groups])
+    return optimizer
 
 
 def warn_adaptive_rates(name: str, lrs: list[float]) -> None:
