@@ -158,6 +158,18 @@ def test_wrong_optimizer_settings_are_refused_in_one_line(compose_config, overri
         compose_config("dataset.train_dir=x", *overrides)
 
 
+@pytest.mark.parametrize(
+    ("name", "betas", "count"), [("Lion", [0.9, 0.99, 0.5], 2), ("DAdaptAdan", [0.98, 0.92, 0.99, 0.9], 3)]
+)
+def test_betas_of_another_length_than_the_class_takes_are_one_line(name, betas, count):
+    _, _, down, _ = low_rank_problem()
+    with pytest.raises(ConfigError, match=rf"optimizer.args.betas=.*: {name} takes {count} numbers, e.g."):
+        build_optimizer([{"params": [down], "lr": 1e-4}], name, {"betas": betas})
+    build_optimizer(
+        [{"params": [down], "lr": 1e-4}], name, {"betas": betas[:count]}
+    )  # the right length builds
+
+
 def test_adaptive_optimizers_warn_about_small_or_split_rates(caplog):
     _, _, down, up = low_rank_problem()
     with caplog.at_level(logging.WARNING, logger="train.optimizers"):

@@ -216,9 +216,24 @@ def build_optimizer(groups: list[dict], name: str, args: dict[str, Any]) -> torc
             f"optimizer.args for {known or name}: a list in {args} is too short ({error}); betas takes two "
             "numbers, e.g. optimizer.args.betas=[0.9,0.999]"
         ) from error
+    check_betas(optimizer, args, known or name)
     if is_adaptive(name):  # after the build: a refused setting is one line, without warnings before it
         warn_adaptive_rates(name, [group["lr"] for group in groups])
     return optimizer
+
+
+def check_betas(optimizer: torch.optim.Optimizer, args: dict[str, Any], label: str) -> None:
+    """`betas` as long as the class's own default: most take two, Adan three. The classes unpack them only
+    at their first step, where a longer list would stop the run with a traceback."""
+    given = args.get("betas")
+    default = inspect.signature(type(optimizer).__init__).parameters.get("betas")
+    expected = getattr(default, "default", None)
+    if given is None or not isinstance(expected, tuple | list) or len(given) == len(expected):
+        return
+    raise ConfigError(
+        f"optimizer.args.betas={list(given)}: {label} takes {len(expected)} numbers, e.g. "
+        f"optimizer.args.betas=[{','.join(f'{b:g}' for b in expected)}] (its default)"
+    )
 
 
 def warn_adaptive_rates(name: str, lrs: list[float]) -> None:
