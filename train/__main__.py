@@ -71,4 +71,9 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from data.override_grammar import check_override_grammar
+
+    check_override_grammar(sys.argv[1:])
     main()

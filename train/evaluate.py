@@ -64,4 +64,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from data.override_grammar import check_override_grammar
+
+    check_override_grammar(sys.argv[1:])
     main()
