@@ -137,12 +137,35 @@ def test_extending_epochs_continues_and_a_state_of_another_network_is_refused(un
     assert longer.returncode == 0, longer.stderr[-3000:]
     per_epoch = header(whole)["ss_num_batches_per_epoch"]
     assert "resuming from" in longer.stdout and f"Trained {per_epoch} steps" in longer.stdout
+    again = run_train(tmp_path / "again", *overrides, f"resume={state}")  # finished: its run's objective
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already finished at step" in again.stdout
     other = run_train(
         tmp_path / "other", *overrides, "training.max_train_epochs=4", "network.conv_dim=2", f"resume={state}"
     )
     assert other.returncode == 2
     assert "does not fit this run" in other.stderr and "conv_dim" in other.stderr
     assert "Traceback" not in other.stderr
+    middle = sorted(whole.glob(f"{NAME}-step*-state"))[0]
+    sgd = run_train(tmp_path / "sgd", *overrides, "optimizer=sgd_nesterov", f"resume={middle}")
+    assert sgd.returncode == 2 and "Traceback" not in sgd.stderr  # AdamW's moments mean nothing to SGD
+    assert "optimizer: state torch.optim.adamw.AdamW, this run torch.optim.sgd.SGD" in sgd.stderr
+
+
+def test_a_state_holding_other_objects_than_tensors_is_not_loaded(uninterrupted, tmp_path):
+    """weights_only=True refuses a pickle that could run code; the user gets one line, nothing runs."""
+    import pickle
+    import shutil
+
+    whole, overrides = uninterrupted
+    state = shutil.copytree(sorted(whole.glob(f"{NAME}-step*-state"))[0], tmp_path / "copied-state")
+    (state / "optimizer.pt").write_bytes(pickle.dumps({"state": {}, "param_groups": [Path("/etc/passwd")]}))
+    result = run_train(tmp_path / "run", *overrides, f"resume={state}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: the training state in {state} holds objects other than tensors and plain values, which are not "
+        "loaded (they could run code): resume from a state this program wrote"
+    )
 
 
 @pytest.mark.slow  # make test-full; the fast suite keeps one run per resume path
@@ -304,3 +327,63 @@ def test_full_fine_tune_resumes_to_the_same_bytes(folders, tmp_path):  # noqa: F
     unet = Path(NAME) / "unet" / "diffusion_pytorch_model.safetensors"  # the diffusers folder's
     for final in (Path(f"{NAME}.safetensors"), unet):
         assert (tmp_path / "resumed" / final).read_bytes() == (tmp_path / "whole" / final).read_bytes()
+
+
+def _finished_folder(run_dir: Path, final_steps: int, state_step: int) -> Path:
+    """A run folder whose final LoRA was trained `final_steps` steps and whose only state is at `state_step`."""
+    from safetensors.torch import save_file
+
+    from train.state import STATE_FILE, STATE_FORMAT
+
+    run_dir.mkdir()
+    tensors = {"lora_unet_x.lora_down.weight": torch.zeros(1, 1)}
+    save_file(tensors, str(run_dir / f"{NAME}.safetensors"), metadata={"ss_steps": str(final_steps)})
+    state = run_dir / f"{NAME}-step{state_step:08d}-state"
+    state.mkdir()
+    progress = {"step": state_step, "epoch": 1, "batch": state_step}
+    record = {"format": STATE_FORMAT, "progress": progress, "fits": {}}
+    (state / STATE_FILE).write_text(json.dumps(record), encoding="utf-8")
+    return state
+
+
+@pytest.mark.parametrize(("budget", "outcome"), [(30, 200), (100, 200), (200, 200), (300, "refused")])
+def test_resume_auto_never_rewinds_a_finished_lora_to_an_older_state(tmp_path, budget, outcome):
+    """Ctrl-C at step 25 (a state), resume=auto to the end at 200 without save_state: the folder's newest state
+    is older than its LoRA. A later resume=auto must not train from step 25 over the 200-step file."""
+    from types import SimpleNamespace
+
+    from train.resume import resume_point, steps_done
+    from train.state import ResumeError
+
+    run_dir = tmp_path / "run"
+    _finished_folder(run_dir, final_steps=200, state_step=25)
+    cfg = SimpleNamespace(resume="auto", name=NAME)
+    trainer = SimpleNamespace(cfg=cfg, run_dir=run_dir, plan=SimpleNamespace(max_train_steps=budget))
+    start = resume_point(cfg, run_dir)
+    assert start is not None and start.name.endswith("00000025-state")
+    if outcome == "refused":
+        with pytest.raises(ResumeError, match="was trained for 200 steps, but the newest training state"):
+            steps_done(trainer, start)
+    else:  # reached: "already finished at step 200"
+        assert steps_done(trainer, start) == outcome
+
+
+def test_a_hand_edited_or_damaged_state_is_one_line(tmp_path):
+    from train.state import ResumeError, load_state, read_progress
+
+    state = _finished_folder(tmp_path / "run", final_steps=4, state_step=4)
+    record = json.loads((state / "train_state.json").read_text())
+    for progress, message in [
+        ({"step": "abc"}, "progress.step is 'abc', not a count"),
+        ({"step": -1}, "not a"),
+    ]:
+        (state / "train_state.json").write_text(json.dumps({**record, "progress": progress}))
+        with pytest.raises(ResumeError, match=f"is not a complete training state .*{message}"):
+            read_progress(state)
+    (state / "train_state.json").write_text(json.dumps({**record, "format": 99}))
+    with pytest.raises(ResumeError, match="format 99, this program reads format 1"):
+        read_progress(state)
+    (state / "train_state.json").write_text(json.dumps(record))
+    (state / "network.safetensors").write_bytes(os.urandom(256))
+    with pytest.raises(ResumeError, match="cannot read the training state in"):
+        load_state(state)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors import safe_open
 
+from train.optimizers import optimizer_class
 from train.result import RunResult
 from train.run_folder import check_fresh_run_folder, clean_stale_temp_files, previous_run_outputs
 from train.saving import final_file_name
@@ -46,6 +47,7 @@ def fits_record(trainer: Trainer) -> dict[str, Any]:
         "network": f"{net.module} dim {net.dim} alpha {net.alpha} conv_dim {net.conv_dim} "
         f"conv_alpha {net.resolved_conv_alpha}",
         "network layers": trainer.network.shape_signature(),
+        "optimizer": optimizer_class(trainer.optimizer),  # another one cannot read these moments
         "processes": trainer.accelerator.num_processes,
         "batches per epoch": trainer.plan.batches_per_epoch,
     }
@@ -117,18 +119,36 @@ def resume_point(cfg: TrainConfig, run_dir: Path) -> Path | None:
     return folder
 
 
+def final_lora_steps(run_dir: Path, name: str) -> int | None:
+    """The steps the final LoRA file in `run_dir` was trained for (its header), or None without one."""
+    final = run_dir / final_file_name(name)
+    if not final.is_file():
+        return None
+    with safe_open(str(final), framework="pt") as handle:
+        return int((handle.metadata() or {}).get("ss_steps", 0))
+
+
 def steps_done(trainer: Trainer, start: Path | None) -> int | None:
     """Steps an earlier run in this folder already trained: from the state resumed, else (resume=auto in a
-    folder whose run kept no state) from its final LoRA's header; None when there is no earlier run."""
-    if start is not None:
-        return read_progress(start)[0].step
+    folder whose run kept no state) from its final LoRA's header; None when there is no earlier run.
+
+    With resume=auto, a final LoRA trained beyond the newest state (a run resumed after Ctrl-C that then
+    finished without training.save_state) is never overwritten by a rerun from that older state."""
     cfg, run_dir = trainer.cfg, trainer.run_dir
+    final_done = final_lora_steps(run_dir, cfg.name) if cfg.resume == "auto" else None
+    if start is not None:
+        at = read_progress(start)[0].step
+        if final_done is None or final_done <= at or final_done >= trainer.plan.max_train_steps:
+            return max(at, final_done or 0)
+        raise ResumeError(
+            f"{run_dir / final_file_name(cfg.name)} was trained for {final_done} steps, but the newest training "
+            f"state, {start.name}, is at step {at}: continuing from it would overwrite that LoRA. To train a "
+            "finished run further, keep its states (training.save_state=true); or choose another hydra.run.dir"
+        )
     if cfg.resume != "auto" or not previous_run_outputs(run_dir, cfg.name):
         return None
-    final = run_dir / final_file_name(cfg.name)
-    if final.is_file():
-        with safe_open(str(final), framework="pt") as handle:
-            return int((handle.metadata() or {}).get("ss_steps", 0))
+    if final_done is not None:
+        return final_done
     raise ResumeError(
         f"{run_dir} holds LoRA files of an earlier run but no training state to continue from (states are "
         "written with training.save_state=true, and on Ctrl-C): choose another hydra.run.dir"
@@ -150,8 +170,9 @@ def finished_result(trainer: Trainer, start: Path | None) -> RunResult | None:
             f"already finished at step {done} of {trainer.plan.max_train_steps}; raise "
             "training.max_train_epochs (or training.max_train_steps) to train further"
         )
-    final = trainer.run_dir / final_file_name(trainer.cfg.name)
-    return RunResult(trainer.run_dir, final, steps=done, already_finished=True,
+    run_dir = trainer.run_dir if start is None else start.parent  # resume=PATH: the run that wrote the state
+    final = run_dir / final_file_name(trainer.cfg.name)
+    return RunResult(run_dir, final, steps=done, already_finished=True,
                      is_main=trainer.accelerator.is_main_process)  # fmt: skip
 
 

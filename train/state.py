@@ -11,6 +11,7 @@ under a temporary name and renamed into place, so a folder with the final name i
 from __future__ import annotations
 
 import json
+import pickle
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -125,9 +126,27 @@ def read_progress(folder: Path) -> tuple[Progress, dict[str, Any]]:
     path = folder / STATE_FILE
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-        return Progress(**record["progress"]), record["fits"]
+        if record["format"] != STATE_FORMAT:
+            raise ValueError(f"format {record['format']!r}, this program reads format {STATE_FORMAT}")
+        progress = Progress(**record["progress"])
+        _check_types(progress)
+        return progress, record["fits"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ResumeError(f"{folder} is not a complete training state ({path.name}: {error})") from error
+
+
+def _check_types(progress: Progress) -> None:
+    """Each field of a state's progress has its declared type (a hand-edited file fails here, not mid-run)."""
+    for name in ("step", "epoch", "batch", "lr_step"):
+        value = getattr(progress, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"progress.{name} is {value!r}, not a count")
+    for name in ("losses", "epoch_losses", "saved"):
+        kind = str if name == "saved" else (int, float)
+        if not isinstance(getattr(progress, name), list) or not all(
+            isinstance(v, kind) for v in getattr(progress, name)
+        ):
+            raise ValueError(f"progress.{name} is not a list of {'names' if name == 'saved' else 'numbers'}")
 
 
 def rng_file_name(process_index: int) -> str:
@@ -136,6 +155,7 @@ def rng_file_name(process_index: int) -> str:
 
 def load_state(folder: Path, process_index: int = 0) -> SavedState:
     """Read a state folder for process `process_index`; pickles only as plain tensors (weights_only=True)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     progress, fits = read_progress(folder)
@@ -145,7 +165,12 @@ def load_state(folder: Path, process_index: int = 0) -> SavedState:
         rng = torch.load(folder / rng_file_name(process_index), map_location="cpu", weights_only=True)
         scaler_file = folder / "scaler.pt"
         scaler = torch.load(scaler_file, weights_only=True) if scaler_file.exists() else None
-    except (OSError, RuntimeError, ValueError) as error:
+    except pickle.UnpicklingError as error:  # weights_only=True met something other than tensors and values
+        raise ResumeError(
+            f"the training state in {folder} holds objects other than tensors and plain values, which are not "
+            "loaded (they could run code): resume from a state this program wrote"
+        ) from error
+    except (OSError, RuntimeError, ValueError, SafetensorError) as error:
         raise ResumeError(f"cannot read the training state in {folder}: {error}") from error
     return SavedState(folder, progress, fits, network, optimizer, rng, scaler)
 
@@ -165,8 +190,8 @@ def find_states(run_dir: Path) -> list[Path]:
 def mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str:
     """What differs between the fit record of a state and this run's ("" when it fits)."""
     problems = []
-    for key in sorted(set(saved) | set(current)):
-        if saved.get(key) != current.get(key):
+    for key in sorted(saved.keys() & current.keys()):  # a key newer than the state is not compared
+        if saved[key] != current[key]:
             problems.append(f"{key}: state {_short(saved.get(key))}, this run {_short(current.get(key))}")
     return "; ".join(problems)
 
