@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,25 @@ def test_betas_of_another_length_than_the_class_takes_are_one_line(name, betas, 
     build_optimizer(
         [{"params": [down], "lr": 1e-4}], name, {"betas": betas[:count]}
     )  # the right length builds
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        (
+            "Prodigy",
+            {"d_coef": "abc"},
+            "optimizer.args.d_coef='abc': Prodigy takes a number there (its default: 1.0)",
+        ),
+        ("AdamW", {"amsgrad": "yes"}, "optimizer.args.amsgrad='yes': AdamW takes true or false there"),
+        ("AdamW", {"weight_decay": "abc"}, "(text where a number may belong: weight_decay='abc')"),
+    ],
+)
+def test_an_argument_of_the_wrong_kind_is_one_line_naming_it(name, args, message):
+    """Prodigy reads d_coef only at its first step: without this check, a traceback mid-run."""
+    _, _, down, _ = low_rank_problem()
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_optimizer([{"params": [down], "lr": 1.0}], name, args)
 
 
 def test_adaptive_optimizers_warn_about_small_or_split_rates(caplog):

@@ -210,16 +210,39 @@ def build_optimizer(groups: list[dict], name: str, args: dict[str, Any]) -> torc
     try:
         optimizer = build(groups, args)
     except (TypeError, ValueError) as error:  # an argument the class does not take, or a value it refuses
-        raise ConfigError(f"optimizer.args for {known or name}: {error}") from error
+        texts = [f"{key}={value!r}" for key, value in args.items() if isinstance(value, str)]
+        hint = f" (text where a number may belong: {', '.join(texts)})" if texts else ""
+        raise ConfigError(f"optimizer.args for {known or name}: {error}{hint}") from error
     except IndexError as error:  # a list argument shorter than the class reads, e.g. betas=[0.9]
         raise ConfigError(
             f"optimizer.args for {known or name}: a list in {args} is too short ({error}); betas takes two "
             "numbers, e.g. optimizer.args.betas=[0.9,0.999]"
         ) from error
+    check_arg_types(optimizer, args, known or name)
     check_betas(optimizer, args, known or name)
     if is_adaptive(name):  # after the build: a refused setting is one line, without warnings before it
         warn_adaptive_rates(name, [group["lr"] for group in groups])
     return optimizer
+
+
+def check_arg_types(optimizer: torch.optim.Optimizer, args: dict[str, Any], label: str) -> None:
+    """Each argument of the kind the class's own default is (a number, true/false, a list), where it has one:
+    many classes read their arguments only at the first step, where `d_coef=abc` would be a traceback."""
+    parameters = inspect.signature(type(optimizer).__init__).parameters
+    for key, value in args.items():
+        default = getattr(parameters.get(key), "default", inspect.Parameter.empty)
+        if isinstance(default, bool):
+            wrong, kind = not isinstance(value, bool), "true or false"
+        elif isinstance(default, int | float):
+            wrong, kind = isinstance(value, bool) or not isinstance(value, int | float), "a number"
+        elif isinstance(default, tuple):
+            wrong, kind = not isinstance(value, list | tuple), "a list like [0.9,0.999]"
+        else:
+            continue
+        if wrong:
+            raise ConfigError(
+                f"optimizer.args.{key}={value!r}: {label} takes {kind} there (its default: {default})"
+            )
 
 
 def check_betas(optimizer: torch.optim.Optimizer, args: dict[str, Any], label: str) -> None:
@@ -260,12 +283,17 @@ def adaptive_rate(optimizer: torch.optim.Optimizer) -> float | None:
     return float(group["d"]) * float(group["lr"]) if "d" in group else None
 
 
+def optimizer_class(optimizer: torch.optim.Optimizer) -> str:
+    """`module.Class` of the optimizer itself, e.g. `torch.optim.adamw.AdamW`."""
+    # accelerate's prepare() wraps the optimizer in AcceleratedOptimizer; this names the real one.
+    cls = type(getattr(optimizer, "optimizer", optimizer))
+    return f"{cls.__module__}.{cls.__name__}"
+
+
 def describe_optimizer(optimizer: torch.optim.Optimizer, args: dict[str, Any]) -> str:
     """kohya's `ss_optimizer` form: `module.Class(key=value,...)`, e.g. `torch.optim.adamw.AdamW(...)`."""
-    # accelerate's prepare() wraps the optimizer in AcceleratedOptimizer; the header names the real one.
-    cls = type(getattr(optimizer, "optimizer", optimizer))
     shown = ",".join(f"{key}={tuple(v) if isinstance(v, list) else v}" for key, v in args.items())
-    return f"{cls.__module__}.{cls.__name__}({shown})"
+    return f"{optimizer_class(optimizer)}({shown})"
 
 
 @contextmanager
