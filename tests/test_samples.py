@@ -132,6 +132,10 @@ def test_a_bad_prompt_file_is_one_line_and_a_failed_run(runs):
         ({"prompts": ["cat"], "every_n_epochs": 0}, "sample.every_n_epochs=0 must be at least 1"),
         ({"prompts": ["cat"], "at_start": True, "sampler": "dpmsingle"}, "sample.sampler: kohya's dpmsingle"),
         ({"prompts": ["cat"], "at_start": True, "width": 100}, "sample.width=100 must be"),
+        (
+            {"prompts": ["cat --w 8000 --h 8000"], "at_start": True},
+            "sample prompt 1 of sample.prompts ('cat') asks for 8000x8000 px: at most 4096 px a side",
+        ),
         ({"prompts": ["cat --q 1"], "at_start": True}, "sample.prompts:1: unknown option --q"),
         (
             {"prompts": ["cat --am 0.5"], "at_start": True},

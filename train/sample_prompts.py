@@ -17,6 +17,10 @@ from inference.prompt_file import (
 from train.config import SampleConfig, TrainConfig
 from train.errors import ConfigError
 
+# px a side: dataset.resolution's own bound. A sample is one uninterruptible render; a typo such as 8000
+# would hold the run for hours, deaf to Ctrl-C, inside a single VAE convolution.
+MAX_SAMPLE_SIDE = 4096
+
 
 def sampling_enabled(s: SampleConfig) -> bool:
     """Whether the run renders samples at all."""
@@ -85,6 +89,13 @@ def check_sample(cfg: TrainConfig) -> None:
         return
     _check_defaults(s)
     prompts = resolved_prompts(cfg)
+    for number, prompt in enumerate(prompts, start=1):
+        if max(prompt.width, prompt.height) > MAX_SAMPLE_SIDE:
+            raise PromptFileError(
+                f"sample prompt {number} of {s.prompt_file or 'sample.prompts'} ({prompt.prompt[:40]!r}) asks for "
+                f"{prompt.width}x{prompt.height} px: at most {MAX_SAMPLE_SIDE} px a side (--w / --h, or "
+                "sample.width / sample.height)"
+            )
     if cfg.network.module == "full":
         for number, prompt in enumerate(prompts, start=1):
             if prompt.weight != 1:
