@@ -19,11 +19,20 @@ from train.kohya_config import Conversion, convert, experiment_yaml  # noqa: E40
 from train.kohya_files import dataset_settings, read_settings, read_toml  # noqa: E402
 
 
+def how_to_use(written: Path) -> str:
+    """The command that trains with an experiment file: `+experiment=NAME` once it is in configs/experiment."""
+    experiments = Path(__file__).resolve().parents[1] / "configs" / "experiment"
+    if written.resolve().parent == experiments:
+        return f"python -m train +experiment={written.stem}"
+    return f"copy it into {experiments}, then: python -m train +experiment={written.stem}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path, help="kohya TOML or kohya_ss GUI JSON")
     parser.add_argument("dataset", type=Path, nargs="?", help="kohya dataset TOML (--dataset_config)")
     parser.add_argument("--write", type=Path, help="write an experiment YAML here instead of printing")
+    parser.add_argument("--force", action="store_true", help="let --write replace an existing file")
     args = parser.parse_args(argv)
     reading = args.config
     try:
@@ -39,8 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     conversion: Conversion = convert(settings)
     conversion.lacking = lacking + conversion.lacking
     if args.write:
-        write_text_atomic(args.write, experiment_yaml(conversion))
-        print(f"wrote {args.write}: python -m train +experiment={args.write.stem}")
+        if args.write.exists() and not args.force:
+            print(f"error: {args.write} exists: add --force to replace it, or choose another file")
+            return 2
+        try:
+            write_text_atomic(args.write, experiment_yaml(conversion))
+        except OSError as error:
+            print(f"error: cannot write {args.write}: {error.strerror or error}")
+            return 2
+        print(f"wrote {args.write}: {how_to_use(args.write)}")
     else:
         print("python -m train " + " ".join(conversion.overrides))
     for item in conversion.lacking:

@@ -181,6 +181,17 @@ def test_the_script_prints_the_command_and_writes_an_experiment(tmp_path):
         "defaults"
     ]
     assert data["network"]["dim"] == 32 and data["optimizer"]["args"]["betas"] == [0.9, 0.99]
+    assert wrote.stdout.startswith(f"wrote {out}: copy it into {REPO / 'configs' / 'experiment'}, then:")
+    again = subprocess.run([*script, "--write", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert (
+        again.returncode == 2
+        and again.stdout == f"error: {out} exists: add --force to replace it, or choose another file\n"
+    )
+    assert out.read_text() == text
+    forced = subprocess.run(
+        [*script, "--write", str(out), "--force"], capture_output=True, text=True, cwd=REPO
+    )
+    assert forced.returncode == 0 and out.read_text() == text
 
 
 def test_a_file_that_does_not_parse_is_one_line_naming_it(tmp_path):
