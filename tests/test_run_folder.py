@@ -95,6 +95,15 @@ def test_lock_file_is_readable_and_emptied_on_release(tmp_path):
         os.umask(old)
 
 
+def test_a_folder_where_the_lock_file_goes_is_one_line(tmp_path):
+    (tmp_path / ".lock").mkdir()
+    with pytest.raises(
+        RunFolderError, match=r"cannot open the run folder's lock file .*\.lock \(Is a directory\)"
+    ):
+        with lock_run_folder(tmp_path):
+            pass
+
+
 def test_filesystem_without_locks_warns_and_runs(tmp_path, monkeypatch):
     def no_locks(handle, operation):
         raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))

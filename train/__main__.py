@@ -73,7 +73,9 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     import sys
 
+    from data.output_folder import check_output_folder
     from data.override_grammar import check_override_grammar
 
     check_override_grammar(sys.argv[1:])
+    check_output_folder(sys.argv[1:])
     main()

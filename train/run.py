@@ -47,7 +47,7 @@ from train.precision import allow_fp16_gradients, announce, choose_precision
 from train.report import write_report_after_run
 from train.result import RunResult
 from train.resume import finished_result, fits_record, model_fingerprint, open_run, restore_progress
-from train.run_folder import lock_run_folder
+from train.run_folder import check_outside_pictures, lock_run_folder
 from train.run_setup import (
     build_loader,
     config_for_record,
@@ -324,6 +324,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> RunResult:
     Under a multi-process launch the main process writes the shared files (toy dataset, config, LoRA files,
     grid); the others wait for the toy dataset, then train on their share of the batches.
     """
+    if cfg.dataset.source != "toy":
+        check_outside_pictures(run_dir, cfg.dataset.train_dir, cfg.dataset.reg_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = shared_seed(cfg)
     is_main = launch_state().is_main_process

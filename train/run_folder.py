@@ -15,6 +15,7 @@ from pathlib import Path
 
 from data.atomic import is_temp_name
 from data.errors import LoraSmithError, LoraSmithWarning
+from data.output_folder import is_inside
 
 LOCK_NAME = ".lock"
 SHOWN_FILES = 3  # earlier files named in the message; the rest are counted
@@ -22,6 +23,18 @@ SHOWN_FILES = 3  # earlier files named in the message; the rest are counted
 
 class RunFolderError(LoraSmithError):
     """A run folder that another run is using, or that holds the files of an earlier run."""
+
+
+def check_outside_pictures(run_dir: str | Path, train_dir: str | None, reg_dir: str | None) -> None:
+    """A run folder inside the picture folders it reads would be scanned as a concept folder, and its files
+    would land among the user's pictures."""
+    run_dir = Path(run_dir).absolute()
+    for key, folder in (("dataset.train_dir", train_dir), ("dataset.reg_dir", reg_dir)):
+        if folder and is_inside(run_dir, Path(folder).expanduser().absolute()):
+            raise RunFolderError(
+                f"the run folder {run_dir} is inside {key}={folder}: a run would write among the pictures it "
+                "reads; choose a hydra.run.dir outside it (and remove what Hydra wrote there: .hydra/ and a .log)"
+            )
 
 
 @contextlib.contextmanager
@@ -35,7 +48,13 @@ def lock_run_folder(run_dir: str | Path) -> Iterator[Path]:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / LOCK_NAME
-    handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:  # a folder or an unreadable file in its place
+        raise RunFolderError(
+            f"cannot open the run folder's lock file {lock} ({error.strerror}): it holds no data, remove it "
+            "(or choose another hydra.run.dir)"
+        ) from error
     try:
         if _take_lock(handle, run_dir):
             _write_holder(handle)

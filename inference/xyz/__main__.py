@@ -42,9 +42,11 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from data.output_folder import check_output_folder
     from data.override_grammar import check_override_grammar
     from inference.xyz.cli import quote_overrides
 
     sys.argv = quote_overrides(sys.argv)
     check_override_grammar(sys.argv[1:])
+    check_output_folder(sys.argv[1:])
     main()
