@@ -54,5 +54,7 @@ if __name__ == "__main__":
     from data.override_grammar import check_override_grammar
 
     check_override_grammar(sys.argv[1:])
-    check_output_folder(sys.argv[1:])
+    check_output_folder(
+        sys.argv[1:], ("out", "hydra.run.dir")
+    )  # configs/prepare.yaml: hydra.run.dir is ${out}
     main()

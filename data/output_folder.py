@@ -51,14 +51,14 @@ def folder_problem(key: str, value: str, sources: dict[str, str]) -> str | None:
     return None
 
 
-def check_output_folder(argv: list[str]) -> None:
+def check_output_folder(argv: list[str], folder_keys: tuple[str, ...] = FOLDER_KEYS) -> None:
     """Exit with one `error:` line (status 2) when the typed run folder cannot be used; HYDRA_FULL_ERROR=1
-    leaves it to Hydra."""
+    leaves it to Hydra. `folder_keys`: the keys that name it (`python -m data` runs in its `out`)."""
     if os.environ.get("HYDRA_FULL_ERROR", "0") not in ("0", "", "false"):
         return
     values = typed_values(argv)
     sources = {key: values[key] for key in SOURCE_KEYS if values.get(key) not in (None, "", "null")}
-    for key in FOLDER_KEYS:
+    for key in folder_keys:
         if key in values and "${" not in values[key]:  # an interpolation is Hydra's to resolve
             problem = folder_problem(key, values[key], sources)
             if problem:

@@ -46,3 +46,23 @@ def test_python_m_train_into_a_path_under_a_file_is_one_line(tmp_path):
         f"error: hydra.run.dir={tmp_path / 'file' / 'run'}: {tmp_path / 'file'} is a file, not a folder; choose "
         "another hydra.run.dir"
     ]
+
+
+def test_python_m_data_with_out_inside_the_source_creates_nothing_there(tmp_path):
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "pics" / "a.txt").write_text("only read")
+    command = [
+        sys.executable,
+        "-m",
+        "data",
+        f"source={tmp_path / 'pics'}",
+        f"out={tmp_path / 'pics' / 'out'}",
+    ]
+    command += ["trigger=sls", "class_word=star"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: out={tmp_path / 'pics' / 'out'} is inside source={tmp_path / 'pics'}: a run would write among the "
+        "pictures it reads"
+    ]
+    assert [p.name for p in (tmp_path / "pics").iterdir()] == ["a.txt"]
