@@ -440,3 +440,14 @@ def test_sample_error_text_survives_torchs_rewrapping() -> None:
     )
     assert str(SampleError(wrapped)) == "/data/a.png cannot be read: fix it"
     assert str(SampleError("/data/a.png cannot be read: fix it")) == "/data/a.png cannot be read: fix it"
+
+
+def test_a_very_large_picture_is_named_once_without_pillows_warning(tmp_path, monkeypatch, caplog, recwarn):
+    """Above Pillow's decompression-bomb warning size a picture still trains; the check names it in one line."""
+    path = tmp_path / "big.png"
+    Image.new("RGB", (100, 80), (10, 20, 30)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # 8000 px > 5000: Pillow warns, < 2x: no error
+    with caplog.at_level("WARNING", logger="train.preflight"):
+        check_pictures([path], max_aspect_ratio=4.0, progress=False)
+    assert f"{path} is very large (100×80 px)" in caplog.text
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]

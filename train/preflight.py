@@ -4,6 +4,7 @@ instead of crashing the run when a batch first draws it."""
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,6 +57,18 @@ def _shape_problem(size: tuple[int, int], max_aspect_ratio: float) -> str | None
     )
 
 
+def _note_very_large(path: Path, size: tuple[int, int]) -> None:
+    """One line for a picture above Pillow's decompression-bomb warning size (about 89 MP): it trains, but is
+    decoded whole and downscaled every time a batch draws it."""
+    width, height = size
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        log.warning(
+            "%s is very large (%d×%d px): it is decoded whole each time it is drawn; downscaling it once "
+            "(python -m data does) makes every epoch faster",
+            Path(path).absolute(), width, height,
+        )  # fmt: skip
+
+
 def picture_problem(path: Path, max_aspect_ratio: float) -> str | None:
     """What is wrong with one picture ('<what>: <fix>'), or None when it fully decodes and has a sane shape.
 
@@ -66,6 +79,7 @@ def picture_problem(path: Path, max_aspect_ratio: float) -> str | None:
             problem = _shape_problem(shown_size(image), max_aspect_ratio)
             if problem:
                 return problem
+            _note_very_large(path, image.size)
             if image.format == "JPEG":
                 image.draft(None, (_DRAFT_SIDE, _DRAFT_SIDE))
             image.load()  # the header alone says nothing about a file cut short: decode every byte
@@ -81,6 +95,9 @@ def check_pictures(
 
     The others are logged one per line first, so one run lists everything to fix.
     """
+    # Pillow warns of a "decompression bomb" for pictures above MAX_IMAGE_PIXELS, without naming the file,
+    # each time one is opened; it is named once here instead (_note_very_large), and then left in peace.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     with strict_truncation(), ThreadPoolExecutor(max_workers=threads) as pool:
         found = pool.map(lambda path: picture_problem(path, max_aspect_ratio), paths)
         bar = tqdm(found, total=len(paths), desc="checking pictures", unit="picture", disable=not progress)
