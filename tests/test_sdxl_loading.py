@@ -214,6 +214,10 @@ def test_vae_override_keeps_sdxl_scaling_unless_the_vae_says_otherwise(tmp_path,
     del config["scaling_factor"]  # one that says nothing keeps the model's
     config_path.write_text(json.dumps(config))
     assert with_vae(tiny, tmp_path / "folder").latent_scale == pytest.approx(0.13025)
+    with pytest.raises(
+        ModelLoadError, match=r"^the VAE override \(model.vae, or vae= when rendering\): .*nope"
+    ):
+        with_vae(tiny, tmp_path / "nope.safetensors")
 
 
 def test_sdxl_file_without_the_text_projection_or_with_one_encoder_is_a_clear_error(

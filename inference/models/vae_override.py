@@ -59,7 +59,10 @@ def _from_folder(folder: Path, like: AutoencoderKL) -> AutoencoderKL:
 
 def with_vae(bundle: ModelBundle, source: str | Path) -> ModelBundle:
     """`bundle` with its VAE replaced by the one at `source`, in the same mode (eval, no gradients)."""
-    vae = load_vae(source, like=bundle.vae)
+    try:
+        vae = load_vae(source, like=bundle.vae)
+    except ModelLoadError as error:  # the loaders' messages speak of "the model": say which setting this is
+        raise ModelLoadError(f"the VAE override (model.vae, or vae= when rendering): {error}") from error
     vae.requires_grad_(any(p.requires_grad for p in bundle.vae.parameters()))
     vae.train(bundle.vae.training)
     return dataclasses.replace(bundle, vae=vae)
