@@ -34,7 +34,8 @@ def read_captions(
     if missing:
         tail = f"; {empty} of them have no class tokens either and train on an empty caption" if empty else ""
         log.warning(
-            "%d of %d images have no caption file (%s): they train on their folder's class tokens (e.g. %s)%s",
+            "%d of %d images have no caption file (%s), or an empty one: they train on their folder's class tokens "
+            "(e.g. %s)%s",
             missing, len(captions), "/".join(extensions), example, tail,
         )  # fmt: skip
     return captions, missing
