@@ -12,6 +12,8 @@ from data.errors import DatasetError
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+# pictures a camera, phone or editor writes that a training folder does not read (kohya neither)
+OTHER_PICTURE_EXTENSIONS = (".gif", ".tif", ".tiff", ".avif", ".heic", ".heif", ".jxl", ".psd")
 _EXT_LIST = " ".join(IMAGE_EXTENSIONS)
 _NAME_RE = re.compile(r"^(-?\d+)_(.*)$")
 MAX_REPEATS = 10_000  # per folder; kohya's guides use 10 to 100
@@ -125,6 +127,23 @@ def _raise_no_images(folder: Path, entries: list[Path]) -> None:
     raise DatasetError(f"{folder} holds no images (looked for {_EXT_LIST}, directly inside); {hint}")
 
 
+def _warn_skipped(folder: Path, entries: list[Path]) -> None:
+    """Say which would-be pictures of a concept folder are left out: broken links, and other formats."""
+    broken = [p.name for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_file()]
+    other = [p.name for p in entries if p.suffix.lower() in OTHER_PICTURE_EXTENSIONS]
+    if broken:
+        log.warning(
+            "%s: %d picture names are not readable files (broken links, or folders), skipped: %s",
+            folder, len(broken), ", ".join(broken[:5]) + (", ..." if len(broken) > 5 else ""),
+        )  # fmt: skip
+    if other:
+        log.warning(
+            "%s: %d pictures in formats that are not trained on (%s), skipped: %s; convert them to PNG or JPEG "
+            "(python -m data does)",
+            folder, len(other), _EXT_LIST, ", ".join(other[:5]) + (", ..." if len(other) > 5 else ""),
+        )  # fmt: skip
+
+
 def _visible_entries(folder: Path) -> list[Path]:
     # Hidden entries (.git, .DS_Store, macOS `._x.png` forks, our own temp files) are never data.
     try:
@@ -193,6 +212,7 @@ def scan_dataset_dir(path: str | Path, is_reg: bool, caption_extensions: list[st
         images = [p for p in folder_entries if is_image_file(p)]
         if not images:
             _raise_no_images(folder, folder_entries)
+        _warn_skipped(folder, folder_entries)
         subset = Subset(folder=folder, repeats=repeats, class_tokens=tokens, images=images, is_reg=is_reg)
         _warn_caption_extensions(subset, caption_extensions)
         subsets.append(subset)

@@ -133,6 +133,26 @@ def test_images_in_folder_with_valid_subfolders_only_warn(
     assert "1 images directly in this folder are ignored" in caplog.text
 
 
+def test_broken_links_and_other_picture_formats_are_named_when_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "3_cat"
+    _png(folder / "a.png")
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")
+    (folder / "anim.gif").write_bytes(b"GIF89a")
+    with caplog.at_level(logging.WARNING):
+        (subset,) = scan_dataset_dir(tmp_path, False, EXTS)
+    assert [p.name for p in subset.images] == ["a.png"]
+    assert (
+        f"{folder}: 2 picture names are not readable files (broken links, or folders), skipped: gone.png, "
+        "loop.jpg" in caplog.text
+    )
+    assert (
+        "1 pictures in formats that are not trained on" in caplog.text and "skipped: anim.gif;" in caplog.text
+    )
+
+
 def test_subfolder_without_number_prefix(tmp_path: Path) -> None:
     _png(tmp_path / "10_good" / "a.png")
     _png(tmp_path / "sls 1girl" / "a.png")
