@@ -327,6 +327,10 @@ def test_seed_minus_one_is_random_and_other_negatives_are_refused():
         (["dataset.vae_batch_size=0"], r"dataset.vae_batch_size=0 must be >= 1"),
         (["dataset.max_aspect_ratio=0.5"], r"dataset.max_aspect_ratio=0.5 must be >= 1"),
         (["resume=''"], r"resume='' is empty: give resume=auto"),
+        (
+            ["dataset=folders", "dataset.reg_dir=./x/"],
+            r"dataset.reg_dir=./x/ is dataset.train_dir: class pictures",
+        ),
     ],
 )
 def test_bad_new_training_values_name_the_keys(tmp_path, overrides, message):

@@ -121,6 +121,10 @@ def _check_model(m: ModelConfig) -> None:
         raise ConfigError(f"model.clip_skip={m.clip_skip} must be >= 1 (1 = last layer)")
 
 
+def _same_folder(a: str, b: str) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
 def _check_dataset(d: DatasetConfig) -> None:
     _check_choice("dataset.source", d.source, DATASET_SOURCES)
     _check_choice("dataset.toy_concept", d.toy_concept, TOY_CONCEPTS)
@@ -132,6 +136,11 @@ def _check_dataset(d: DatasetConfig) -> None:
     _check_masks(d)
     if d.source == "folders" and not d.train_dir:
         raise ConfigError("dataset.train_dir is not set: give the folder that holds `N_token class` folders")
+    if d.source == "folders" and d.reg_dir and _same_folder(d.reg_dir, d.train_dir):
+        raise ConfigError(
+            f"dataset.reg_dir={d.reg_dir} is dataset.train_dir: class pictures are other pictures of the class "
+            "(`python -m data` can make them), not the subject's own; give another folder, or none"
+        )
     _check_positive("dataset.resolution", d.resolution)
     if d.resolution % 8:
         raise ConfigError(f"dataset.resolution={d.resolution} must be a multiple of 8")
