@@ -105,6 +105,15 @@ def test_a_pickle_that_runs_code_is_refused_and_never_run(tmp_path):
     assert not marker.exists()
 
 
+def test_random_bytes_named_ckpt_are_not_called_a_pickle(tmp_path):
+    path = tmp_path / "download.ckpt"
+    path.write_bytes(bytes(range(256)) * 8)  # neither a zip archive nor a pickle: a broken download
+    with pytest.raises(
+        ModelLoadError, match=r"download\.ckpt is not a PyTorch checkpoint \(ValueError: neither a"
+    ):
+        load_base_model(ModelConfig(kind="pretrained", path=str(path)))
+
+
 @pytest.mark.parametrize("prefix", ["", "first_stage_model."])
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
 def test_vae_override_from_a_single_file(tmp_path, prefix, suffix):

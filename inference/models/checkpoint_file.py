@@ -8,6 +8,7 @@ that needs code to unpickle is refused, never run. The result is a flat `{key: t
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -51,7 +52,15 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         ) from error
 
 
+def _is_torch_file(path: Path) -> bool:
+    """torch.save's zip archive, or its older format: a pickle, whose first byte is the protocol mark 0x80."""
+    with open(path, "rb") as handle:
+        return zipfile.is_zipfile(handle) or handle.seek(0) == 0 and handle.read(1) == b"\x80"
+
+
 def _read_pickle(path: Path) -> object:
+    if not _is_torch_file(path):  # else torch's "weights only load failed" would blame code, not the bytes
+        raise _not_a_checkpoint(path, ValueError("neither a zip archive nor a pickle"))
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
