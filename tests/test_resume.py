@@ -387,3 +387,23 @@ def test_a_hand_edited_or_damaged_state_is_one_line(tmp_path):
     (state / "network.safetensors").write_bytes(os.urandom(256))
     with pytest.raises(ResumeError, match="cannot read the training state in"):
         load_state(state)
+
+
+def test_a_state_from_before_optimizers_were_recorded_is_checked_by_its_settings():
+    """Older states name no optimizer in their fit record: another class is told by its per-group settings
+    (SGD's dampening against AdamW's betas), instead of a KeyError at the first step."""
+    from train.resume import _load_optimizer_moments
+    from train.state import ResumeError
+
+    param = torch.nn.Parameter(torch.ones(3))
+    adamw = torch.optim.AdamW([param], lr=1e-3)
+    param.grad = torch.ones(3)
+    adamw.step()
+    saved = adamw.state_dict()
+    with pytest.raises(
+        ResumeError, match=r"trained with another optimizer \(its settings .*betas.*this run's "
+    ):
+        _load_optimizer_moments(torch.optim.SGD([param], lr=1e-3), saved, [], fits={})
+    again = torch.optim.AdamW([param], lr=5e-4)
+    _load_optimizer_moments(again, saved, [], fits={})  # the same class loads, with this run's lr
+    assert again.param_groups[0]["lr"] == 5e-4 and again.state[param]["step"] == 1

@@ -59,7 +59,7 @@ def restore_progress(trainer: Trainer, saved: SavedState) -> Progress:
     if problems:
         raise ResumeError(f"the state {saved.folder} does not fit this run: {problems}")
     trainer.network.load_trainable_tensors(saved.network)
-    _load_optimizer_moments(trainer.optimizer, saved.optimizer, trainer.cfg.optimizer.args)
+    _load_optimizer_moments(trainer.optimizer, saved.optimizer, trainer.cfg.optimizer.args, saved.fits)
     _set_schedule_step(trainer.lr_scheduler, saved.progress.lr_step)
     if saved.scaler is not None and trainer.accelerator.scaler is not None:
         trainer.accelerator.scaler.load_state_dict(saved.scaler)
@@ -70,11 +70,21 @@ def restore_progress(trainer: Trainer, saved: SavedState) -> Progress:
     return progress
 
 
-def _load_optimizer_moments(optimizer, saved: dict[str, Any], given: Iterable[str]) -> None:
+def _load_optimizer_moments(
+    optimizer, saved: dict[str, Any], given: Iterable[str], fits: dict[str, Any]
+) -> None:
     """The saved state (moments, step counts, and what some optimizers keep per group: Prodigy's step-size
     estimate d, a schedule-free average's weight sum), with this run's learning rates and the arguments
     `given` in optimizer.args, so a resumed run may change them."""
     current = optimizer.state_dict()
+    if not fits.get("optimizer"):  # a state from before the fit record named its optimizer
+        ours, theirs = set(current["param_groups"][0]), set(saved["param_groups"][0])
+        if ours != theirs:  # another class keeps other settings per group; its moments mean nothing here
+            raise ResumeError(
+                "the state was trained with another optimizer (its settings "
+                f"{', '.join(sorted(theirs - ours))}; this run's {', '.join(sorted(ours - theirs))}): resume "
+                "with the optimizer it was trained with"
+            )
     if len(current["param_groups"]) != len(saved["param_groups"]):
         raise ResumeError(
             "the state's optimizer has other parameter groups (a text-encoder or UNet lr set to 0, or LoRA+ "
