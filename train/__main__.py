@@ -73,9 +73,7 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     import sys
 
-    from data.output_folder import check_output_folder
-    from data.override_grammar import check_override_grammar
+    from data.command_line import check_command_line
 
-    check_override_grammar(sys.argv[1:])
-    check_output_folder(sys.argv[1:])
+    check_command_line(sys.argv[1:])
     main()
