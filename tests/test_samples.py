@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -112,6 +115,45 @@ def test_sampling_leaves_the_lora_bytes_and_none_writes_nothing(runs):
     on, off = runs[0] / "on", runs[0] / "off"
     assert (on / "char_lora.safetensors").read_bytes() == (off / "char_lora.safetensors").read_bytes()
     assert not (off / "samples").exists()  # sample=none, the default
+
+
+def test_ctrl_c_during_a_sample_drops_it_saves_and_resumes_to_the_same_bytes(runs, tmp_path):
+    """A 400-step render takes over a minute here; Ctrl-C stops it at the sampler's next step, saves step 2's
+    state, and resume=auto (without samples) gives the bytes of the run that never sampled."""
+    root = runs[0]
+    (tmp_path / "long.txt").write_text("sls star, blue background --w 256 --h 256 --s 400\n")
+    run_dir = tmp_path / "stopped"
+    command = [sys.executable, "-m", "train", *SHORT, f"hydra.run.dir={run_dir}"]
+    sampled = ["sample.every_n_steps=2", f"sample.prompt_file={tmp_path / 'long.txt'}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [*command, *sampled], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    stderr = bytearray()
+    reader = threading.Thread(
+        target=lambda: [stderr.extend(b) for b in iter(lambda: process.stderr.read(1), b"")]
+    )
+    reader.start()
+    while b"samples at step 2" not in stderr and process.poll() is None:
+        time.sleep(0.01)
+    time.sleep(0.5)  # inside the render
+    process.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    process.wait(timeout=300)  # the reader has stderr
+    waited = time.monotonic() - sent
+    reader.join()
+    text = stderr.decode()
+    assert process.returncode == 130, text[-3000:]
+    assert waited < 30, f"{waited:.0f} s from Ctrl-C to the exit: the render was not dropped"
+    assert "samples at step 2: 1 of 1 left out (SIGINT)" in text and "Traceback" not in text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "stopped after step 2 of 4" in errors[0]
+    assert (run_dir / "char_lora-step00000002-state").is_dir() and not list(run_dir.glob("samples/*.png"))
+    resumed = subprocess.run([*command, "resume=auto"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (run_dir / "char_lora.safetensors").read_bytes() == (
+        root / "off" / "char_lora.safetensors"
+    ).read_bytes()
 
 
 def test_a_bad_prompt_file_is_one_line_and_a_failed_run(runs):

@@ -42,7 +42,8 @@ def run(cfg: DictConfig) -> float:
     kind = "embedding:" if embedding else "LoRA:     "
     print(f"  {kind}  {result.lora_path}" + (f" (trigger: {result.lora_path.stem})" if embedding else ""))
     for path in result.epoch_files:
-        print(f"  {'step file:' if '-step' in path.name else 'epoch file:'} {path}")
+        label = "step file:" if "-step" in path.name else "epoch file:"
+        print(f"  {label:<11} {path}")
     if (state := result.lora_path.with_name(f"{result.lora_path.stem}-state")).is_dir():
         print(f"  state:      {state} (resume=auto continues from it)")
     if result.grid_path:

@@ -64,16 +64,16 @@ def train_epoch(trainer: Trainer, progress: Progress, stop: StopRequest, bar: tq
         bar.update(1)
         bar.set_postfix(epoch=progress.epoch, loss=f"{average:.4f}")
         last = progress.step >= plan.max_train_steps
-        if stop.requested:
-            raise interrupted(trainer, progress, stop)
+        stop_if_requested(trainer, progress, stop)
         if is_step_save(trainer.cfg.training, progress.step, last):
             trainer.save_checkpoint(step_file_name(trainer.cfg.name, progress.step), progress)
-        trainer.samples.after_step(trainer, progress)
+        trainer.samples.after_step(trainer, progress, stop)
+        stop_if_requested(trainer, progress, stop)  # a Ctrl-C during the samples: not one more step
         if last:
             return
 
 
-def finish_epoch(trainer: Trainer, progress: Progress) -> None:
+def finish_epoch(trainer: Trainer, progress: Progress, stop: StopRequest) -> None:
     """The end-of-epoch work: the epoch's average loss, and the validation loss, the epoch file and samples
     when due."""
     losses = progress.epoch_losses
@@ -87,7 +87,13 @@ def finish_epoch(trainer: Trainer, progress: Progress) -> None:
             trainer.validate(progress.step)
     if is_epoch_save(trainer.cfg.training, progress.epoch, last):
         trainer.save_checkpoint(epoch_file_name(trainer.cfg.name, progress.epoch), progress)
-    trainer.samples.at_epoch_end(trainer, progress)
+    trainer.samples.at_epoch_end(trainer, progress, stop)
+
+
+def stop_if_requested(trainer: Trainer, progress: Progress, stop: StopRequest) -> None:
+    """At a step boundary (the state of `progress` is complete): save and stop when a stop was asked for."""
+    if stop.requested:
+        raise interrupted(trainer, progress, stop)
 
 
 def interrupted(trainer: Trainer, progress: Progress, stop: StopRequest) -> TrainingInterrupted:
@@ -111,11 +117,13 @@ def run_loop(trainer: Trainer, progress: Progress, stop: StopRequest) -> Path:
         disable=not trainer.accelerator.is_local_main_process,
     )
     try:
-        trainer.samples.at_start(trainer, progress)
+        trainer.samples.at_start(trainer, progress, stop)
+        stop_if_requested(trainer, progress, stop)
         while progress.step < plan.max_train_steps and progress.epoch <= plan.num_epochs:
             if not progress.epoch_done:
                 train_epoch(trainer, progress, stop, bar)
-                finish_epoch(trainer, progress)
+                finish_epoch(trainer, progress, stop)
+                stop_if_requested(trainer, progress, stop)
             if progress.step >= plan.max_train_steps or progress.epoch >= plan.num_epochs:
                 break
             progress.next_epoch()

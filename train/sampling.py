@@ -6,7 +6,8 @@ without gradients, and writes `<run folder>/samples/stepNNNNNN-epochNNN-II.png` 
 Around it the random streams are saved and put back, each module's train/eval mode restored, parts parked
 on the CPU after caching brought in and sent back, and memory released: training goes on bit for bit as
 without samples. A picture already on disk is not rendered again, so a resumed run does not redo the
-samples its killed predecessor wrote.
+samples its killed predecessor wrote. A stop request (Ctrl-C, SIGTERM) drops the rest of a render at the
+next UNet call, so the loop saves within a sampler step instead of after every picture.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +32,7 @@ from train.model_setup import release_memory
 from train.network.base import tunes_base_model
 from train.sample_network import live_network
 from train.sample_prompts import resolved_prompts, sampling_enabled
+from train.signals import StopRequest
 from train.state import capture_rng, restore_rng
 
 if TYPE_CHECKING:
@@ -45,6 +48,25 @@ MAX_SEED = 2**32  # A1111's seeds are unsigned 32-bit
 def sample_file_name(step: int, epoch: int, index: int) -> str:
     """`step000100-epoch002-00.png`: sorts by step, then prompt."""
     return f"step{step:06d}-epoch{epoch:03d}-{index:02d}.png"
+
+
+class RenderDropped(Exception):
+    """A stop was requested while a sample rendered: the picture is dropped and the loop goes on to save."""
+
+
+@contextlib.contextmanager
+def dropped_on_stop(unet: torch.nn.Module, stop: StopRequest) -> Iterator[None]:
+    """Raise `RenderDropped` at the first UNet call after `stop` is requested (the sampler's next step)."""
+
+    def check(module, args) -> None:
+        if stop.requested:
+            raise RenderDropped
+
+    handle = unet.register_forward_pre_hook(check)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 @contextlib.contextmanager
@@ -97,25 +119,26 @@ class TrainingSamples:
         self.folder = run_dir / SAMPLES_DIR
         self.last_step: int | None = None  # an epoch's end right after a step's samples renders once
 
-    def at_start(self, trainer: Trainer, progress: Progress) -> None:
+    def at_start(self, trainer: Trainer, progress: Progress, stop: StopRequest) -> None:
         """Before the first step, with sample.at_start (a resumed run has passed it)."""
         if self.cfg.at_start and progress.step == 0 and progress.batch == 0:
-            self.render(trainer, progress.step, progress.epoch)
+            self.render(trainer, progress.step, progress.epoch, stop)
 
-    def after_step(self, trainer: Trainer, progress: Progress) -> None:
+    def after_step(self, trainer: Trainer, progress: Progress, stop: StopRequest) -> None:
         """After optimizer step `progress.step`, every sample.every_n_steps steps."""
         n = self.cfg.every_n_steps
         if self.prompts and n and progress.step % n == 0:
-            self.render(trainer, progress.step, progress.epoch)
+            self.render(trainer, progress.step, progress.epoch, stop)
 
-    def at_epoch_end(self, trainer: Trainer, progress: Progress) -> None:
+    def at_epoch_end(self, trainer: Trainer, progress: Progress, stop: StopRequest) -> None:
         """At the end of epoch `progress.epoch`, every sample.every_n_epochs epochs."""
         n = self.cfg.every_n_epochs
         if self.prompts and n and progress.epoch % n == 0:
-            self.render(trainer, progress.step, progress.epoch)
+            self.render(trainer, progress.step, progress.epoch, stop)
 
-    def render(self, trainer: Trainer, step: int, epoch: int) -> None:
-        """Every prompt not yet on disk for this step (main process); the others wait for it."""
+    def render(self, trainer: Trainer, step: int, epoch: int, stop: StopRequest) -> None:
+        """Every prompt not yet on disk for this step (main process); the others wait for it. A stop request
+        drops the rest: the loop then saves, and the pictures not written are left out."""
         if step == self.last_step:
             return
         self.last_step = step
@@ -126,11 +149,20 @@ class TrainingSamples:
                 for index, prompt in enumerate(self.prompts)
             ]
             todo = [item for item in todo if not item[2].exists()]
-            if todo:
+            if todo and not stop.requested:
                 written = []
-                with sampling_mode(trainer):
-                    for index, prompt, path in tqdm(todo, desc=f"samples at step {step}", leave=False):
-                        render_prompt(trainer, prompt, path)
-                        written.append((path, f"step {step}, epoch {epoch}, #{index}: {prompt.prompt}"))
-                trainer.metrics.log_images({"samples": written}, step)
+                try:
+                    with sampling_mode(trainer), dropped_on_stop(trainer.bundle.unet, stop):
+                        for index, prompt, path in tqdm(todo, desc=f"samples at step {step}", leave=False):
+                            render_prompt(trainer, prompt, path)
+                            written.append((path, f"step {step}, epoch {epoch}, #{index}: {prompt.prompt}"))
+                except RenderDropped:
+                    print(
+                        f"samples at step {step}: {len(todo) - len(written)} of {len(todo)} left out "
+                        f"({stop.name})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                if written:
+                    trainer.metrics.log_images({"samples": written}, step)
         acc.wait_for_everyone()
