@@ -372,6 +372,23 @@ def test_resume_auto_never_rewinds_a_finished_lora_to_an_older_state(tmp_path, b
         assert steps_done(trainer, start) == outcome
 
 
+def test_resume_auto_warns_of_a_fresh_start_only_in_a_folder_without_an_earlier_run(tmp_path, caplog):
+    """A finished run that kept no state is "already finished" (steps_done), not "starting from the beginning"."""
+    from types import SimpleNamespace
+
+    from train.resume import resume_point
+
+    cfg = SimpleNamespace(resume="auto", name=NAME)
+    (tmp_path / "empty").mkdir()
+    assert resume_point(cfg, tmp_path / "empty") is None
+    assert "holds no training state yet: starting from the beginning" in caplog.text
+    caplog.clear()
+    (tmp_path / "finished").mkdir()
+    (tmp_path / "finished" / f"{NAME}.safetensors").write_bytes(b"")
+    assert resume_point(cfg, tmp_path / "finished") is None
+    assert "starting from the beginning" not in caplog.text
+
+
 def test_a_hand_edited_or_damaged_state_is_one_line(tmp_path):
     from train.state import ResumeError, load_state, read_progress
 

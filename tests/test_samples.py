@@ -13,7 +13,9 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from inference.infotext import parse_infotext, read_infotext
 
@@ -117,43 +119,56 @@ def test_sampling_leaves_the_lora_bytes_and_none_writes_nothing(runs):
     assert not (off / "samples").exists()  # sample=none, the default
 
 
-def test_ctrl_c_during_a_sample_drops_it_saves_and_resumes_to_the_same_bytes(runs, tmp_path):
+def interrupt_on(command: list[str], marker: str, env: dict) -> tuple[int, str, float]:
+    """Run `command`, press Ctrl-C half a second after `marker` shows on its stderr; returns the exit status,
+    the whole stderr and the seconds from Ctrl-C to the exit."""
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = bytearray()
+    reader = threading.Thread(
+        target=lambda: [stderr.extend(b) for b in iter(lambda: process.stderr.read(1), b"")]
+    )
+    reader.start()
+    while marker.encode() not in stderr and process.poll() is None:
+        time.sleep(0.01)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    process.wait(timeout=300)  # the reader has stderr
+    waited = time.monotonic() - sent
+    reader.join()
+    return process.returncode, stderr.decode(), waited
+
+
+def test_ctrl_c_during_a_sample_or_the_final_evaluation_saves_and_says_so(runs, tmp_path):
     """A 400-step render takes over a minute here; Ctrl-C stops it at the sampler's next step, saves step 2's
-    state, and resume=auto (without samples) gives the bytes of the run that never sampled."""
+    state, and resume=auto (without samples) gives the weights of the run that never sampled. A Ctrl-C in that
+    run's final evaluation says the LoRA is saved and how to measure it."""
     root = runs[0]
     (tmp_path / "long.txt").write_text("sls star, blue background --w 256 --h 256 --s 400\n")
     run_dir = tmp_path / "stopped"
     command = [sys.executable, "-m", "train", *SHORT, f"hydra.run.dir={run_dir}"]
     sampled = ["sample.every_n_steps=2", f"sample.prompt_file={tmp_path / 'long.txt'}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [*command, *sampled], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    stderr = bytearray()
-    reader = threading.Thread(
-        target=lambda: [stderr.extend(b) for b in iter(lambda: process.stderr.read(1), b"")]
-    )
-    reader.start()
-    while b"samples at step 2" not in stderr and process.poll() is None:
-        time.sleep(0.01)
-    time.sleep(0.5)  # inside the render
-    process.send_signal(signal.SIGINT)
-    sent = time.monotonic()
-    process.wait(timeout=300)  # the reader has stderr
-    waited = time.monotonic() - sent
-    reader.join()
-    text = stderr.decode()
-    assert process.returncode == 130, text[-3000:]
+    returncode, stderr, waited = interrupt_on([*command, *sampled], "samples at step 2", env)
+    assert returncode == 130, stderr[-3000:]
     assert waited < 30, f"{waited:.0f} s from Ctrl-C to the exit: the render was not dropped"
-    assert "samples at step 2: 1 of 1 left out (SIGINT)" in text and "Traceback" not in text
-    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert "samples at step 2: 1 of 1 left out (SIGINT)" in stderr and "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "stopped after step 2 of 4" in errors[0]
     assert (run_dir / "char_lora-step00000002-state").is_dir() and not list(run_dir.glob("samples/*.png"))
-    resumed = subprocess.run([*command, "resume=auto"], cwd=REPO, env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert (run_dir / "char_lora.safetensors").read_bytes() == (
-        root / "off" / "char_lora.safetensors"
-    ).read_bytes()
+
+    evaluated = [*command, "resume=auto", "eval.enabled=true", "objective=toy"]
+    returncode, stderr, _ = interrupt_on(evaluated, "eval:", env)
+    assert returncode == 130, stderr[-3000:]
+    resumed, plain = (load_file(folder / "char_lora.safetensors") for folder in (run_dir, root / "off"))
+    assert resumed.keys() == plain.keys()  # the header records eval's settings; the weights are the same
+    assert all(torch.equal(resumed[key], plain[key]) for key in plain)
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: interrupted during the evaluation: {run_dir / 'char_lora.safetensors'} is saved, its grid and "
+        f"scores are not; python -m train.evaluate run={run_dir} measures it"
+    ]
+    assert "Traceback" not in stderr
 
 
 def test_a_bad_prompt_file_is_one_line_and_a_failed_run(runs):

@@ -7,6 +7,7 @@ step. A full fine-tune renders the base (weight 0) and the fine-tuned model (wei
 
 from __future__ import annotations
 
+import signal
 from typing import TYPE_CHECKING
 
 from train.cpu_speed import unroute_convs
@@ -23,7 +24,9 @@ from train.image_scores import load_scorers
 from train.model_setup import uncompile
 from train.network.base import tunes_base_model
 from train.result import RunResult
+from train.run_eval import LORA_MODULES_ONLY
 from train.saved_files import read_saved_file
+from train.signals import EXIT_CODES, TrainingInterrupted
 from train.tracking_results import log_eval
 from train.validation import HeldOutCaptions
 
@@ -57,6 +60,24 @@ def evaluate(trainer: Trainer, result: RunResult) -> None:
         # loss/validation of the final weights is already logged by the loop
         trainer.metrics.log(file_metrics(measured, with_validation=False), trainer.plan.max_train_steps)
     log_eval(trainer.metrics, measured.grid_path, result.scores, trainer.plan.max_train_steps)
+
+
+def evaluate_or_say_what_is_saved(trainer: Trainer, result: RunResult) -> None:
+    """`evaluate`; a Ctrl-C during it (training is over, its signal handlers gone) becomes one line that
+    says the file is saved and how to measure it later, exit status 130."""
+    try:
+        evaluate(trainer, result)
+    except KeyboardInterrupt:
+        later = (
+            f"python -m train.evaluate run={trainer.run_dir} measures it"
+            if trainer.cfg.network.module not in LORA_MODULES_ONLY
+            else f"network.module={trainer.cfg.network.module} files are measured only at the end of training"
+        )
+        raise TrainingInterrupted(
+            f"interrupted during the evaluation: {result.lora_path} is saved, "
+            f"its grid and scores are not; {later}",
+            EXIT_CODES[signal.SIGINT],
+        ) from None
 
 
 def final_eval_context(trainer: Trainer) -> EvalContext:

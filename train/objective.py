@@ -63,7 +63,10 @@ def last_metric(metrics_path: Path, key: str) -> float | None:
 def _weight_scores(run_dir: Path, what: str, writer: str) -> dict:
     path = run_dir / "scores.json"
     if not path.is_file():
-        raise ObjectiveError(f"{what} reads {path}, which the run did not write ({writer} writes it)")
+        raise ObjectiveError(
+            f"{what} reads {path}, which the run did not write ({writer} writes it at the end of training; "
+            f"python -m train.evaluate run={run_dir} writes it for a finished run)"
+        )
     return json.loads(path.read_text())["weight"]
 
 

@@ -121,7 +121,7 @@ def resume_point(cfg: TrainConfig, run_dir: Path) -> Path | None:
         return None
     if cfg.resume == "auto":
         states = find_states(run_dir)
-        if not states:
+        if not states and not previous_run_outputs(run_dir, cfg.name):  # else steps_done says what it is
             log.warning("resume=auto: %s holds no training state yet: starting from the beginning", run_dir)
         return states[-1] if states else None
     folder = Path(cfg.resume).expanduser()

@@ -25,7 +25,7 @@ from train.config import TrainConfig
 from train.cpu_speed import speed_up_cpu_training
 from train.dataset import DreamBoothDataset
 from train.errors import ConfigError
-from train.final_eval import evaluate
+from train.final_eval import evaluate_or_say_what_is_saved
 from train.loop import run_loop
 from train.model_setup import (
     cache_latents,
@@ -342,7 +342,7 @@ def train(cfg: TrainConfig, run_dir: Path) -> RunResult:
         try:
             result = fit(trainer, start)
             if cfg.eval.enabled and cfg.eval.prompts and is_main:
-                evaluate(trainer, result)
+                evaluate_or_say_what_is_saved(trainer, result)
             # before the trackers close: a wandb sweep agent reads it from the run
             if is_main and is_measured(cfg.objective, cfg.eval.enabled):
                 result.objective = log_objective(
