@@ -389,6 +389,19 @@ def test_resume_auto_warns_of_a_fresh_start_only_in_a_folder_without_an_earlier_
     assert "starting from the beginning" not in caplog.text
 
 
+def test_sigterm_where_work_may_stop_anywhere_raises_with_its_name_and_the_handlers_come_back():
+    """The evaluation after training runs inside signals_raise: SIGTERM there is an error line and exit 143,
+    not a silent end of the process."""
+    from train.signals import Interrupted, signals_raise
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as stopped, signals_raise():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises first
+    assert stopped.value.signum == signal.SIGTERM and str(stopped.value) == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_a_hand_edited_or_damaged_state_is_one_line(tmp_path):
     from train.state import ResumeError, load_state, read_progress
 

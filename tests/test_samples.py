@@ -165,7 +165,7 @@ def test_ctrl_c_during_a_sample_or_the_final_evaluation_saves_and_says_so(runs, 
     assert all(torch.equal(resumed[key], plain[key]) for key in plain)
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert errors == [
-        f"error: interrupted during the evaluation: {run_dir / 'char_lora.safetensors'} is saved, its grid and "
+        f"error: SIGINT: interrupted during the evaluation: {run_dir / 'char_lora.safetensors'} is saved, its grid and "
         f"scores are not; python -m train.evaluate run={run_dir} measures it"
     ]
     assert "Traceback" not in stderr

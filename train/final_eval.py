@@ -26,7 +26,7 @@ from train.network.base import tunes_base_model
 from train.result import RunResult
 from train.run_eval import LORA_MODULES_ONLY
 from train.saved_files import read_saved_file
-from train.signals import EXIT_CODES, TrainingInterrupted
+from train.signals import EXIT_CODES, TrainingInterrupted, signals_raise
 from train.tracking_results import log_eval
 from train.validation import HeldOutCaptions
 
@@ -63,20 +63,22 @@ def evaluate(trainer: Trainer, result: RunResult) -> None:
 
 
 def evaluate_or_say_what_is_saved(trainer: Trainer, result: RunResult) -> None:
-    """`evaluate`; a Ctrl-C during it (training is over, its signal handlers gone) becomes one line that
-    says the file is saved and how to measure it later, exit status 130."""
+    """`evaluate`; a Ctrl-C or SIGTERM during it (training is over, its graceful stop gone) becomes one line
+    that says the file is saved and how to measure it later, exit status 130 / 143."""
     try:
-        evaluate(trainer, result)
-    except KeyboardInterrupt:
+        with signals_raise():
+            evaluate(trainer, result)
+    except KeyboardInterrupt as stop:
+        signum = getattr(stop, "signum", signal.SIGINT)
         later = (
             f"python -m train.evaluate run={trainer.run_dir} measures it"
             if trainer.cfg.network.module not in LORA_MODULES_ONLY
             else f"network.module={trainer.cfg.network.module} files are measured only at the end of training"
         )
         raise TrainingInterrupted(
-            f"interrupted during the evaluation: {result.lora_path} is saved, "
+            f"{signal.Signals(signum).name}: interrupted during the evaluation: {result.lora_path} is saved, "
             f"its grid and scores are not; {later}",
-            EXIT_CODES[signal.SIGINT],
+            EXIT_CODES[signum],
         ) from None
 
 
