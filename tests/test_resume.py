@@ -402,6 +402,17 @@ def test_sigterm_where_work_may_stop_anywhere_raises_with_its_name_and_the_handl
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_a_stop_before_the_first_step_saves_nothing():
+    """Ctrl-C while sample.at_start renders: no untrained step-0 LoRA and state are left to resume from."""
+    from train.loop import interrupted
+    from train.signals import StopRequest
+    from train.state import Progress
+
+    error = interrupted(None, Progress(), StopRequest(signal.SIGINT))
+    assert str(error) == "SIGINT: stopped before the first step; nothing was trained or saved"
+    assert error.exit_code == 130
+
+
 def test_a_hand_edited_or_damaged_state_is_one_line(tmp_path):
     from train.state import ResumeError, load_state, read_progress
 

@@ -97,7 +97,13 @@ def stop_if_requested(trainer: Trainer, progress: Progress, stop: StopRequest) -
 
 
 def interrupted(trainer: Trainer, progress: Progress, stop: StopRequest) -> TrainingInterrupted:
-    """Save the LoRA and the state of the step just finished; the error says where and how to go on."""
+    """Save the LoRA and the state of the step just finished; the error says where and how to go on. Before
+    the first step (a Ctrl-C during sample.at_start's pictures) there is nothing to save."""
+    if progress.step == 0:
+        return TrainingInterrupted(
+            f"{stop.name}: stopped before the first step; nothing was trained or saved",
+            EXIT_CODES.get(stop.signum, 1),
+        )
     path = trainer.save_checkpoint(step_file_name(trainer.cfg.name, progress.step), progress, state=True)
     return TrainingInterrupted(
         f"{stop.name}: stopped after step {progress.step} of {trainer.plan.max_train_steps} (epoch "
