@@ -390,3 +390,12 @@ def test_values_that_ran_wrong_before_are_one_error(changes, message):
     parts = {key: replace(getattr(base, key), **values) for key, values in changes.items()}
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
         validate(replace(base, **parts))
+
+
+def test_a_batch_larger_than_an_epoch_is_said_once(caplog):
+    """kohya trains such a run on the whole epoch per step without a word; the user meant more pictures."""
+    from train.schedule import warn_batch_above_epoch
+
+    assert not warn_batch_above_epoch(8, 8) and not caplog.text
+    assert warn_batch_above_epoch(16, 8)
+    assert "training.batch_size=16 is larger than an epoch's 8 samples" in caplog.text

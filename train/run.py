@@ -60,7 +60,7 @@ from train.run_setup import (
 from train.sample_prompts import sampling_enabled
 from train.sampling import TrainingSamples
 from train.saving import check_finite, final_file_name, prune, write_lora_and_state
-from train.schedule import StepPlan, plan_steps
+from train.schedule import StepPlan, plan_steps, warn_batch_above_epoch
 from train.sdxl_step import check_sdxl_training
 from train.signals import graceful_stop
 from train.state import Progress, load_state, write_state_files
@@ -98,6 +98,8 @@ class Trainer:
         loader, self.sampler = build_loader(self.dataset, cfg)
         self.sampler.processes = self.accelerator.num_processes
         self.plan: StepPlan = plan_steps(t, len(loader), self.accelerator.num_processes)
+        if self.accelerator.is_main_process:
+            warn_batch_above_epoch(t.batch_size, len(self.dataset))
         self._raw_loader = loader
         self.metrics = MetricsLog(self.accelerator, run_dir / "metrics.jsonl")
         self.samples = TrainingSamples(cfg, run_dir)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
 from train.config import TrainingConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,3 +37,16 @@ def plan_steps(cfg: TrainingConfig, batches_per_epoch: int, num_processes: int =
         max_steps = int(cfg.max_train_steps or 0)
         num_epochs = math.ceil(max_steps / steps_per_epoch)
     return StepPlan(per_process, steps_per_epoch, num_epochs, max_steps)
+
+
+def warn_batch_above_epoch(batch_size: int, samples_per_epoch: int) -> bool:
+    """Say so when no batch can be as large as training.batch_size: an epoch holds fewer samples (pictures x
+    repeats, class pictures included), so every step trains on all of them (kohya does the same, silently)."""
+    if batch_size <= samples_per_epoch:
+        return False
+    log.warning(
+        "training.batch_size=%d is larger than an epoch's %d samples (pictures x repeats): every step trains on "
+        "at most %d; lower training.batch_size or raise the folders' repeats",
+        batch_size, samples_per_epoch, samples_per_epoch,
+    )  # fmt: skip
+    return True
