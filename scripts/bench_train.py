@@ -6,6 +6,7 @@
     python scripts/bench_train.py --device cuda --resolutions 512 --batch 8 --precisions best
     python scripts/bench_train.py --model tiny_sdxl --resolutions 256 512 --skip-toy      # SDXL on a CPU
     python scripts/bench_train.py --model sdxl_arch --device cuda --resolutions 1024 --precisions best --skip-toy
+    python scripts/bench_train.py --resolutions 256 --precisions fp32 --skip-toy --rounds 2   # a noisy machine
 
 Every measurement runs in a fresh child process, so its peak RSS (from os.wait4) is its own. Ours' per-step
 seconds come from the run's metrics.jsonl (`time/step`, `memory/peak_vram_gib`); the baseline child
@@ -176,9 +177,11 @@ def step_metrics(metrics: Path, warmup: int) -> tuple[list[float], float | None]
     return times, vram
 
 
-def measure_ours(args: argparse.Namespace, row: Row, data: Path | None, work: Path) -> Measurement:
+def measure_ours(
+    args: argparse.Namespace, row: Row, data: Path | None, work: Path, round_index: int = 0
+) -> Measurement:
     """One `python -m train` run in a child; its step times from metrics.jsonl, its peak RSS."""
-    run_dir = work / f"ours_{row.key}"
+    run_dir = work / (f"ours_{row.key}" + (f"_round{round_index + 1}" if round_index else ""))
     command = [sys.executable, "-m", "train", *ours_overrides(args, row, data), f"hydra.run.dir='{run_dir}'"]
     log(f"ours {row.label}: python -m train ... (output in {run_dir}.log)")
     start = time.perf_counter()
@@ -192,7 +195,9 @@ def measure_ours(args: argparse.Namespace, row: Row, data: Path | None, work: Pa
     return Measurement(step_seconds=times, rss_gib=rss, vram_gib=vram)
 
 
-def measure_baseline(args: argparse.Namespace, row: Row, data: Path, work: Path, flops: bool) -> Measurement:
+def measure_baseline(
+    args: argparse.Namespace, row: Row, data: Path, work: Path, flops: bool, round_index: int = 0
+) -> Measurement:
     """The textbook diffusers + peft step in a child; its step times, peak RSS and VRAM, FLOPs."""
     rank, conv = (TOY["rank"], TOY["conv"]) if row.toy else (RANK, (0, 1.0))
     command = [sys.executable, str(BASELINE), "--model", "toy" if row.toy else row.model]
@@ -201,7 +206,7 @@ def measure_baseline(args: argparse.Namespace, row: Row, data: Path, work: Path,
     command += ["--alpha", str(rank[1]), "--conv-dim", str(conv[0]), "--conv-alpha", str(conv[1])]
     command += ["--steps", str(args.steps), "--warmup", str(args.warmup)] + ["--count-flops"] * flops
     log(f"baseline {row.label}: diffusers + peft step")
-    out = work / f"baseline_{row.key}.log"
+    out = work / (f"baseline_{row.key}" + (f"_round{round_index + 1}" if round_index else "") + ".log")
     code, rss = run_child(command, args.device, out, stderr_to_log=False)
     results = [line[7:] for line in out.read_text().splitlines() if line.startswith("RESULT ")]
     if code != 0 or not results:
@@ -224,24 +229,51 @@ def plan_rows(args: argparse.Namespace, precisions: list[str]) -> list[Row]:
     return rows
 
 
+def pooled(first: Measurement, second: Measurement) -> Measurement:
+    """Two runs of one engine as one measurement: their timed steps together, the larger peaks, the first
+    FLOP count; an error in either stays."""
+    if first.error or second.error:
+        return first if first.error else second
+    return Measurement(
+        first.step_seconds + second.step_seconds, larger(first.rss_gib, second.rss_gib),
+        larger(first.vram_gib, second.vram_gib), first.flops if first.flops is not None else second.flops,
+    )  # fmt: skip
+
+
+def larger(a: float | None, b: float | None) -> float | None:
+    """The larger of two peaks, either of which may be missing."""
+    return b if a is None else a if b is None else max(a, b)
+
+
 def measure(args: argparse.Namespace, rows: list[Row], work: Path) -> None:
-    """Fill each row's ours / baseline measurements; FLOPs are counted in the first baseline of a size."""
+    """Fill each row's ours / baseline measurements; FLOPs are counted in the first baseline of a size.
+
+    With --rounds N each engine runs N times, in the order ours, baseline, baseline, ours, ... (each
+    engine's mean position the same, so a machine that slows down or speeds up over the run favours
+    neither), and a row's steps are pooled over its runs."""
     counted: set[tuple] = set()
     for row in rows:
         data = work / f"data_{row.resolution}" / "train"
         if not data.exists():
             write_pictures(data / "10_bench person", row.resolution)
-        if args.only == "baseline":
-            row.ours.error = "not run"
-        else:
-            row.ours = measure_ours(args, row, data, work)
-        if args.only == "ours":
-            row.baseline.error = "not run"
-        else:
-            size = (row.model, row.resolution, row.batch)
-            row.baseline = measure_baseline(args, row, data, work, flops=size not in counted)
-            if row.baseline.flops is not None:
-                counted.add(size)
+        for round_index in range(args.rounds):
+            engines = ("ours", "baseline") if round_index % 2 == 0 else ("baseline", "ours")
+            for engine in engines:
+                if engine == "ours":
+                    if args.only == "baseline":
+                        row.ours.error = "not run"
+                        continue
+                    run = measure_ours(args, row, data, work, round_index)
+                    row.ours = run if round_index == 0 else pooled(row.ours, run)
+                    continue
+                if args.only == "ours":
+                    row.baseline.error = "not run"
+                    continue
+                size = (row.model, row.resolution, row.batch)
+                run = measure_baseline(args, row, data, work, size not in counted, round_index)
+                if run.flops is not None:
+                    counted.add(size)
+                row.baseline = run if round_index == 0 else pooled(row.baseline, run)
     flops = {(r.model, r.resolution, r.batch): r.baseline.flops for r in rows if r.baseline.flops}
     for row in rows:
         row.flops = flops.get((row.model, row.resolution, row.batch))
@@ -312,13 +344,19 @@ def ratio_line(row: Row, cuda: bool) -> str:
     return line + (f" {shown(ratio(o.vram_gib, b.vram_gib), '.3f', 9)}" if cuda else "")
 
 
+def runs_of(args: argparse.Namespace) -> str:
+    """`2 runs x ` with --rounds 2, else nothing."""
+    return f"{args.rounds} runs x " if args.rounds > 1 else ""
+
+
 def print_table(rows: list[Row], rates: dict[str, float], args: argparse.Namespace) -> None:
     """Per configuration: ours, the baseline and their ratios (time and memory; below 1 = ours better)."""
     cuda = args.device == "cuda"
     where = torch.cuda.get_device_name() if cuda else f"cpu, {torch.get_num_threads()} torch threads"
     print(f"\ntraining step, ours (python -m train) vs diffusers + peft, on {where}")
     print(f"LoRA dim {RANK[0]} alpha {RANK[1]:g}; toy: char_lora's dim 8 alpha 8, conv 8/8; "
-          f"median and fastest of {args.steps} steps after {args.warmup} warm-up (s); peak RSS / VRAM in GiB")  # fmt: skip
+          f"median and fastest of {runs_of(args)}{args.steps} steps after {args.warmup} warm-up (s); "
+          "peak RSS / VRAM in GiB")  # fmt: skip
     for precision, rate in rates.items():
         kind = precision if cuda else "fp32"
         print(f"matmul 2048x2048 {kind} (for {precision} rows): {rate:.1f} GFLOP/s")
@@ -349,11 +387,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-toy", action="store_true", help="leave out the char_lora toy-size line")
     parser.add_argument("--only", choices=("ours", "baseline"), default=None)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="runs of each engine, alternated (ours, base, base, ours, ...)"
+    )
     parser.add_argument("--no-cache-latents", action="store_true", help="ours encodes every batch too")
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temp one)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device here")
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: give 1 or more")
     return args
 
 

@@ -48,6 +48,33 @@ def test_step_metrics_skip_the_warmup_and_keep_the_peak_vram(tmp_path):
     assert bench.step_metrics(tmp_path / "absent.jsonl", warmup=1) == ([], None)
 
 
+def test_rounds_alternate_the_engines_and_pool_their_steps(tmp_path, monkeypatch):
+    """--rounds 2 runs ours, baseline, baseline, ours: a machine that drifts favours neither; the steps pool."""
+    bench = load_bench()
+    order = []
+
+    def fake(engine, seconds, rss):
+        def run(args, row, data, work, *rest):
+            order.append(engine)
+            return bench.Measurement(step_seconds=[seconds + len(order)], rss_gib=rss + len(order), flops=7.0)
+
+        return run
+
+    monkeypatch.setattr(bench, "measure_ours", fake("ours", 1.0, 4.0))
+    monkeypatch.setattr(bench, "measure_baseline", fake("baseline", 2.0, 5.0))
+    monkeypatch.setattr(bench, "write_pictures", lambda folder, resolution: None)
+    args = bench.parse_args(["--model", "tiny", "--resolutions", "64", "--skip-toy", "--rounds", "2"])
+    rows = bench.plan_rows(args, ["fp32"])
+    bench.measure(args, rows, tmp_path)
+    assert order == ["ours", "baseline", "baseline", "ours"]
+    [row] = rows
+    assert row.ours.step_seconds == [2.0, 5.0] and row.ours.rss_gib == 8.0
+    assert row.baseline.step_seconds == [4.0, 5.0] and row.baseline.rss_gib == 8.0
+    assert row.flops == 7.0
+    failed = bench.pooled(bench.Measurement(error="exit 1"), bench.Measurement(step_seconds=[1.0]))
+    assert failed.error == "exit 1"
+
+
 def test_sdxl_baseline_conditions_the_unet_as_our_sdxl_step():
     sdxl = load_script("bench_train_baseline_sdxl")
     bundle = build_tiny_sdxl(0)
