@@ -139,6 +139,7 @@ def interrupt_on(command: list[str], marker: str, env: dict) -> tuple[int, str, 
     return process.returncode, stderr.decode(), waited
 
 
+@pytest.mark.slow  # 20 s; the fast suite keeps the plain Ctrl-C test (tests/test_resume.py)
 def test_ctrl_c_during_a_sample_or_the_final_evaluation_saves_and_says_so(runs, tmp_path):
     """A 400-step render takes over a minute here; Ctrl-C stops it at the sampler's next step, saves step 2's
     state, and resume=auto (without samples) gives the weights of the run that never sampled. A Ctrl-C in that
